@@ -1,0 +1,236 @@
+//! The HTTP API under `/api/`, `/healthz`, and the one error type every
+//! handler returns.
+//!
+//! Errors answer `{"error": {"code", "message"}}` with a 4xx status for client
+//! mistakes and 5xx only for server faults; each is logged once, with detail
+//! that the client does not see.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::Utc;
+use commandpost_shared::{Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, TokenClaims, UserId};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{AuthError, TokenKeys, check_incident_scope};
+use crate::config::ServerConfig;
+use crate::rooms::Rooms;
+use crate::store::{IncidentRecord, Store, StoreError};
+use crate::template;
+
+/// Shared state of every handler. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub rooms: Rooms,
+    pub keys: TokenKeys,
+    pub config: Arc<ServerConfig>,
+    /// Cancelled when the server shuts down; connections close on it.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket connection tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+/// Builds the router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/healthz", get(healthz))
+        .route("/api/incidents", get(list_incidents).post(create_incident))
+        .route("/api/incidents/{id}", get(get_incident))
+        .route("/ws/{id}", get(crate::ws::upgrade))
+        .fallback(not_found)
+        .layer(axum::middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+/// An API error: status, stable code, safe message.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn incident_not_found(raw_id: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "incident_not_found", format!("no incident `{raw_id}` on this server"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if self.status.is_server_error() {
+            tracing::error!(status = self.status.as_u16(), code = self.code, message = %self.message, "request failed");
+        } else {
+            tracing::info!(status = self.status.as_u16(), code = self.code, message = %self.message, "request refused");
+        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        let (status, code) = match error {
+            AuthError::Missing => (StatusCode::UNAUTHORIZED, "missing_token"),
+            AuthError::Expired => (StatusCode::UNAUTHORIZED, "expired_token"),
+            AuthError::Invalid => (StatusCode::UNAUTHORIZED, "invalid_token"),
+            AuthError::WrongIncident(_) | AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+        };
+        Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> Self {
+        tracing::error!(%error, "storage error");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "storage failed; nothing was changed")
+    }
+}
+
+/// The bearer token of a request, if any.
+pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// An authenticated caller (from `Authorization: Bearer`).
+pub struct Caller(pub TokenClaims);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer_token(&parts.headers).ok_or(AuthError::Missing)?;
+        Ok(Caller(state.keys.verify(&token)?))
+    }
+}
+
+impl Caller {
+    fn actor(&self) -> Actor {
+        Actor {
+            id: UserId(self.0.sub.clone()),
+            name: self.0.name.clone(),
+        }
+    }
+}
+
+async fn index() -> Html<&'static str> {
+    Html(include_str!("index.html"))
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+fn to_api(state: &AppState, record: IncidentRecord) -> Incident {
+    Incident {
+        presence: state.rooms.presence(&record.id),
+        id: record.id,
+        title: record.title,
+        created_at: record.created_at,
+        created_by: record.created_by,
+    }
+}
+
+async fn create_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<CreateIncident>, JsonRejection>,
+) -> Result<(StatusCode, HeaderMap, Json<Incident>), ApiError> {
+    if !caller.0.role.can_write() {
+        return Err(AuthError::Forbidden("viewers cannot declare incidents".into()).into());
+    }
+    if let Some(scope) = &caller.0.incident {
+        return Err(AuthError::Forbidden(format!("this token is limited to {scope} and cannot declare incidents")).into());
+    }
+    let Json(body) = body.map_err(|rejection| ApiError::new(rejection.status(), "invalid_body", rejection.body_text()))?;
+    let title = body.title.trim().to_owned();
+    if title.is_empty() || title.chars().count() > 200 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_title",
+            "title must be 1 to 200 characters",
+        ));
+    }
+    let actor = caller.actor();
+    let now = Utc::now();
+    // The template names the incident, but the id is only known inside the
+    // store's transaction; the store hands back the next id for rendering.
+    let record = state
+        .store
+        .create_incident(title, actor, now, move |id, record_title, by| {
+            template::initial_update(&template::render(id, record_title, by, now))
+        })
+        .await?;
+    tracing::info!(incident = %record.id, "incident declared");
+    let mut headers = HeaderMap::new();
+    if let Ok(location) = format!("/api/incidents/{}", record.id).parse() {
+        headers.insert(header::LOCATION, location);
+    }
+    Ok((StatusCode::CREATED, headers, Json(to_api(&state, record))))
+}
+
+async fn list_incidents(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Incident>>, ApiError> {
+    let records = tokio::task::spawn_blocking({
+        let store = state.store.clone();
+        move || store.list_incidents()
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "listing failed"))??;
+    let incidents = records
+        .into_iter()
+        .filter(|record| check_incident_scope(&caller.0, &record.id).is_ok())
+        .map(|record| to_api(&state, record))
+        .collect();
+    Ok(Json(incidents))
+}
+
+async fn get_incident(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Incident>, ApiError> {
+    let id: IncidentId = raw_id.parse().map_err(|_| ApiError::incident_not_found(&raw_id))?;
+    check_incident_scope(&caller.0, &id)?;
+    let record = state.store.get_incident(&id)?.ok_or_else(|| ApiError::incident_not_found(&raw_id))?;
+    Ok(Json(to_api(&state, record)))
+}
+
+/// One log line per request, with the path but never the query string
+/// (WebSocket clients carry their token there).
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "http");
+    response
+}

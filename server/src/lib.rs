@@ -1,0 +1,17 @@
+//! Command Post: a self-hosted server for live incident documents.
+//!
+//! Start with [`server::Server`] (assembly), [`ws`] (the document socket) and
+//! [`protocol`] (the sans-IO y-websocket core). ARCHITECTURE.md has the map.
+
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod protocol;
+pub mod rooms;
+pub mod server;
+pub mod store;
+pub mod template;
+pub mod ws;

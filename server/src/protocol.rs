@@ -1,0 +1,507 @@
+//! The y-websocket protocol, sans I/O: decoding client frames and deciding
+//! what each message does to a room's document.
+//!
+//! Nothing here knows about sockets, tasks or storage. [`decode_frame`] turns
+//! one binary WebSocket frame into messages (or a precise [`ProtocolError`]),
+//! and [`Session::handle`] applies one message to a room's [`Awareness`] (which
+//! owns the yrs `Doc`) and returns [`Effect`]s for the caller to carry out:
+//! replies, broadcasts and durable writes.
+//!
+//! Invariants kept here:
+//! - a viewer's sync step 2, update and awareness messages never touch the
+//!   document or the awareness state, and are never relayed;
+//! - a frame is decoded completely before any of its messages is applied, so a
+//!   malformed frame changes nothing;
+//! - an update that yrs refuses (or panics on) leaves the document as it was.
+
+use std::collections::HashSet;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use bytes::Bytes;
+use commandpost_shared::wire::MSG_SAVED;
+use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
+use yrs::sync::{Awareness, Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{ClientID, ReadTxn, StateVector, Transact, Update};
+
+/// Outer message types of the y-websocket protocol.
+const MSG_SYNC: u64 = 0;
+const MSG_AWARENESS: u64 = 1;
+const MSG_AUTH: u64 = 2;
+const MSG_QUERY_AWARENESS: u64 = 3;
+/// Sync sub-message types.
+const SYNC_STEP_1: u64 = 0;
+const SYNC_STEP_2: u64 = 1;
+const SYNC_UPDATE: u64 = 2;
+
+/// The reason sent to a viewer whose client tries to change the document.
+pub const VIEWER_DENIED_REASON: &str = "read-only: viewers cannot edit this incident";
+
+/// One decoded client message, borrowing its payload from the frame.
+#[derive(Debug, PartialEq)]
+pub enum ClientMessage<'a> {
+    /// Sync step 1: the client's state vector; answered with step 2.
+    SyncStep1(StateVector),
+    /// Sync step 2: the client's missing-on-server changes (a v1 update).
+    SyncStep2(&'a [u8]),
+    /// An incremental document update (v1 encoding).
+    Update(&'a [u8]),
+    /// An awareness update.
+    Awareness(AwarenessUpdate),
+    /// A request for every known awareness state.
+    QueryAwareness,
+    /// A y-protocols auth message; clients have nothing to say here, ignored.
+    Auth,
+    /// Opt-in to "saved" acknowledgements ([`MSG_SAVED`]).
+    SavedOptIn,
+}
+
+/// Why a frame or message was refused. Each maps to a WebSocket close code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProtocolError {
+    #[error("empty frame")]
+    EmptyFrame,
+    #[error("truncated varint at byte {offset}")]
+    TruncatedVarint { offset: usize },
+    #[error("varint longer than 64 bits at byte {offset}")]
+    OverlongVarint { offset: usize },
+    #[error("length prefix {declared} at byte {offset} exceeds the {remaining} bytes left in the frame")]
+    LengthBeyondFrame {
+        offset: usize,
+        declared: u64,
+        remaining: usize,
+    },
+    #[error("unknown message type {0}")]
+    UnknownMessageType(u64),
+    #[error("unknown sync message type {0}")]
+    UnknownSyncType(u64),
+    #[error("invalid state vector in sync step 1")]
+    InvalidStateVector,
+    #[error("invalid awareness update: {0}")]
+    InvalidAwareness(String),
+    #[error("update rejected: {0}")]
+    UpdateRejected(String),
+}
+
+impl ProtocolError {
+    /// The WebSocket close code for this error (see ARCHITECTURE.md).
+    pub fn close_code(&self) -> u16 {
+        match self {
+            ProtocolError::UpdateRejected(_) => close_code::UPDATE_REJECTED,
+            _ => close_code::MALFORMED,
+        }
+    }
+}
+
+/// WebSocket close codes used by Command Post. Documented in ARCHITECTURE.md.
+pub mod close_code {
+    /// The server is shutting down or restarting; reconnect.
+    pub const SERVICE_RESTART: u16 = 1012;
+    /// A text frame arrived; the protocol is binary only.
+    pub const UNSUPPORTED_DATA: u16 = 1003;
+    /// A frame or message was larger than the configured limit.
+    pub const MESSAGE_TOO_BIG: u16 = 1009;
+    /// Storage failed; the change could not be saved.
+    pub const INTERNAL_ERROR: u16 = 1011;
+    /// A frame could not be decoded as y-websocket messages.
+    pub const MALFORMED: u16 = 4400;
+    /// yrs refused an update (it does not decode or cannot be integrated).
+    pub const UPDATE_REJECTED: u16 = 4422;
+    /// The connection fell too far behind the room and must resync.
+    pub const LAGGING: u16 = 4408;
+}
+
+/// A small lib0 reader over one frame that reports exactly what is wrong.
+struct FrameReader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> FrameReader<'a> {
+    fn has_more(&self) -> bool {
+        self.pos < self.buf.len()
+    }
+
+    /// Reads a lib0 varuint: 7 bits per byte, least significant group first.
+    fn varuint(&mut self) -> Result<u64, ProtocolError> {
+        let start = self.pos;
+        let mut value: u64 = 0;
+        let mut shift = 0u32;
+        loop {
+            let Some(&byte) = self.buf.get(self.pos) else {
+                return Err(ProtocolError::TruncatedVarint { offset: start });
+            };
+            self.pos += 1;
+            if shift >= 64 || (shift == 63 && (byte & 0x7f) > 1) {
+                return Err(ProtocolError::OverlongVarint { offset: start });
+            }
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+            shift += 7;
+        }
+    }
+
+    /// Reads a varuint length prefix and that many bytes.
+    fn var_bytes(&mut self) -> Result<&'a [u8], ProtocolError> {
+        let offset = self.pos;
+        let declared = self.varuint()?;
+        let remaining = self.buf.len() - self.pos;
+        if declared > remaining as u64 {
+            return Err(ProtocolError::LengthBeyondFrame {
+                offset,
+                declared,
+                remaining,
+            });
+        }
+        let bytes = &self.buf[self.pos..self.pos + declared as usize];
+        self.pos += declared as usize;
+        Ok(bytes)
+    }
+}
+
+/// Decodes every message in one binary frame. Fails as a whole: a frame with
+/// one bad message yields no messages at all.
+pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage<'_>>, ProtocolError> {
+    if frame.is_empty() {
+        return Err(ProtocolError::EmptyFrame);
+    }
+    let mut reader = FrameReader { buf: frame, pos: 0 };
+    let mut messages = Vec::with_capacity(1);
+    while reader.has_more() {
+        let message = match reader.varuint()? {
+            MSG_SYNC => match reader.varuint()? {
+                SYNC_STEP_1 => ClientMessage::SyncStep1(decode_state_vector(reader.var_bytes()?)?),
+                SYNC_STEP_2 => ClientMessage::SyncStep2(reader.var_bytes()?),
+                SYNC_UPDATE => ClientMessage::Update(reader.var_bytes()?),
+                other => return Err(ProtocolError::UnknownSyncType(other)),
+            },
+            MSG_AWARENESS => ClientMessage::Awareness(decode_awareness(reader.var_bytes()?)?),
+            MSG_AUTH => {
+                // Auth messages are a permission type, optionally followed by
+                // a reason string. Clients have no business sending them, but
+                // they are well-formed protocol, so they are read and ignored.
+                let kind = reader.varuint()?;
+                if kind == 0 {
+                    reader.var_bytes()?;
+                }
+                ClientMessage::Auth
+            }
+            MSG_QUERY_AWARENESS => ClientMessage::QueryAwareness,
+            t if t == u64::from(MSG_SAVED) => {
+                reader.var_bytes()?;
+                ClientMessage::SavedOptIn
+            }
+            other => return Err(ProtocolError::UnknownMessageType(other)),
+        };
+        messages.push(message);
+    }
+    Ok(messages)
+}
+
+/// Decodes a state vector. yrs pre-allocates whatever count the payload
+/// claims, so the count is checked against the payload first: every entry
+/// takes at least two bytes.
+fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
+    let mut reader = FrameReader { buf: payload, pos: 0 };
+    let count = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
+    if count > (payload.len() / 2) as u64 {
+        return Err(ProtocolError::InvalidStateVector);
+    }
+    let mut sv = StateVector::default();
+    for _ in 0..count {
+        let client = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
+        let clock = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
+        let clock = u32::try_from(clock).map_err(|_| ProtocolError::InvalidStateVector)?;
+        sv.set_max(ClientID::new(client), clock);
+    }
+    if reader.has_more() {
+        return Err(ProtocolError::InvalidStateVector);
+    }
+    Ok(sv)
+}
+
+/// Decodes an awareness update with the same care: counts bounded by the
+/// bytes present, and state strings checked to be UTF-8 JSON text.
+fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
+    let invalid = |what: &str| ProtocolError::InvalidAwareness(what.to_owned());
+    let mut reader = FrameReader { buf: payload, pos: 0 };
+    let count = reader.varuint()?;
+    // client id, clock and state length take a byte each at least
+    if count > (payload.len() / 3) as u64 {
+        return Err(invalid("client count exceeds the payload"));
+    }
+    let mut clients = std::collections::HashMap::with_capacity(count as usize);
+    for _ in 0..count {
+        let client = ClientID::new(reader.varuint()?);
+        let clock = u32::try_from(reader.varuint()?).map_err(|_| invalid("clock exceeds 32 bits"))?;
+        let json = std::str::from_utf8(reader.var_bytes()?)
+            .map_err(|_| invalid("state is not UTF-8"))?;
+        if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
+            return Err(invalid("state is not JSON"));
+        }
+        clients.insert(client, AwarenessUpdateEntry { clock, json: json.into() });
+    }
+    if reader.has_more() {
+        return Err(invalid("trailing bytes"));
+    }
+    Ok(AwarenessUpdate { clients })
+}
+
+/// Encodes one protocol message as a frame.
+pub fn encode(message: &Message) -> Bytes {
+    Bytes::from(message.encode_v1())
+}
+
+/// Encodes an incremental update message around raw v1 update bytes.
+pub fn encode_update(update: &[u8]) -> Bytes {
+    encode(&Message::Sync(SyncMessage::Update(update.to_vec())))
+}
+
+/// Encodes the "saved up to n" acknowledgement: `[100, varBytes(varuint n)]`,
+/// which yrs-based clients decode as `Message::Custom(100, payload)`.
+pub fn encode_saved(acknowledged: u64) -> Bytes {
+    let mut payload = Vec::with_capacity(10);
+    let mut value = acknowledged;
+    loop {
+        let byte = (value & 0x7f) as u8;
+        value >>= 7;
+        if value == 0 {
+            payload.push(byte);
+            break;
+        }
+        payload.push(byte | 0x80);
+    }
+    let mut out = Vec::with_capacity(2 + payload.len());
+    out.push(MSG_SAVED);
+    out.push(payload.len() as u8);
+    out.extend_from_slice(&payload);
+    Bytes::from(out)
+}
+
+/// The messages a server sends a client right after it connects: sync step 1
+/// (so the client sends what the server lacks) and every awareness state.
+pub fn greeting(awareness: &Awareness) -> Vec<Bytes> {
+    let sv = awareness.doc().transact().state_vector();
+    let mut frames = vec![encode(&Message::Sync(SyncMessage::SyncStep1(sv)))];
+    if let Some(frame) = full_awareness(awareness) {
+        frames.push(frame);
+    }
+    frames
+}
+
+/// The whole document as one update message: used to resync a connection
+/// whose backlog was dropped.
+pub fn full_state(awareness: &Awareness) -> Bytes {
+    let update = awareness
+        .doc()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    encode(&Message::Sync(SyncMessage::Update(update)))
+}
+
+/// Every known awareness state as one message, or `None` when there is none.
+pub fn full_awareness(awareness: &Awareness) -> Option<Bytes> {
+    let update = awareness.update().ok()?;
+    if update.clients.is_empty() {
+        return None;
+    }
+    Some(encode(&Message::Awareness(update)))
+}
+
+/// What a connection may do to its room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// May change the document and announce awareness.
+    ReadWrite,
+    /// Receives everything, changes nothing.
+    ReadOnly,
+}
+
+/// What the caller must do after a message was handled.
+#[derive(Debug, PartialEq)]
+pub enum Effect {
+    /// Send these bytes to this connection only.
+    Reply(Bytes),
+    /// Send these bytes to every other connection of the room.
+    Broadcast(Bytes),
+    /// Make this update durable; acknowledge change number `change` when done.
+    Persist { update: Vec<u8>, change: u64 },
+    /// Nothing new to store, but acknowledge change number `change` once
+    /// everything written before it is durable.
+    AckWhenDurable { change: u64 },
+    /// The client asked for "saved" acknowledgements.
+    EnableSavedAcks,
+    /// A viewer tried to write; it was told so (the reply is a separate
+    /// [`Effect::Reply`]). Carried for logging and metrics.
+    Denied,
+}
+
+/// The protocol state of one connection.
+#[derive(Debug)]
+pub struct Session {
+    access: Access,
+    /// Awareness client ids this connection announced (and has not removed),
+    /// to be removed when it leaves.
+    announced: HashSet<ClientID>,
+    /// Count of document-changing messages received (sync step 2 + update).
+    changes: u64,
+}
+
+impl Session {
+    pub fn new(access: Access) -> Self {
+        Self {
+            access,
+            announced: HashSet::new(),
+            changes: 0,
+        }
+    }
+
+    pub fn access(&self) -> Access {
+        self.access
+    }
+
+    /// Handles one message against the room's awareness (and its document).
+    pub fn handle(
+        &mut self,
+        awareness: &Awareness,
+        message: ClientMessage<'_>,
+    ) -> Result<Vec<Effect>, ProtocolError> {
+        match message {
+            ClientMessage::SyncStep1(sv) => {
+                let diff = awareness.doc().transact().encode_diff_v1(&sv);
+                Ok(vec![Effect::Reply(encode(&Message::Sync(
+                    SyncMessage::SyncStep2(diff),
+                )))])
+            }
+            ClientMessage::SyncStep2(update) | ClientMessage::Update(update) => {
+                self.handle_update(awareness, update)
+            }
+            ClientMessage::Awareness(update) => self.handle_awareness(awareness, update),
+            ClientMessage::QueryAwareness => Ok(full_awareness(awareness)
+                .map(Effect::Reply)
+                .into_iter()
+                .collect()),
+            ClientMessage::Auth => Ok(Vec::new()),
+            ClientMessage::SavedOptIn => Ok(vec![Effect::EnableSavedAcks]),
+        }
+    }
+
+    fn handle_update(
+        &mut self,
+        awareness: &Awareness,
+        raw: &[u8],
+    ) -> Result<Vec<Effect>, ProtocolError> {
+        let update = decode_update(raw)?;
+        if self.access == Access::ReadOnly {
+            // The stock client answers our sync step 1 with an (empty) step 2
+            // even when it has nothing; only real edits deserve a denial.
+            if update_is_empty(&update) {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![
+                Effect::Reply(encode(&Message::Auth(Some(VIEWER_DENIED_REASON.into())))),
+                Effect::Denied,
+            ]);
+        }
+        self.changes += 1;
+        let change = self.changes;
+        if update_is_empty(&update) {
+            return Ok(vec![Effect::AckWhenDurable { change }]);
+        }
+        let doc = awareness.doc();
+        let before = doc.transact().state_vector();
+        let had_pending = doc.transact().has_missing_updates();
+        let deletes_before = update.delete_set().is_empty();
+        let applied = catch_unwind(AssertUnwindSafe(|| {
+            let mut txn = doc.transact_mut();
+            txn.apply_update(update)
+        }));
+        match applied {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(ProtocolError::UpdateRejected(error.to_string())),
+            Err(_) => {
+                return Err(ProtocolError::UpdateRejected(
+                    "yrs could not integrate the update".into(),
+                ));
+            }
+        }
+        let txn = doc.transact();
+        // An update that adds no block, leaves nothing pending and carries no
+        // deletions cannot have changed anything: acknowledge it without
+        // storing or relaying it (reconnecting clients resend a lot of this).
+        let unchanged =
+            txn.state_vector() == before && !txn.has_missing_updates() && !had_pending && deletes_before;
+        drop(txn);
+        if unchanged {
+            return Ok(vec![Effect::AckWhenDurable { change }]);
+        }
+        Ok(vec![
+            Effect::Broadcast(encode_update(raw)),
+            Effect::Persist {
+                update: raw.to_vec(),
+                change,
+            },
+        ])
+    }
+
+    fn handle_awareness(
+        &mut self,
+        awareness: &Awareness,
+        update: AwarenessUpdate,
+    ) -> Result<Vec<Effect>, ProtocolError> {
+        if self.access == Access::ReadOnly {
+            // Viewers are not shown to others; their awareness goes nowhere.
+            return Ok(Vec::new());
+        }
+        for (client, entry) in &update.clients {
+            if entry.json.as_ref() == "null" {
+                self.announced.remove(client);
+            } else {
+                self.announced.insert(*client);
+            }
+        }
+        let message = encode(&Message::Awareness(update.clone()));
+        awareness
+            .apply_update(update)
+            .map_err(|error| ProtocolError::InvalidAwareness(error.to_string()))?;
+        Ok(vec![Effect::Broadcast(message)])
+    }
+
+    /// Removes this connection's awareness states; returns the message that
+    /// tells the other connections, if there was anything to remove.
+    pub fn leave(&mut self, awareness: &Awareness) -> Option<Bytes> {
+        if self.announced.is_empty() {
+            return None;
+        }
+        let clients: Vec<ClientID> = self.announced.drain().collect();
+        for client in &clients {
+            awareness.remove_state(*client);
+        }
+        let update = awareness.update_with_clients(clients).ok()?;
+        Some(encode(&Message::Awareness(update)))
+    }
+}
+
+/// Decodes a v1 update, turning both errors and panics inside yrs into
+/// [`ProtocolError::UpdateRejected`].
+fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
+    match catch_unwind(|| Update::decode_v1(raw)) {
+        Ok(Ok(update)) => Ok(update),
+        Ok(Err(error)) => Err(ProtocolError::UpdateRejected(format!(
+            "not a valid Yjs update: {error}"
+        ))),
+        Err(_) => Err(ProtocolError::UpdateRejected(
+            "not a valid Yjs update".into(),
+        )),
+    }
+}
+
+fn update_is_empty(update: &Update) -> bool {
+    update.state_vector().is_empty() && update.delete_set().is_empty()
+}
+
+#[cfg(test)]
+mod tests;

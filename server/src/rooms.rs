@@ -1,0 +1,314 @@
+//! Rooms: one live yrs document per incident, shared by its connections.
+//!
+//! [`Rooms`] is the registry. Exactly one [`Room`] exists per incident at a
+//! time: the registry maps each incident to one `OnceCell`, so simultaneous
+//! first connections share a single load, and a connection joins a room only
+//! while holding the registry lock, so a room being unloaded can never gain a
+//! connection. A room with no connections is unloaded after the idle timeout,
+//! once every write it queued is durable (so a reload sees all of them).
+//!
+//! A room owns its document ([`Awareness`] holds the `Doc`) behind a plain
+//! mutex that is never held across an `.await`, and a broadcast channel that
+//! carries each outgoing message, encoded once, to every connection.
+
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::Instant;
+
+use bytes::Bytes;
+use commandpost_shared::{IncidentId, Presence};
+use tokio::sync::{OnceCell, broadcast};
+use yrs::sync::Awareness;
+use yrs::updates::decoder::Decode;
+use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+
+use crate::config::ServerConfig;
+use crate::protocol::Access;
+use crate::store::{Store, StoreError};
+
+/// A message fanned out to a room's connections.
+#[derive(Clone, Debug)]
+pub struct Outbound {
+    /// The connection it came from (which does not need it back).
+    pub from: u64,
+    pub bytes: Bytes,
+}
+
+/// The mutable part of a room.
+pub struct RoomState {
+    pub awareness: Awareness,
+    /// Sequence number for the next appended update.
+    next_seq: u64,
+    /// Updates and bytes in the log since the last snapshot.
+    log_updates: u64,
+    log_bytes: u64,
+}
+
+/// One live incident document.
+pub struct Room {
+    pub id: IncidentId,
+    /// Plain mutex: held only for CPU work on the document, never across
+    /// `.await` and never while sending to a socket.
+    state: parking_lot::Mutex<RoomState>,
+    sender: broadcast::Sender<Outbound>,
+    editors: AtomicU32,
+    viewers: AtomicU32,
+    /// Bumped on every join; lets the unloader see that the room was used.
+    epoch: AtomicU64,
+    store: Store,
+    compact_after_updates: u64,
+    compact_after_bytes: u64,
+}
+
+impl Room {
+    /// Subscribes to the room's broadcast. Subscribe before reading the
+    /// document for a greeting, so nothing falls in between.
+    pub fn subscribe(&self) -> broadcast::Receiver<Outbound> {
+        self.sender.subscribe()
+    }
+
+    /// Runs `f` on the document state under the room lock.
+    pub fn with_state<R>(&self, f: impl FnOnce(&mut RoomState) -> R) -> R {
+        f(&mut self.state.lock())
+    }
+
+    /// Sends to every subscribed connection. Call while holding the state
+    /// (inside [`Room::with_state`]) so broadcast order equals apply order.
+    pub fn broadcast(&self, from: u64, bytes: Bytes) {
+        // An error only means nobody is subscribed.
+        let _ = self.sender.send(Outbound { from, bytes });
+    }
+
+    /// Assigns the next log sequence number and queues the update for
+    /// storage; compacts the log when it grew past its bounds. Call inside
+    /// [`Room::with_state`].
+    pub fn persist(
+        &self,
+        state: &mut RoomState,
+        update: Vec<u8>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let seq = state.next_seq;
+        state.next_seq += 1;
+        state.log_updates += 1;
+        state.log_bytes += update.len() as u64;
+        let saved = self.store.append(&self.id, seq, update)?;
+        if state.log_updates >= self.compact_after_updates || state.log_bytes >= self.compact_after_bytes {
+            let started = Instant::now();
+            let snapshot = state
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            self.store.compact(&self.id, seq, snapshot)?;
+            tracing::debug!(incident = %self.id, upto = seq, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
+            state.log_updates = 0;
+            state.log_bytes = 0;
+        }
+        Ok(saved)
+    }
+
+    /// Completes once every write queued so far is durable.
+    pub fn barrier(&self) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        self.store.barrier()
+    }
+
+    pub fn presence(&self) -> Presence {
+        Presence {
+            editors: self.editors.load(Ordering::Relaxed),
+            viewers: self.viewers.load(Ordering::Relaxed),
+        }
+    }
+
+    fn connections(&self) -> u32 {
+        self.editors.load(Ordering::Acquire) + self.viewers.load(Ordering::Acquire)
+    }
+
+    fn counter(&self, access: Access) -> &AtomicU32 {
+        match access {
+            Access::ReadWrite => &self.editors,
+            Access::ReadOnly => &self.viewers,
+        }
+    }
+}
+
+type Slot = Arc<OnceCell<Arc<Room>>>;
+
+/// The registry of live rooms.
+#[derive(Clone)]
+pub struct Rooms {
+    inner: Arc<RoomsInner>,
+}
+
+struct RoomsInner {
+    /// Plain mutex: held for map operations only, never across `.await`.
+    slots: parking_lot::Mutex<HashMap<IncidentId, Slot>>,
+    store: Store,
+    config: ServerConfig,
+}
+
+/// A connection's membership in a room. Dropping it leaves the room, and the
+/// last one out schedules the idle unload.
+pub struct RoomGuard {
+    room: Arc<Room>,
+    access: Access,
+    rooms: Rooms,
+}
+
+impl std::ops::Deref for RoomGuard {
+    type Target = Arc<Room>;
+    fn deref(&self) -> &Arc<Room> {
+        &self.room
+    }
+}
+
+impl Drop for RoomGuard {
+    fn drop(&mut self) {
+        let remaining = {
+            let _slots = self.rooms.inner.slots.lock();
+            self.room.counter(self.access).fetch_sub(1, Ordering::AcqRel);
+            self.room.connections()
+        };
+        if remaining == 0 {
+            let rooms = self.rooms.clone();
+            let room = self.room.clone();
+            let epoch = room.epoch.load(Ordering::Acquire);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { rooms.unload_when_idle(room, epoch).await });
+            }
+        }
+    }
+}
+
+impl Rooms {
+    pub fn new(store: Store, config: ServerConfig) -> Self {
+        Self {
+            inner: Arc::new(RoomsInner {
+                slots: parking_lot::Mutex::new(HashMap::new()),
+                store,
+                config,
+            }),
+        }
+    }
+
+    /// Joins the incident's room, loading it from storage if needed.
+    pub async fn join(&self, id: &IncidentId, access: Access) -> Result<RoomGuard, StoreError> {
+        loop {
+            let slot = self.inner.slots.lock().entry(id.clone()).or_default().clone();
+            let room = slot.get_or_try_init(|| self.load(id.clone())).await?.clone();
+            let slots = self.inner.slots.lock();
+            // The slot may have been unloaded between the two locks: then
+            // start over with a fresh one.
+            if slots.get(id).is_some_and(|current| Arc::ptr_eq(current, &slot)) {
+                room.counter(access).fetch_add(1, Ordering::AcqRel);
+                room.epoch.fetch_add(1, Ordering::AcqRel);
+                drop(slots);
+                return Ok(RoomGuard {
+                    room,
+                    access,
+                    rooms: self.clone(),
+                });
+            }
+        }
+    }
+
+    /// Live presence of an incident (zero when its room is not loaded).
+    pub fn presence(&self, id: &IncidentId) -> Presence {
+        let slot = self.inner.slots.lock().get(id).cloned();
+        slot.and_then(|slot| slot.get().map(|room| room.presence()))
+            .unwrap_or_default()
+    }
+
+    /// How many rooms are loaded.
+    pub fn loaded(&self) -> usize {
+        self.inner.slots.lock().values().filter(|slot| slot.initialized()).count()
+    }
+
+    async fn load(&self, id: IncidentId) -> Result<Arc<Room>, StoreError> {
+        let store = self.inner.store.clone();
+        let started = Instant::now();
+        let load_id = id.clone();
+        let (awareness, next_seq, log_updates, log_bytes) = tokio::task::spawn_blocking(move || {
+            let stored = store.load_doc(&load_id)?;
+            let doc = Doc::new();
+            let mut log_bytes = 0;
+            {
+                let mut txn = doc.transact_mut();
+                let parts = stored.snapshot.iter().map(|s| (0, s)).chain(stored.updates.iter().map(|(seq, u)| (*seq, u)));
+                for (seq, bytes) in parts {
+                    log_bytes += if seq == 0 { 0 } else { bytes.len() as u64 };
+                    // Storage only ever holds updates that yrs accepted, so a
+                    // failure here is corruption: report it, never skip it.
+                    let applied = catch_unwind(AssertUnwindSafe(|| {
+                        Update::decode_v1(bytes)
+                            .map_err(|e| e.to_string())
+                            .and_then(|update| txn.apply_update(update).map_err(|e| e.to_string()))
+                    }));
+                    match applied {
+                        Ok(Ok(())) => {}
+                        Ok(Err(error)) => {
+                            return Err(StoreError::Corrupt(format!("{load_id} update {seq}: {error}")));
+                        }
+                        Err(_) => return Err(StoreError::Corrupt(format!("{load_id} update {seq} does not integrate"))),
+                    }
+                }
+            }
+            Ok((Awareness::new(doc), stored.next_seq, stored.updates.len() as u64, log_bytes))
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("loading {id} panicked: {error}")))??;
+        tracing::info!(incident = %id, log_updates, elapsed_ms = started.elapsed().as_millis() as u64, "room loaded");
+        let (sender, _) = broadcast::channel(self.inner.config.room_buffer_messages);
+        Ok(Arc::new(Room {
+            id,
+            state: parking_lot::Mutex::new(RoomState {
+                awareness,
+                next_seq,
+                log_updates,
+                log_bytes,
+            }),
+            sender,
+            editors: AtomicU32::new(0),
+            viewers: AtomicU32::new(0),
+            epoch: AtomicU64::new(0),
+            store: self.inner.store.clone(),
+            compact_after_updates: self.inner.config.compact_after_updates,
+            compact_after_bytes: self.inner.config.compact_after_bytes,
+        }))
+    }
+
+    async fn unload_when_idle(&self, room: Arc<Room>, epoch: u64) {
+        tokio::time::sleep(self.inner.config.room_idle_timeout).await;
+        if room.connections() != 0 || room.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        // Every write this room queued must be durable before a reload could
+        // read storage; writes are queued only by connections, and any join
+        // after this point changes the epoch.
+        match self.inner.store.barrier() {
+            Ok(wait) => match wait.await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    tracing::error!(incident = %room.id, %error, "not unloading room: storage failed");
+                    return;
+                }
+                Err(_) => return,
+            },
+            Err(_) => return,
+        }
+        let mut slots = self.inner.slots.lock();
+        if room.connections() != 0 || room.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        let same = slots
+            .get(&room.id)
+            .and_then(|slot| slot.get())
+            .is_some_and(|current| Arc::ptr_eq(current, &room));
+        if same {
+            slots.remove(&room.id);
+            drop(slots);
+            tracing::info!(incident = %room.id, "room unloaded after idle timeout");
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Server assembly: opens storage, builds the router, serves a listener until
+//! the shutdown token fires, then closes connections and flushes storage.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, AppState};
+use crate::auth::TokenKeys;
+use crate::config::ServerConfig;
+use crate::rooms::Rooms;
+use crate::store::Store;
+
+/// How long shutdown waits for connections to close before flushing anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A configured server, ready to serve a listener.
+pub struct Server {
+    state: AppState,
+}
+
+impl Server {
+    /// Opens the data directory (creating it) and the store.
+    pub fn new(config: ServerConfig) -> anyhow::Result<Self> {
+        let keys = TokenKeys::load(&config.data_dir, config.secret.as_deref())?;
+        let db_dir = config.data_dir.join("db");
+        let store = Store::open(&db_dir).with_context(|| {
+            format!(
+                "cannot open the store in {} (is another commandpost using this --data directory?)",
+                db_dir.display()
+            )
+        })?;
+        let rooms = Rooms::new(store.clone(), config.clone());
+        Ok(Self {
+            state: AppState {
+                store,
+                rooms,
+                keys,
+                config: Arc::new(config),
+                shutdown: CancellationToken::new(),
+                tasks: TaskTracker::new(),
+            },
+        })
+    }
+
+    /// The token keys, for minting the start-up admin token.
+    pub fn keys(&self) -> &TokenKeys {
+        &self.state.keys
+    }
+
+    pub fn config(&self) -> &ServerConfig {
+        &self.state.config
+    }
+
+    /// Serves until `shutdown` is cancelled; then closes every WebSocket with
+    /// 1012 (service restart), waits for in-flight writes, and flushes.
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+        let state = self.state;
+        let app = api::router(state.clone());
+        let connections_shutdown = state.shutdown.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            stop.cancelled().await;
+            connections_shutdown.cancel();
+        });
+        axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown.cancelled_owned())
+            .await
+            .context("server failed")?;
+        state.shutdown.cancel();
+        state.tasks.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
+            tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        let barrier = state.store.barrier().context("storage writer stopped early")?;
+        barrier.await.context("storage writer stopped early")??;
+        let store = state.store.clone();
+        tokio::task::spawn_blocking(move || store.flush_blocking()).await??;
+        tracing::info!("storage flushed; shut down cleanly");
+        Ok(())
+    }
+}

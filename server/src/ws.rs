@@ -1,0 +1,333 @@
+//! The document WebSocket: `GET /ws/{incident_id}`.
+//!
+//! Authentication, the incident check and the viewer/editor decision happen
+//! before the upgrade, so a refused client never receives document data.
+//! After the upgrade, one task per connection moves bytes between the socket
+//! and its room: frames in are decoded and handled by [`protocol::Session`];
+//! room broadcasts and "saved" acknowledgements go out. Only this module
+//! knows about WebSocket frames and close codes.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use commandpost_shared::{IncidentId, TokenClaims};
+use futures::stream::{FuturesOrdered, SplitSink};
+use futures::{FutureExt, SinkExt, StreamExt};
+use serde::Deserialize;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+use tokio::sync::oneshot;
+use tracing::Instrument;
+
+use crate::api::{ApiError, AppState, bearer_token};
+use crate::auth::{AuthError, check_incident_scope};
+use crate::protocol::{self, Access, Effect, Session, close_code};
+use crate::rooms::RoomGuard;
+use crate::store::StoreError;
+
+static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
+
+/// A send that takes longer than this means the peer stopped reading.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Broadcast messages written to the socket before one flush.
+const MAX_BATCH: usize = 256;
+
+#[derive(Deserialize)]
+pub struct WsQuery {
+    token: Option<String>,
+}
+
+/// The upgrade handler: every check happens before the upgrade.
+pub async fn upgrade(
+    State(app): State<AppState>,
+    Path(raw_id): Path<String>,
+    Query(query): Query<WsQuery>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers).or(query.token).ok_or(AuthError::Missing)?;
+    let claims = app.keys.verify(&token)?;
+    let id: IncidentId = raw_id
+        .parse()
+        .map_err(|_| ApiError::incident_not_found(&raw_id))?;
+    check_incident_scope(&claims, &id)?;
+    if app.store.get_incident(&id)?.is_none() {
+        return Err(ApiError::incident_not_found(&raw_id));
+    }
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(rejection) => return Ok(rejection.into_response()),
+    };
+    let access = if claims.role.can_write() {
+        Access::ReadWrite
+    } else {
+        Access::ReadOnly
+    };
+    let limit = app.config.max_message_bytes;
+    let tasks = app.tasks.clone();
+    Ok(upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| tasks.track_future(serve_connection(app, socket, id, claims, access))))
+}
+
+type Sink = SplitSink<WebSocket, Message>;
+
+async fn serve_connection(app: AppState, socket: WebSocket, id: IncidentId, claims: TokenClaims, access: Access) {
+    let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("ws", incident = %id, conn = connection, user = %claims.sub, role = %claims.role);
+    async move {
+        let (mut sink, stream) = socket.split();
+        let room = match app.rooms.join(&id, access).await {
+            Ok(room) => room,
+            Err(error) => {
+                tracing::error!(%error, "cannot load the incident document");
+                close(&mut sink, close_code::INTERNAL_ERROR, "cannot load the incident document").await;
+                return;
+            }
+        };
+        tracing::info!("connected");
+        let mut session = Session::new(access);
+        let outcome = run(&app, &room, &mut session, connection, &mut sink, stream).await;
+        // Leaving: remove this connection's awareness states and tell the rest.
+        room.with_state(|state| {
+            if let Some(message) = session.leave(&state.awareness) {
+                room.broadcast(connection, message);
+            }
+        });
+        match outcome {
+            Closing::Peer => tracing::info!("disconnected"),
+            Closing::Server { code, reason } => {
+                if code == close_code::SERVICE_RESTART {
+                    tracing::info!("closing for shutdown");
+                }
+                close(&mut sink, code, &reason).await;
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+enum Closing {
+    /// The peer closed or the transport failed; nothing to send.
+    Peer,
+    /// The server closes with this code and reason.
+    Server { code: u16, reason: String },
+}
+
+impl Closing {
+    fn server(code: u16, reason: impl Into<String>) -> Self {
+        Closing::Server { code, reason: reason.into() }
+    }
+}
+
+type SavedWait = std::pin::Pin<Box<dyn Future<Output = (u64, Result<(), StoreError>)> + Send>>;
+
+fn wait_saved(change: u64, wait: oneshot::Receiver<Result<(), StoreError>>) -> SavedWait {
+    Box::pin(async move { (change, wait.await.unwrap_or(Err(StoreError::WriterGone))) })
+}
+
+async fn run(
+    app: &AppState,
+    room: &RoomGuard,
+    session: &mut Session,
+    connection: u64,
+    sink: &mut Sink,
+    mut stream: futures::stream::SplitStream<WebSocket>,
+) -> Closing {
+    // Subscribe before reading the document, so no update falls between.
+    let mut updates = room.subscribe();
+    let greeting = room.with_state(|state| protocol::greeting(&state.awareness));
+    if send_all(sink, greeting).await.is_err() {
+        return Closing::Peer;
+    }
+    let mut saved_acks = false;
+    let mut saving: FuturesOrdered<SavedWait> = FuturesOrdered::new();
+    let shutdown = app.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => {
+                return Closing::server(close_code::SERVICE_RESTART, "server restarting");
+            }
+            frame = stream.next() => {
+                let bytes = match frame {
+                    None | Some(Ok(Message::Close(_))) => return Closing::Peer,
+                    Some(Ok(Message::Binary(bytes))) => bytes,
+                    Some(Ok(Message::Text(_))) => {
+                        tracing::warn!(code = close_code::UNSUPPORTED_DATA, "closing: text frame");
+                        return Closing::server(close_code::UNSUPPORTED_DATA, "text frames are not part of the protocol; send binary y-websocket messages");
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                    Some(Err(error)) => return transport_error(error, app.config.max_message_bytes),
+                };
+                match handle_frame(room, session, connection, &bytes) {
+                    Ok(handled) => {
+                        if handled.enable_saved {
+                            saved_acks = true;
+                        }
+                        for (change, wait) in handled.saving {
+                            saving.push_back(wait_saved(change, wait));
+                        }
+                        if send_all(sink, handled.replies).await.is_err() {
+                            return Closing::Peer;
+                        }
+                    }
+                    Err(closing) => return closing,
+                }
+            }
+            received = updates.recv() => {
+                let mut batch = Vec::new();
+                match received {
+                    Ok(outbound) => {
+                        if outbound.from != connection {
+                            batch.push(outbound.bytes);
+                        }
+                        // Take whatever else is already queued and flush once.
+                        while batch.len() < MAX_BATCH {
+                            match updates.try_recv() {
+                                Ok(outbound) if outbound.from == connection => {}
+                                Ok(outbound) => batch.push(outbound.bytes),
+                                Err(TryRecvError::Lagged(skipped)) => {
+                                    batch = vec![resync(room, skipped)];
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                    }
+                    Err(RecvError::Lagged(skipped)) => batch.push(resync(room, skipped)),
+                    Err(RecvError::Closed) => return Closing::server(close_code::INTERNAL_ERROR, "room closed"),
+                }
+                if send_all(sink, batch).await.is_err() {
+                    return Closing::Peer;
+                }
+            }
+            Some((mut change, mut result)) = saving.next(), if !saving.is_empty() => {
+                // Coalesce acknowledgements that are already complete.
+                while result.is_ok() {
+                    match saving.next().now_or_never() {
+                        Some(Some((next_change, next_result))) => {
+                            change = next_change;
+                            result = next_result;
+                        }
+                        _ => break,
+                    }
+                }
+                if let Err(error) = result {
+                    tracing::error!(%error, code = close_code::INTERNAL_ERROR, "closing: a change could not be saved");
+                    return Closing::server(close_code::INTERNAL_ERROR, "storage failure: your last changes were not saved; reconnect to resend them");
+                }
+                if saved_acks && send_all(sink, vec![protocol::encode_saved(change)]).await.is_err() {
+                    return Closing::Peer;
+                }
+            }
+        }
+    }
+}
+
+/// The connection fell behind the room's buffer: instead of the messages it
+/// missed, it gets the whole document as one merged update (Yjs ignores what
+/// it already has), and it goes on from there.
+fn resync(room: &RoomGuard, skipped: u64) -> Bytes {
+    tracing::warn!(skipped, "connection lagged behind its room; sending one merged update instead");
+    room.with_state(|state| protocol::full_state(&state.awareness))
+}
+
+/// What one frame produced for this connection.
+struct Handled {
+    replies: Vec<Bytes>,
+    saving: Vec<(u64, oneshot::Receiver<Result<(), StoreError>>)>,
+    enable_saved: bool,
+}
+
+fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame: &[u8]) -> Result<Handled, Closing> {
+    let messages = protocol::decode_frame(frame).map_err(|error| {
+        tracing::warn!(code = error.close_code(), %error, bytes = frame.len(), "closing: malformed frame");
+        Closing::server(error.close_code(), error.to_string())
+    })?;
+    let mut handled = Handled {
+        replies: Vec::new(),
+        saving: Vec::new(),
+        enable_saved: false,
+    };
+    room.with_state(|state| {
+        for message in messages {
+            let effects = session.handle(&state.awareness, message).map_err(|error| {
+                tracing::warn!(code = error.close_code(), %error, "closing: message refused");
+                Closing::server(error.close_code(), error.to_string())
+            })?;
+            for effect in effects {
+                match effect {
+                    Effect::Reply(bytes) => handled.replies.push(bytes),
+                    Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
+                    Effect::Persist { update, change } => {
+                        let wait = room.persist(state, update).map_err(storage_closing)?;
+                        handled.saving.push((change, wait));
+                    }
+                    Effect::AckWhenDurable { change } => {
+                        let wait = room.barrier().map_err(storage_closing)?;
+                        handled.saving.push((change, wait));
+                    }
+                    Effect::EnableSavedAcks => handled.enable_saved = true,
+                    Effect::Denied => tracing::info!("refused a viewer's edit (permission denied sent)"),
+                }
+            }
+        }
+        Ok(handled)
+    })
+}
+
+fn storage_closing(error: StoreError) -> Closing {
+    tracing::error!(%error, "closing: storage unavailable");
+    Closing::server(close_code::INTERNAL_ERROR, "storage failure: the change was not saved")
+}
+
+fn transport_error(error: axum::Error, limit: usize) -> Closing {
+    let inner = error.into_inner();
+    if let Some(tungstenite::Error::Capacity(capacity)) = inner.downcast_ref::<tungstenite::Error>() {
+        tracing::warn!(code = close_code::MESSAGE_TOO_BIG, error = %capacity, "closing: message too big");
+        return Closing::server(
+            close_code::MESSAGE_TOO_BIG,
+            format!("message larger than the {limit}-byte limit"),
+        );
+    }
+    tracing::info!(error = %inner, "connection error");
+    Closing::Peer
+}
+
+async fn send_all(sink: &mut Sink, frames: Vec<Bytes>) -> Result<(), ()> {
+    if frames.is_empty() {
+        return Ok(());
+    }
+    let send = async {
+        for frame in frames {
+            sink.feed(Message::Binary(frame)).await?;
+        }
+        sink.flush().await
+    };
+    match tokio::time::timeout(SEND_TIMEOUT, send).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(()),
+        Err(_) => {
+            tracing::warn!("peer stopped reading for {SEND_TIMEOUT:?}; dropping the connection");
+            Err(())
+        }
+    }
+}
+
+async fn close(sink: &mut Sink, code: u16, reason: &str) {
+    // Close reasons are limited to 123 bytes by the protocol.
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason[..end].into(),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+}

@@ -1,0 +1,266 @@
+//! Wire types of Command Post: everything that crosses a process boundary
+//! (HTTP bodies, token claims, WebSocket extension messages) is defined here
+//! and only here, so the server, the CLI and the tests agree by construction.
+//!
+//! Serialised names are `snake_case` throughout.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// An incident id of the form `INC-<n>`, numbered sequentially per server.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IncidentId(u64);
+
+impl IncidentId {
+    /// Builds the id with sequence number `n` (`INC-n`).
+    pub fn new(n: u64) -> Self {
+        Self(n)
+    }
+
+    /// The sequence number behind the id.
+    pub fn number(&self) -> u64 {
+        self.0
+    }
+}
+
+impl fmt::Display for IncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "INC-{}", self.0)
+    }
+}
+
+/// The error for a string that is not of the form `INC-<n>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidIncidentId(pub String);
+
+impl fmt::Display for InvalidIncidentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}` is not an incident id (expected INC-<number>)", self.0)
+    }
+}
+
+impl std::error::Error for InvalidIncidentId {}
+
+impl FromStr for IncidentId {
+    type Err = InvalidIncidentId;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let digits = s
+            .strip_prefix("INC-")
+            .ok_or_else(|| InvalidIncidentId(s.to_owned()))?;
+        // Reject signs, leading zeros and empty numbers so that every id has
+        // exactly one spelling.
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+        {
+            return Err(InvalidIncidentId(s.to_owned()));
+        }
+        digits
+            .parse::<u64>()
+            .map(IncidentId)
+            .map_err(|_| InvalidIncidentId(s.to_owned()))
+    }
+}
+
+impl TryFrom<String> for IncidentId {
+    type Error = InvalidIncidentId;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        value.parse()
+    }
+}
+
+impl From<IncidentId> for String {
+    fn from(value: IncidentId) -> Self {
+        value.to_string()
+    }
+}
+
+/// A user's id (the token's subject).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub String);
+
+impl fmt::Display for UserId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What a token lets its holder do, independent of any incident role.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccessRole {
+    /// Everything a responder may do, plus emergency command changes and
+    /// minting tokens.
+    Admin,
+    /// Edits incident documents and takes part in the response.
+    Responder,
+    /// Follows incidents read-only.
+    Viewer,
+}
+
+impl AccessRole {
+    /// Whether this role may change documents and state.
+    pub fn can_write(self) -> bool {
+        matches!(self, AccessRole::Admin | AccessRole::Responder)
+    }
+
+    /// The lowercase name used in tokens and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessRole::Admin => "admin",
+            AccessRole::Responder => "responder",
+            AccessRole::Viewer => "viewer",
+        }
+    }
+}
+
+impl fmt::Display for AccessRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for AccessRole {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "admin" => Ok(AccessRole::Admin),
+            "responder" => Ok(AccessRole::Responder),
+            "viewer" => Ok(AccessRole::Viewer),
+            other => Err(format!(
+                "unknown access role `{other}` (expected admin, responder or viewer)"
+            )),
+        }
+    }
+}
+
+/// The claims of a Command Post access token (a JWT signed with HS256).
+///
+/// An SSO gateway or chat bot can mint these with the shared secret and any
+/// JWT library.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenClaims {
+    /// The user id.
+    pub sub: String,
+    /// The display name shown to other responders.
+    pub name: String,
+    /// The access role.
+    pub role: AccessRole,
+    /// The one incident this token is limited to (`INC-<n>`); absent means
+    /// every incident.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentId>,
+    /// Expiry, in seconds since the Unix epoch.
+    pub exp: i64,
+    /// Issued at, in seconds since the Unix epoch.
+    pub iat: i64,
+    /// The token id, for revocation.
+    pub jti: String,
+}
+
+/// `POST /api/incidents` request body.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreateIncident {
+    /// A short title; required, 1 to 200 characters after trimming.
+    pub title: String,
+}
+
+/// An incident as the API returns it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incident {
+    /// `INC-<n>`.
+    pub id: IncidentId,
+    /// The title given when it was declared.
+    pub title: String,
+    /// When it was declared (UTC).
+    pub created_at: DateTime<Utc>,
+    /// Who declared it.
+    pub created_by: Actor,
+    /// Who is connected to its document right now.
+    pub presence: Presence,
+}
+
+/// A user as recorded on events and records: id and display name.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// The user id (token subject).
+    pub id: UserId,
+    /// The display name at the time.
+    pub name: String,
+}
+
+/// Live connection counts for one incident's document.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Presence {
+    /// Connected responders and admins.
+    pub editors: u32,
+    /// Connected read-only viewers.
+    pub viewers: u32,
+}
+
+/// The JSON body of every API error: `{"error": {"code", "message"}}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// A stable machine-readable code and a human-readable message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// A stable code such as `unauthorized` or `incident_not_found`.
+    pub code: String,
+    /// What went wrong and, where possible, how to fix it.
+    pub message: String,
+}
+
+/// Command Post's extensions to the y-websocket protocol: outer message types
+/// that stock clients never send and therefore never receive.
+pub mod wire {
+    /// Outer message type of the opt-in "saved" acknowledgement.
+    ///
+    /// Framed like any y-protocols custom message: the type, then a
+    /// length-prefixed payload (`varBytes`). A client opts in by sending
+    /// `[100, 0]` (an empty payload). From then on the server sends
+    /// `[100, len, varuint n]` whenever the client's first `n`
+    /// document-changing messages on this connection (sync step 2 and update
+    /// messages, counted from 1 in the order the client sent them) are
+    /// durable in storage. `n` only grows.
+    pub const MSG_SAVED: u8 = 100;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn incident_ids_round_trip_and_reject_other_spellings() {
+        let id: IncidentId = "INC-42".parse().unwrap();
+        assert_eq!(id.number(), 42);
+        assert_eq!(id.to_string(), "INC-42");
+        assert_eq!(serde_json::to_string(&id).unwrap(), "\"INC-42\"");
+        for bad in ["INC-", "INC-01", "INC--1", "INC-+1", "inc-1", "42", "INC-1x"] {
+            assert!(bad.parse::<IncidentId>().is_err(), "{bad} should be refused");
+        }
+        assert!(serde_json::from_str::<IncidentId>("\"INC-x\"").is_err());
+    }
+
+    #[test]
+    fn access_roles_use_lowercase_names() {
+        assert_eq!(serde_json::to_string(&AccessRole::Viewer).unwrap(), "\"viewer\"");
+        assert_eq!("responder".parse::<AccessRole>(), Ok(AccessRole::Responder));
+        assert!("root".parse::<AccessRole>().is_err());
+        assert!(!AccessRole::Viewer.can_write());
+        assert!(AccessRole::Responder.can_write());
+    }
+}
