@@ -499,8 +499,10 @@ fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
     }
 }
 
+/// No blocks and no deletions. (Not `state_vector().is_empty()`: yrs
+/// reports an empty state vector for updates that do not start at clock 0.)
 fn update_is_empty(update: &Update) -> bool {
-    update.state_vector().is_empty() && update.delete_set().is_empty()
+    update.is_empty()
 }
 
 #[cfg(test)]

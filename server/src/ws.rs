@@ -254,6 +254,7 @@ fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame:
         saving: Vec::new(),
         enable_saved: false,
     };
+    tracing::trace!(messages = messages.len(), bytes = frame.len(), "frame");
     room.with_state(|state| {
         for message in messages {
             let effects = session.handle(&state.awareness, message).map_err(|error| {
@@ -261,6 +262,7 @@ fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame:
                 Closing::server(error.close_code(), error.to_string())
             })?;
             for effect in effects {
+                tracing::trace!(?effect, "effect");
                 match effect {
                     Effect::Reply(bytes) => handled.replies.push(bytes),
                     Effect::Broadcast(bytes) => room.broadcast(connection, bytes),

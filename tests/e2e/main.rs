@@ -1,1 +1,8 @@
-fn main(){}
+//! End-to-end tests: the real `commandpost` binary on 127.0.0.1:0 with a
+//! temporary sled directory, driven by yrs clients and the stock npm Yjs
+//! client. Run with `cargo test -p commandpost --test e2e` after
+//! `npm ci --prefix tests/node`.
+
+mod support;
+
+mod sync;

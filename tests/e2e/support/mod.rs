@@ -1,0 +1,280 @@
+//! Test support: the real `commandpost` binary on an ephemeral port with a
+//! temporary sled directory, a yrs WebSocket client, and a driver for the
+//! stock npm Yjs client (tests/node/yclient.mjs).
+
+#![allow(dead_code)]
+
+pub mod node;
+pub mod yclient;
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use commandpost::auth::TokenKeys;
+use commandpost_shared::{AccessRole, IncidentId};
+use tempfile::TempDir;
+
+/// Generous bound for anything a test waits for; tests never sleep a fixed
+/// time, they wait for a condition up to this long.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+/// A running server process. Killed on drop.
+pub struct TestServer {
+    child: Option<Child>,
+    /// Kept so the pipe stays open while the server runs.
+    _stdout: Option<BufReader<ChildStdout>>,
+    pub addr: SocketAddr,
+    pub data: Arc<TempDir>,
+    secret: String,
+    keys: TokenKeys,
+    args: Vec<String>,
+    /// Start-up count, so each run logs to its own file.
+    runs: u32,
+}
+
+impl TestServer {
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts with extra `serve` arguments.
+    pub fn start_with(args: &[&str]) -> Self {
+        let data = Arc::new(
+            tempfile::Builder::new()
+                .prefix("commandpost-test")
+                .tempdir()
+                .unwrap(),
+        );
+        let secret = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let keys = TokenKeys::from_secret(secret.as_bytes());
+        let mut server = Self {
+            child: None,
+            _stdout: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data,
+            secret,
+            keys,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            runs: 0,
+        };
+        server.spawn(SocketAddr::from(([127, 0, 0, 1], 0)));
+        server
+    }
+
+    fn log_path(&self, run: u32) -> PathBuf {
+        self.data.path().join(format!("server-{run}.log"))
+    }
+
+    fn spawn(&mut self, listen: SocketAddr) {
+        self.runs += 1;
+        let log_path = self.log_path(self.runs);
+        let log = File::create(&log_path).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_commandpost"))
+            .arg("serve")
+            .arg("--listen")
+            .arg(listen.to_string())
+            .arg("--data")
+            .arg(self.data.path())
+            .args(&self.args)
+            .env("COMMANDPOST_SECRET", &self.secret)
+            .env("COMMANDPOST_LOG", std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()))
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("cannot start the commandpost binary");
+        let mut stdout = BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        let addr = loop {
+            line.clear();
+            let read = stdout.read_line(&mut line).unwrap();
+            assert!(
+                read > 0,
+                "server exited before listening; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            if let Some(rest) = line.trim().strip_prefix("Listening on:") {
+                let url = rest.trim().trim_start_matches("http://");
+                break url.parse::<SocketAddr>().unwrap();
+            }
+        };
+        self.addr = addr;
+        self.child = Some(child);
+        self._stdout = Some(stdout);
+    }
+
+    /// Kills the process with SIGKILL, like a crash or the OOM killer.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns its status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server is running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let started = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(started.elapsed() < WAIT, "server did not exit after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the server again on the same data directory (and, when it is
+    /// free, the same port, so clients can reconnect by themselves).
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let listen = if std::net::TcpListener::bind(self.addr).is_ok() {
+            self.addr
+        } else {
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        };
+        self.spawn(listen);
+    }
+
+    /// Everything every run of this server logged.
+    pub fn logs(&self) -> String {
+        (1..=self.runs)
+            .map(|run| std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
+            .collect()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+
+    pub fn token(&self, role: AccessRole, name: &str) -> String {
+        self.keys.mint(&name.to_lowercase(), name, role, None, Duration::from_secs(3600))
+    }
+
+    pub fn scoped_token(&self, role: AccessRole, name: &str, incident: &IncidentId) -> String {
+        self.keys.mint(
+            &name.to_lowercase(),
+            name,
+            role,
+            Some(incident.clone()),
+            Duration::from_secs(3600),
+        )
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// The base URL a y-websocket client takes (it appends `/<room>`).
+    pub fn ws_base(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn ws_url(&self, incident: &IncidentId, token: &str) -> String {
+        format!("ws://{}/ws/{}?token={}", self.addr, incident, token)
+    }
+
+    /// Declares an incident as an admin and returns its id.
+    pub async fn create_incident(&self, title: &str) -> IncidentId {
+        let response = reqwest::Client::new()
+            .post(self.url("/api/incidents"))
+            .bearer_auth(self.token(AccessRole::Admin, "Admin"))
+            .json(&serde_json::json!({ "title": title }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "{}", response.text().await.unwrap());
+        let body: serde_json::Value = response.json().await.unwrap();
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(60).collect();
+            eprintln!("--- last server log lines ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// Waits until `condition` holds, polling; panics naming `what` on timeout.
+pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !condition() {
+        assert!(started.elapsed() < WAIT, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Reads a gzipped editing trace from ../shared/data/editing-traces.
+pub fn load_trace(name: &str) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/data/editing-traces")
+        .join(format!("{name}.json.gz"));
+    let file = File::open(&path).unwrap_or_else(|error| {
+        panic!(
+            "cannot open the editing trace {} ({error}); the shared/ folder must sit beside the repository",
+            path.display()
+        )
+    });
+    serde_json::from_reader(flate2::read::GzDecoder::new(file)).unwrap()
+}
+
+/// One patch of a sequential trace: position and delete count in Unicode
+/// code points, then the inserted text.
+pub type Patch = (u32, u32, String);
+
+/// The transactions of a sequential trace.
+pub fn trace_txns(trace: &serde_json::Value) -> Vec<Vec<Patch>> {
+    trace["txns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|txn| {
+            txn["patches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    (
+                        p[0].as_u64().unwrap() as u32,
+                        p[1].as_u64().unwrap() as u32,
+                        p[2].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
