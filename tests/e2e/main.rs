@@ -6,3 +6,5 @@
 mod support;
 
 mod sync;
+mod auth;
+mod bad_input;
