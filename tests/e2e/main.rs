@@ -8,3 +8,5 @@ mod support;
 mod sync;
 mod auth;
 mod bad_input;
+mod convergence;
+mod durability;

@@ -270,6 +270,13 @@ impl YClient {
     }
 }
 
+impl Drop for YClient {
+    /// Closes the socket: its tasks would otherwise keep it open.
+    fn drop(&mut self) {
+        let _ = self.out.send(WsMessage::Close(None));
+    }
+}
+
 /// A doc with UTF-16 offsets, like Yjs in the browser (the traces' code
 /// points equal UTF-16 units for text without astral characters).
 pub fn new_doc(client_id: Option<u64>) -> Doc {
