@@ -1,1 +1,264 @@
+//! Unit tests of the sans-IO protocol core: no server, no sockets.
 
+use yrs::sync::{Message, SyncMessage};
+use yrs::updates::decoder::Decode;
+use yrs::updates::encoder::Encode;
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
+
+use super::*;
+
+fn room_with(text: &str) -> Awareness {
+    let doc = Doc::new();
+    let body = doc.get_or_insert_text("body");
+    body.insert(&mut doc.transact_mut(), 0, text);
+    Awareness::new(doc)
+}
+
+fn body(awareness: &Awareness) -> String {
+    let text = awareness.doc().get_or_insert_text("body");
+    text.get_string(&awareness.doc().transact())
+}
+
+/// An update made by another peer that appends `suffix` to `base`'s body.
+fn remote_edit(base: &Awareness, suffix: &str) -> Vec<u8> {
+    let peer = Doc::new();
+    let state = base
+        .doc()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    peer.transact_mut()
+        .apply_update(Update::decode_v1(&state).unwrap())
+        .unwrap();
+    let before = peer.transact().state_vector();
+    let text = peer.get_or_insert_text("body");
+    text.push(&mut peer.transact_mut(), suffix);
+    peer.transact().encode_diff_v1(&before)
+}
+
+fn update_frame(update: &[u8]) -> Vec<u8> {
+    Message::Sync(SyncMessage::Update(update.to_vec())).encode_v1()
+}
+
+#[test]
+fn frames_with_several_messages_decode_in_order() {
+    let room = room_with("hi");
+    let update = remote_edit(&room, "!");
+    let mut frame = update_frame(&update);
+    frame.extend(Message::AwarenessQuery.encode_v1());
+    frame.extend([MSG_SAVED, 0]);
+    let messages = decode_frame(&frame).unwrap();
+    assert_eq!(messages.len(), 3);
+    assert_eq!(messages[0], ClientMessage::Update(&update));
+    assert_eq!(messages[1], ClientMessage::QueryAwareness);
+    assert_eq!(messages[2], ClientMessage::SavedOptIn);
+}
+
+#[test]
+fn malformed_frames_name_what_is_wrong() {
+    let cases: Vec<(Vec<u8>, ProtocolError)> = vec![
+        (vec![], ProtocolError::EmptyFrame),
+        (vec![0x80], ProtocolError::TruncatedVarint { offset: 0 }),
+        (vec![0, 0x80], ProtocolError::TruncatedVarint { offset: 1 }),
+        (
+            vec![0xff; 11],
+            ProtocolError::OverlongVarint { offset: 0 },
+        ),
+        (
+            vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3],
+            ProtocolError::LengthBeyondFrame {
+                offset: 2,
+                declared: 0xffff_ffff,
+                remaining: 3,
+            },
+        ),
+        (vec![7], ProtocolError::UnknownMessageType(7)),
+        (vec![0, 9, 0], ProtocolError::UnknownSyncType(9)),
+        // A state vector that claims four billion entries in three bytes.
+        (
+            vec![0, 0, 6, 0xff, 0xff, 0xff, 0xff, 0x0f, 1],
+            ProtocolError::InvalidStateVector,
+        ),
+    ];
+    for (frame, expected) in cases {
+        assert_eq!(decode_frame(&frame), Err(expected.clone()), "frame {frame:?}");
+        assert_eq!(expected.close_code(), close_code::MALFORMED);
+    }
+    // Awareness: an absurd client count, invalid UTF-8, non-JSON state.
+    for payload in [
+        vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+        vec![1, 5, 1, 2, 0xc3, 0x28],
+        vec![1, 5, 1, 3, b'n', b'o', b'!'],
+    ] {
+        let mut frame = vec![1, payload.len() as u8];
+        frame.extend(&payload);
+        assert!(
+            matches!(decode_frame(&frame), Err(ProtocolError::InvalidAwareness(_))),
+            "payload {payload:?}"
+        );
+    }
+}
+
+#[test]
+fn a_frame_with_one_bad_message_yields_nothing() {
+    let room = room_with("hi");
+    let mut frame = update_frame(&remote_edit(&room, "!"));
+    frame.push(0x80);
+    assert!(decode_frame(&frame).is_err());
+}
+
+#[test]
+fn editors_updates_are_applied_relayed_and_persisted_with_change_numbers() {
+    let room = room_with("hello");
+    let mut session = Session::new(Access::ReadWrite);
+    let update = remote_edit(&room, " world");
+    let effects = session
+        .handle(&room, ClientMessage::Update(&update))
+        .unwrap();
+    assert_eq!(
+        effects,
+        vec![
+            Effect::Broadcast(encode_update(&update)),
+            Effect::Persist {
+                update: update.clone(),
+                change: 1
+            },
+        ]
+    );
+    assert_eq!(body(&room), "hello world");
+
+    // The same update again changes nothing: acknowledged, not stored again.
+    let effects = session
+        .handle(&room, ClientMessage::SyncStep2(&update))
+        .unwrap();
+    assert_eq!(effects, vec![Effect::AckWhenDurable { change: 2 }]);
+    // An empty update (what a client with nothing new sends) likewise.
+    let effects = session
+        .handle(&room, ClientMessage::SyncStep2(&[0, 0]))
+        .unwrap();
+    assert_eq!(effects, vec![Effect::AckWhenDurable { change: 3 }]);
+}
+
+#[test]
+fn viewers_are_denied_and_the_document_does_not_change() {
+    let room = room_with("hello");
+    let mut viewer = Session::new(Access::ReadOnly);
+    let update = remote_edit(&room, " from a viewer");
+    let effects = viewer
+        .handle(&room, ClientMessage::Update(&update))
+        .unwrap();
+    let denial = encode(&Message::Auth(Some(VIEWER_DENIED_REASON.into())));
+    assert_eq!(effects, vec![Effect::Reply(denial), Effect::Denied]);
+    assert_eq!(body(&room), "hello");
+    // Sync step 2 is refused the same way; an empty one is simply ignored.
+    assert_eq!(
+        viewer.handle(&room, ClientMessage::SyncStep2(&update)).unwrap().len(),
+        2
+    );
+    assert!(viewer.handle(&room, ClientMessage::SyncStep2(&[0, 0])).unwrap().is_empty());
+    assert_eq!(body(&room), "hello");
+}
+
+#[test]
+fn sync_step_1_is_answered_with_the_missing_part_for_viewers_and_editors() {
+    let room = room_with("hello");
+    for access in [Access::ReadOnly, Access::ReadWrite] {
+        let mut session = Session::new(access);
+        let effects = session
+            .handle(&room, ClientMessage::SyncStep1(StateVector::default()))
+            .unwrap();
+        let [Effect::Reply(bytes)] = effects.as_slice() else {
+            panic!("expected one reply, got {effects:?}");
+        };
+        let Message::Sync(SyncMessage::SyncStep2(update)) = Message::decode_v1(bytes).unwrap()
+        else {
+            panic!("expected sync step 2");
+        };
+        let client = Doc::new();
+        client
+            .transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
+        let text = client.get_or_insert_text("body");
+        assert_eq!(text.get_string(&client.transact()), "hello");
+    }
+}
+
+#[test]
+fn updates_yrs_refuses_are_rejected_and_leave_the_document_alone() {
+    let room = room_with("hello");
+    let mut session = Session::new(Access::ReadWrite);
+    // Claims one client with one block whose content reference is invalid.
+    let garbage = [1, 1, 5, 0, 0xff, 0xff, 0xff];
+    let error = session
+        .handle(&room, ClientMessage::Update(&garbage))
+        .unwrap_err();
+    assert!(matches!(error, ProtocolError::UpdateRejected(_)), "{error:?}");
+    assert_eq!(error.close_code(), close_code::UPDATE_REJECTED);
+    assert_eq!(body(&room), "hello");
+}
+
+fn only_awareness(frame: &[u8]) -> AwarenessUpdate {
+    match decode_frame(frame).unwrap().pop() {
+        Some(ClientMessage::Awareness(update)) => update,
+        other => panic!("expected one awareness message, got {other:?}"),
+    }
+}
+
+#[test]
+fn awareness_is_tracked_relayed_and_removed_on_leave_but_ignored_from_viewers() {
+    let room = room_with("");
+    let state = r#"{"user":{"name":"Ada"}}"#;
+    let mut frame = Vec::new();
+    let mut clients = std::collections::HashMap::new();
+    clients.insert(
+        ClientID::new(77),
+        AwarenessUpdateEntry {
+            clock: 1,
+            json: state.into(),
+        },
+    );
+    let update = AwarenessUpdate { clients };
+    frame.extend(Message::Awareness(update.clone()).encode_v1());
+
+    let mut viewer = Session::new(Access::ReadOnly);
+    let decoded = only_awareness(&frame);
+    assert!(viewer.handle(&room, ClientMessage::Awareness(decoded)).unwrap().is_empty());
+    assert!(room.state::<serde_json::Value>(ClientID::new(77)).is_none());
+
+    let mut editor = Session::new(Access::ReadWrite);
+    let decoded = only_awareness(&frame);
+    let effects = editor.handle(&room, ClientMessage::Awareness(decoded)).unwrap();
+    assert_eq!(effects, vec![Effect::Broadcast(encode(&Message::Awareness(update)))]);
+    assert_eq!(
+        room.state::<serde_json::Value>(ClientID::new(77)).unwrap()["user"]["name"],
+        "Ada"
+    );
+    // A query is answered with the known states.
+    let effects = editor.handle(&room, ClientMessage::QueryAwareness).unwrap();
+    assert_eq!(effects.len(), 1);
+
+    // Leaving removes the state and produces the message telling the others.
+    let goodbye = editor.leave(&room).expect("a removal message");
+    assert!(room.state::<serde_json::Value>(ClientID::new(77)).is_none());
+    let Message::Awareness(removal) = Message::decode_v1(&goodbye).unwrap() else {
+        panic!("expected an awareness message");
+    };
+    assert_eq!(removal.clients[&ClientID::new(77)].json.as_ref(), "null");
+    assert!(editor.leave(&room).is_none(), "nothing left to remove");
+}
+
+#[test]
+fn saved_acknowledgements_decode_as_yrs_custom_messages() {
+    for n in [0u64, 1, 127, 128, 300, u64::from(u32::MAX) + 5] {
+        let bytes = encode_saved(n);
+        let Message::Custom(tag, payload) = Message::decode_v1(&bytes).unwrap() else {
+            panic!("expected a custom message");
+        };
+        assert_eq!(tag, MSG_SAVED);
+        let mut reader = FrameReader {
+            buf: &payload,
+            pos: 0,
+        };
+        assert_eq!(reader.varuint().unwrap(), n);
+    }
+}
