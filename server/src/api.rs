@@ -16,7 +16,9 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::Utc;
-use commandpost_shared::{Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, TokenClaims, UserId};
+use commandpost_shared::{
+    Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, TokenClaims, UserId,
+};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -70,7 +72,11 @@ impl ApiError {
     }
 
     pub fn incident_not_found(raw_id: &str) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "incident_not_found", format!("no incident `{raw_id}` on this server"))
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "incident_not_found",
+            format!("no incident `{raw_id}` on this server"),
+        )
     }
 }
 
@@ -97,7 +103,9 @@ impl From<AuthError> for ApiError {
             AuthError::Missing => (StatusCode::UNAUTHORIZED, "missing_token"),
             AuthError::Expired => (StatusCode::UNAUTHORIZED, "expired_token"),
             AuthError::Invalid => (StatusCode::UNAUTHORIZED, "invalid_token"),
-            AuthError::WrongIncident(_) | AuthError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden"),
+            AuthError::WrongIncident(_) | AuthError::Forbidden(_) => {
+                (StatusCode::FORBIDDEN, "forbidden")
+            }
         };
         Self::new(status, code, error.to_string())
     }
@@ -106,14 +114,20 @@ impl From<AuthError> for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "storage error");
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "storage_error", "storage failed; nothing was changed")
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "storage_error",
+            "storage failed; nothing was changed",
+        )
     }
 }
 
 /// The bearer token of a request, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
 }
 
@@ -169,9 +183,14 @@ async fn create_incident(
         return Err(AuthError::Forbidden("viewers cannot declare incidents".into()).into());
     }
     if let Some(scope) = &caller.0.incident {
-        return Err(AuthError::Forbidden(format!("this token is limited to {scope} and cannot declare incidents")).into());
+        return Err(AuthError::Forbidden(format!(
+            "this token is limited to {scope} and cannot declare incidents"
+        ))
+        .into());
     }
-    let Json(body) = body.map_err(|rejection| ApiError::new(rejection.status(), "invalid_body", rejection.body_text()))?;
+    let Json(body) = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    })?;
     let title = body.title.trim().to_owned();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::new(
@@ -198,13 +217,22 @@ async fn create_incident(
     Ok((StatusCode::CREATED, headers, Json(to_api(&state, record))))
 }
 
-async fn list_incidents(State(state): State<AppState>, caller: Caller) -> Result<Json<Vec<Incident>>, ApiError> {
+async fn list_incidents(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<Incident>>, ApiError> {
     let records = tokio::task::spawn_blocking({
         let store = state.store.clone();
         move || store.list_incidents()
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "listing failed"))??;
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "listing failed",
+        )
+    })??;
     let incidents = records
         .into_iter()
         .filter(|record| check_incident_scope(&caller.0, &record.id).is_ok())
@@ -218,9 +246,14 @@ async fn get_incident(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<Json<Incident>, ApiError> {
-    let id: IncidentId = raw_id.parse().map_err(|_| ApiError::incident_not_found(&raw_id))?;
+    let id: IncidentId = raw_id
+        .parse()
+        .map_err(|_| ApiError::incident_not_found(&raw_id))?;
     check_incident_scope(&caller.0, &id)?;
-    let record = state.store.get_incident(&id)?.ok_or_else(|| ApiError::incident_not_found(&raw_id))?;
+    let record = state
+        .store
+        .get_incident(&id)?
+        .ok_or_else(|| ApiError::incident_not_found(&raw_id))?;
     Ok(Json(to_api(&state, record)))
 }
 

@@ -16,7 +16,9 @@ use rand::RngCore;
 /// Why a token was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
-    #[error("missing access token: send `Authorization: Bearer TOKEN` (or `?token=` on WebSockets)")]
+    #[error(
+        "missing access token: send `Authorization: Bearer TOKEN` (or `?token=` on WebSockets)"
+    )]
     Missing,
     #[error("the access token has expired: ask for a new one")]
     Expired,
@@ -57,12 +59,19 @@ impl TokenKeys {
             return Ok(Self::from_secret(secret.as_bytes()));
         }
         fs::create_dir_all(data_dir).map_err(|error| {
-            anyhow::anyhow!("cannot create data directory {}: {error}", data_dir.display())
+            anyhow::anyhow!(
+                "cannot create data directory {}: {error}",
+                data_dir.display()
+            )
         })?;
         let path = data_dir.join(SECRET_FILE);
         match fs::read(&path) {
             Ok(secret) => {
-                anyhow::ensure!(secret.len() >= 32, "{} is shorter than 32 bytes", path.display());
+                anyhow::ensure!(
+                    secret.len() >= 32,
+                    "{} is shorter than 32 bytes",
+                    path.display()
+                );
                 Ok(Self::from_secret(&secret))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
@@ -76,9 +85,9 @@ impl TokenKeys {
                     use std::os::unix::fs::OpenOptionsExt;
                     options.mode(0o600);
                 }
-                let mut file = options
-                    .open(&path)
-                    .map_err(|error| anyhow::anyhow!("cannot create {}: {error}", path.display()))?;
+                let mut file = options.open(&path).map_err(|error| {
+                    anyhow::anyhow!("cannot create {}: {error}", path.display())
+                })?;
                 file.write_all(hex.as_bytes())?;
                 file.sync_all()?;
                 Ok(Self::from_secret(hex.as_bytes()))
@@ -144,7 +153,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_refuse_forgery_and_expiry() {
         let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        let token = keys.mint("u1", "Ada", AccessRole::Responder, None, Duration::from_secs(60));
+        let token = keys.mint(
+            "u1",
+            "Ada",
+            AccessRole::Responder,
+            None,
+            Duration::from_secs(60),
+        );
         let claims = keys.verify(&token).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.role, AccessRole::Responder);
@@ -161,7 +176,13 @@ mod tests {
     #[test]
     fn scope_limits_tokens_to_one_incident() {
         let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        let token = keys.mint("u1", "Ada", AccessRole::Viewer, Some(IncidentId::new(2)), Duration::from_secs(60));
+        let token = keys.mint(
+            "u1",
+            "Ada",
+            AccessRole::Viewer,
+            Some(IncidentId::new(2)),
+            Duration::from_secs(60),
+        );
         let claims = keys.verify(&token).unwrap();
         assert!(check_incident_scope(&claims, &IncidentId::new(2)).is_ok());
         assert_eq!(

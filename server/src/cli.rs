@@ -56,7 +56,11 @@ struct ServeArgs {
     #[arg(long, env = "COMMANDPOST_ROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     room_idle_timeout: Duration,
     /// Compact a document's update log into a snapshot after this many updates.
-    #[arg(long, env = "COMMANDPOST_COMPACT_AFTER_UPDATES", default_value_t = 1000)]
+    #[arg(
+        long,
+        env = "COMMANDPOST_COMPACT_AFTER_UPDATES",
+        default_value_t = 1000
+    )]
     compact_after_updates: u64,
     /// ... or once the log holds this many bytes.
     #[arg(long, env = "COMMANDPOST_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
@@ -132,7 +136,9 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("COMMANDPOST_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -194,15 +200,16 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(error) => {
-                tracing::error!(%error, "cannot listen for SIGTERM");
-                let _ = interrupt.await;
-                shutdown.cancel();
-                return;
-            }
-        };
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(error) => {
+                    tracing::error!(%error, "cannot listen for SIGTERM");
+                    let _ = interrupt.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}
@@ -225,6 +232,9 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             .join("-")
     });
     anyhow::ensure!(!user.is_empty(), "--name (or --user) must not be empty");
-    println!("{}", keys.mint(&user, args.name.trim(), args.role, args.incident, args.ttl));
+    println!(
+        "{}",
+        keys.mint(&user, args.name.trim(), args.role, args.incident, args.ttl)
+    );
     Ok(())
 }

@@ -66,7 +66,9 @@ pub enum ProtocolError {
     TruncatedVarint { offset: usize },
     #[error("varint longer than 64 bits at byte {offset}")]
     OverlongVarint { offset: usize },
-    #[error("length prefix {declared} at byte {offset} exceeds the {remaining} bytes left in the frame")]
+    #[error(
+        "length prefix {declared} at byte {offset} exceeds the {remaining} bytes left in the frame"
+    )]
     LengthBeyondFrame {
         offset: usize,
         declared: u64,
@@ -205,15 +207,24 @@ pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage<'_>>, ProtocolErro
 /// claims, so the count is checked against the payload first: every entry
 /// takes at least two bytes.
 fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
-    let mut reader = FrameReader { buf: payload, pos: 0 };
-    let count = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
+    let mut reader = FrameReader {
+        buf: payload,
+        pos: 0,
+    };
+    let count = reader
+        .varuint()
+        .map_err(|_| ProtocolError::InvalidStateVector)?;
     if count > (payload.len() / 2) as u64 {
         return Err(ProtocolError::InvalidStateVector);
     }
     let mut sv = StateVector::default();
     for _ in 0..count {
-        let client = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
-        let clock = reader.varuint().map_err(|_| ProtocolError::InvalidStateVector)?;
+        let client = reader
+            .varuint()
+            .map_err(|_| ProtocolError::InvalidStateVector)?;
+        let clock = reader
+            .varuint()
+            .map_err(|_| ProtocolError::InvalidStateVector)?;
         let clock = u32::try_from(clock).map_err(|_| ProtocolError::InvalidStateVector)?;
         sv.set_max(ClientID::new(client), clock);
     }
@@ -227,7 +238,10 @@ fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
 /// bytes present, and state strings checked to be UTF-8 JSON text.
 fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
     let invalid = |what: &str| ProtocolError::InvalidAwareness(what.to_owned());
-    let mut reader = FrameReader { buf: payload, pos: 0 };
+    let mut reader = FrameReader {
+        buf: payload,
+        pos: 0,
+    };
     let count = reader.varuint()?;
     // client id, clock and state length take a byte each at least
     if count > (payload.len() / 3) as u64 {
@@ -236,13 +250,20 @@ fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
     let mut clients = std::collections::HashMap::with_capacity(count as usize);
     for _ in 0..count {
         let client = ClientID::new(reader.varuint()?);
-        let clock = u32::try_from(reader.varuint()?).map_err(|_| invalid("clock exceeds 32 bits"))?;
-        let json = std::str::from_utf8(reader.var_bytes()?)
-            .map_err(|_| invalid("state is not UTF-8"))?;
+        let clock =
+            u32::try_from(reader.varuint()?).map_err(|_| invalid("clock exceeds 32 bits"))?;
+        let json =
+            std::str::from_utf8(reader.var_bytes()?).map_err(|_| invalid("state is not UTF-8"))?;
         if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
             return Err(invalid("state is not JSON"));
         }
-        clients.insert(client, AwarenessUpdateEntry { clock, json: json.into() });
+        clients.insert(
+            client,
+            AwarenessUpdateEntry {
+                clock,
+                json: json.into(),
+            },
+        );
     }
     if reader.has_more() {
         return Err(invalid("trailing bytes"));
@@ -432,8 +453,10 @@ impl Session {
         // An update that adds no block, leaves nothing pending and carries no
         // deletions cannot have changed anything: acknowledge it without
         // storing or relaying it (reconnecting clients resend a lot of this).
-        let unchanged =
-            txn.state_vector() == before && !txn.has_missing_updates() && !had_pending && deletes_before;
+        let unchanged = txn.state_vector() == before
+            && !txn.has_missing_updates()
+            && !had_pending
+            && deletes_before;
         drop(txn);
         if unchanged {
             return Ok(vec![Effect::AckWhenDurable { change }]);

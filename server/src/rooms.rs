@@ -26,7 +26,7 @@ use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
 
 use crate::config::ServerConfig;
 use crate::protocol::Access;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, StoredDoc};
 
 /// A message fanned out to a room's connections.
 #[derive(Clone, Debug)]
@@ -94,7 +94,9 @@ impl Room {
         state.log_updates += 1;
         state.log_bytes += update.len() as u64;
         let saved = self.store.append(&self.id, seq, update)?;
-        if state.log_updates >= self.compact_after_updates || state.log_bytes >= self.compact_after_bytes {
+        if state.log_updates >= self.compact_after_updates
+            || state.log_bytes >= self.compact_after_bytes
+        {
             let started = Instant::now();
             let snapshot = state
                 .awareness
@@ -110,7 +112,9 @@ impl Room {
     }
 
     /// Completes once every write queued so far is durable.
-    pub fn barrier(&self) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+    pub fn barrier(
+        &self,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         self.store.barrier()
     }
 
@@ -131,6 +135,41 @@ impl Room {
             Access::ReadOnly => &self.viewers,
         }
     }
+}
+
+/// Rebuilds a document from its snapshot and log.
+///
+/// Storage only ever holds updates that yrs accepted, so a failure here is
+/// corruption: it is reported, never skipped.
+pub fn build_doc(id: &IncidentId, stored: &StoredDoc) -> Result<Doc, StoreError> {
+    let doc = Doc::new();
+    {
+        let mut txn = doc.transact_mut();
+        let parts = stored
+            .snapshot
+            .iter()
+            .map(|snapshot| (0, snapshot))
+            .chain(stored.updates.iter().map(|(seq, update)| (*seq, update)));
+        for (seq, bytes) in parts {
+            let applied = catch_unwind(AssertUnwindSafe(|| {
+                Update::decode_v1(bytes)
+                    .map_err(|error| error.to_string())
+                    .and_then(|update| txn.apply_update(update).map_err(|error| error.to_string()))
+            }));
+            match applied {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => {
+                    return Err(StoreError::Corrupt(format!("{id} update {seq}: {error}")));
+                }
+                Err(_) => {
+                    return Err(StoreError::Corrupt(format!(
+                        "{id} update {seq} does not integrate"
+                    )));
+                }
+            }
+        }
+    }
+    Ok(doc)
 }
 
 type Slot = Arc<OnceCell<Arc<Room>>>;
@@ -167,7 +206,9 @@ impl Drop for RoomGuard {
     fn drop(&mut self) {
         let remaining = {
             let _slots = self.rooms.inner.slots.lock();
-            self.room.counter(self.access).fetch_sub(1, Ordering::AcqRel);
+            self.room
+                .counter(self.access)
+                .fetch_sub(1, Ordering::AcqRel);
             self.room.connections()
         };
         if remaining == 0 {
@@ -195,12 +236,24 @@ impl Rooms {
     /// Joins the incident's room, loading it from storage if needed.
     pub async fn join(&self, id: &IncidentId, access: Access) -> Result<RoomGuard, StoreError> {
         loop {
-            let slot = self.inner.slots.lock().entry(id.clone()).or_default().clone();
-            let room = slot.get_or_try_init(|| self.load(id.clone())).await?.clone();
+            let slot = self
+                .inner
+                .slots
+                .lock()
+                .entry(id.clone())
+                .or_default()
+                .clone();
+            let room = slot
+                .get_or_try_init(|| self.load(id.clone()))
+                .await?
+                .clone();
             let slots = self.inner.slots.lock();
             // The slot may have been unloaded between the two locks: then
             // start over with a fresh one.
-            if slots.get(id).is_some_and(|current| Arc::ptr_eq(current, &slot)) {
+            if slots
+                .get(id)
+                .is_some_and(|current| Arc::ptr_eq(current, &slot))
+            {
                 room.counter(access).fetch_add(1, Ordering::AcqRel);
                 room.epoch.fetch_add(1, Ordering::AcqRel);
                 drop(slots);
@@ -222,42 +275,36 @@ impl Rooms {
 
     /// How many rooms are loaded.
     pub fn loaded(&self) -> usize {
-        self.inner.slots.lock().values().filter(|slot| slot.initialized()).count()
+        self.inner
+            .slots
+            .lock()
+            .values()
+            .filter(|slot| slot.initialized())
+            .count()
     }
 
     async fn load(&self, id: IncidentId) -> Result<Arc<Room>, StoreError> {
         let store = self.inner.store.clone();
         let started = Instant::now();
         let load_id = id.clone();
-        let (awareness, next_seq, log_updates, log_bytes) = tokio::task::spawn_blocking(move || {
-            let stored = store.load_doc(&load_id)?;
-            let doc = Doc::new();
-            let mut log_bytes = 0;
-            {
-                let mut txn = doc.transact_mut();
-                let parts = stored.snapshot.iter().map(|s| (0, s)).chain(stored.updates.iter().map(|(seq, u)| (*seq, u)));
-                for (seq, bytes) in parts {
-                    log_bytes += if seq == 0 { 0 } else { bytes.len() as u64 };
-                    // Storage only ever holds updates that yrs accepted, so a
-                    // failure here is corruption: report it, never skip it.
-                    let applied = catch_unwind(AssertUnwindSafe(|| {
-                        Update::decode_v1(bytes)
-                            .map_err(|e| e.to_string())
-                            .and_then(|update| txn.apply_update(update).map_err(|e| e.to_string()))
-                    }));
-                    match applied {
-                        Ok(Ok(())) => {}
-                        Ok(Err(error)) => {
-                            return Err(StoreError::Corrupt(format!("{load_id} update {seq}: {error}")));
-                        }
-                        Err(_) => return Err(StoreError::Corrupt(format!("{load_id} update {seq} does not integrate"))),
-                    }
-                }
-            }
-            Ok((Awareness::new(doc), stored.next_seq, stored.updates.len() as u64, log_bytes))
-        })
-        .await
-        .map_err(|error| StoreError::Corrupt(format!("loading {id} panicked: {error}")))??;
+        let (awareness, next_seq, log_updates, log_bytes) =
+            tokio::task::spawn_blocking(move || {
+                let stored = store.load_doc(&load_id)?;
+                let doc = build_doc(&load_id, &stored)?;
+                let log_bytes = stored
+                    .updates
+                    .iter()
+                    .map(|(_, update)| update.len() as u64)
+                    .sum();
+                Ok::<_, StoreError>((
+                    Awareness::new(doc),
+                    stored.next_seq,
+                    stored.updates.len() as u64,
+                    log_bytes,
+                ))
+            })
+            .await
+            .map_err(|error| StoreError::Corrupt(format!("loading {id} panicked: {error}")))??;
         tracing::info!(incident = %id, log_updates, elapsed_ms = started.elapsed().as_millis() as u64, "room loaded");
         let (sender, _) = broadcast::channel(self.inner.config.room_buffer_messages);
         Ok(Arc::new(Room {

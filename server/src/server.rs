@@ -58,7 +58,11 @@ impl Server {
 
     /// Serves until `shutdown` is cancelled; then closes every WebSocket with
     /// 1012 (service restart), waits for in-flight writes, and flushes.
-    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<()> {
         let state = self.state;
         let app = api::router(state.clone());
         let connections_shutdown = state.shutdown.clone();
@@ -73,10 +77,16 @@ impl Server {
             .context("server failed")?;
         state.shutdown.cancel();
         state.tasks.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
         }
-        let barrier = state.store.barrier().context("storage writer stopped early")?;
+        let barrier = state
+            .store
+            .barrier()
+            .context("storage writer stopped early")?;
         barrier.await.context("storage writer stopped early")??;
         let store = state.store.clone();
         tokio::task::spawn_blocking(move || store.flush_blocking()).await??;

@@ -205,7 +205,9 @@ impl Store {
         let mut doc = StoredDoc::default();
         if let Some(value) = self.docs.get(snapshot_key(incident))? {
             if value.len() < 8 {
-                return Err(StoreError::Corrupt(format!("snapshot of {id} is truncated")));
+                return Err(StoreError::Corrupt(format!(
+                    "snapshot of {id} is truncated"
+                )));
             }
             let upto = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
             doc.snapshot = Some(value[8..].to_vec());
@@ -244,7 +246,12 @@ impl Store {
 
     /// Replaces the log up to `upto_seq` with `snapshot`, atomically, after
     /// everything queued before it.
-    pub fn compact(&self, id: &IncidentId, upto_seq: u64, snapshot: Vec<u8>) -> Result<(), StoreError> {
+    pub fn compact(
+        &self,
+        id: &IncidentId,
+        upto_seq: u64,
+        snapshot: Vec<u8>,
+    ) -> Result<(), StoreError> {
         self.send(WriteOp::Compact {
             incident: id.number(),
             upto_seq,
@@ -271,7 +278,8 @@ impl Store {
 }
 
 fn decode_incident(bytes: &[u8]) -> Result<IncidentRecord, StoreError> {
-    serde_json::from_slice(bytes).map_err(|error| StoreError::Corrupt(format!("incident record: {error}")))
+    serde_json::from_slice(bytes)
+        .map_err(|error| StoreError::Corrupt(format!("incident record: {error}")))
 }
 
 fn snapshot_key(incident: u64) -> [u8; 9] {
@@ -305,8 +313,14 @@ struct Writer {
 /// A completion to send once the group is durable.
 enum Pending {
     Ack(Ack),
-    Created(oneshot::Sender<Result<IncidentRecord, StoreError>>, IncidentRecord),
-    CreateFailed(oneshot::Sender<Result<IncidentRecord, StoreError>>, StoreError),
+    Created(
+        oneshot::Sender<Result<IncidentRecord, StoreError>>,
+        IncidentRecord,
+    ),
+    CreateFailed(
+        oneshot::Sender<Result<IncidentRecord, StoreError>>,
+        StoreError,
+    ),
 }
 
 impl Writer {
@@ -401,14 +415,10 @@ impl Writer {
             }
         }
         if batched && result.is_ok() {
-            if let Err(error) = self.docs.apply_batch(batch) {
-                result = Err(error.into());
-            }
+            result = self.docs.apply_batch(batch).map_err(StoreError::from);
         }
         if result.is_ok() {
-            if let Err(error) = self.db.flush() {
-                result = Err(error.into());
-            }
+            result = self.db.flush().map(drop).map_err(StoreError::from);
         }
         let elapsed = started.elapsed();
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
@@ -445,33 +455,36 @@ impl Writer {
     ) -> Result<IncidentRecord, StoreError> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError as Conflict;
-        let record = (&self.meta, &self.incidents, &self.docs).transaction(|(meta, incidents, docs)| {
-            let last = match meta.get("next_incident")? {
-                Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                    Conflict::Abort(StoreError::Corrupt("incident counter is not 8 bytes".into()))
-                })?),
-                None => 0,
-            };
-            let number = last + 1;
-            let record = IncidentRecord {
-                id: IncidentId::new(number),
-                title: title.clone(),
-                created_at,
-                created_by: created_by.clone(),
-            };
-            // Rendered inside the transaction because only here is the id
-            // known; a retried transaction renders again, which is harmless.
-            let initial_doc = initial_doc(&record.id, &record.title, &record.created_by.name);
-            let json = serde_json::to_vec(&record)
-                .map_err(|error| Conflict::Abort(StoreError::Corrupt(error.to_string())))?;
-            meta.insert("next_incident", &number.to_be_bytes())?;
-            incidents.insert(&number.to_be_bytes(), json)?;
-            let mut snapshot = Vec::with_capacity(8 + initial_doc.len());
-            snapshot.extend_from_slice(&0u64.to_be_bytes());
-            snapshot.extend_from_slice(&initial_doc);
-            docs.insert(&snapshot_key(number), snapshot)?;
-            Ok(record)
-        })?;
+        let record =
+            (&self.meta, &self.incidents, &self.docs).transaction(|(meta, incidents, docs)| {
+                let last = match meta.get("next_incident")? {
+                    Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
+                        Conflict::Abort(StoreError::Corrupt(
+                            "incident counter is not 8 bytes".into(),
+                        ))
+                    })?),
+                    None => 0,
+                };
+                let number = last + 1;
+                let record = IncidentRecord {
+                    id: IncidentId::new(number),
+                    title: title.clone(),
+                    created_at,
+                    created_by: created_by.clone(),
+                };
+                // Rendered inside the transaction because only here is the id
+                // known; a retried transaction renders again, which is harmless.
+                let initial_doc = initial_doc(&record.id, &record.title, &record.created_by.name);
+                let json = serde_json::to_vec(&record)
+                    .map_err(|error| Conflict::Abort(StoreError::Corrupt(error.to_string())))?;
+                meta.insert("next_incident", &number.to_be_bytes())?;
+                incidents.insert(&number.to_be_bytes(), json)?;
+                let mut snapshot = Vec::with_capacity(8 + initial_doc.len());
+                snapshot.extend_from_slice(&0u64.to_be_bytes());
+                snapshot.extend_from_slice(&initial_doc);
+                docs.insert(&snapshot_key(number), snapshot)?;
+                Ok(record)
+            })?;
         Ok(record)
     }
 }

@@ -45,7 +45,8 @@ pub fn initial_update(markdown: &str) -> Vec<u8> {
     let doc = Doc::new();
     let body = doc.get_or_insert_text(BODY);
     body.insert(&mut doc.transact_mut(), 0, markdown);
-    doc.transact().encode_state_as_update_v1(&StateVector::default())
+    doc.transact()
+        .encode_state_as_update_v1(&StateVector::default())
 }
 
 #[cfg(test)]
@@ -57,18 +58,33 @@ mod tests {
     #[test]
     fn template_has_the_six_sections_in_order() {
         let text = render(&IncidentId::new(7), "Checkout errors", "Ada", Utc::now());
-        let sections = ["## Summary", "## Impact", "## Detailed status", "## Exit criteria", "## TODO and bugs filed", "## Notes"];
+        let sections = [
+            "## Summary",
+            "## Impact",
+            "## Detailed status",
+            "## Exit criteria",
+            "## TODO and bugs filed",
+            "## Notes",
+        ];
         let positions: Vec<usize> = sections.iter().map(|s| text.find(s).expect(s)).collect();
-        assert!(positions.windows(2).all(|w| w[0] < w[1]), "sections out of order: {positions:?}");
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "sections out of order: {positions:?}"
+        );
         assert!(text.starts_with("# INC-7: Checkout errors\n"));
-        assert!(text.contains("- [ ] "), "exit criteria and TODO are checklists");
+        assert!(
+            text.contains("- [ ] "),
+            "exit criteria and TODO are checklists"
+        );
     }
 
     #[test]
     fn initial_update_seeds_the_body_text() {
         let update = initial_update("hello");
         let doc = Doc::new();
-        doc.transact_mut().apply_update(Update::decode_v1(&update).unwrap()).unwrap();
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&update).unwrap())
+            .unwrap();
         let body = doc.get_or_insert_text(BODY);
         assert_eq!(body.get_string(&doc.transact()), "hello");
     }

@@ -49,7 +49,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = bearer_token(&headers).or(query.token).ok_or(AuthError::Missing)?;
+    let token = bearer_token(&headers)
+        .or(query.token)
+        .ok_or(AuthError::Missing)?;
     let claims = app.keys.verify(&token)?;
     let id: IncidentId = raw_id
         .parse()
@@ -72,12 +74,20 @@ pub async fn upgrade(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| tasks.track_future(serve_connection(app, socket, id, claims, access))))
+        .on_upgrade(move |socket| {
+            tasks.track_future(serve_connection(app, socket, id, claims, access))
+        }))
 }
 
 type Sink = SplitSink<WebSocket, Message>;
 
-async fn serve_connection(app: AppState, socket: WebSocket, id: IncidentId, claims: TokenClaims, access: Access) {
+async fn serve_connection(
+    app: AppState,
+    socket: WebSocket,
+    id: IncidentId,
+    claims: TokenClaims,
+    access: Access,
+) {
     let connection = NEXT_CONNECTION.fetch_add(1, Ordering::Relaxed);
     let span = tracing::info_span!("ws", incident = %id, conn = connection, user = %claims.sub, role = %claims.role);
     async move {
@@ -86,7 +96,12 @@ async fn serve_connection(app: AppState, socket: WebSocket, id: IncidentId, clai
             Ok(room) => room,
             Err(error) => {
                 tracing::error!(%error, "cannot load the incident document");
-                close(&mut sink, close_code::INTERNAL_ERROR, "cannot load the incident document").await;
+                close(
+                    &mut sink,
+                    close_code::INTERNAL_ERROR,
+                    "cannot load the incident document",
+                )
+                .await;
                 return;
             }
         };
@@ -122,7 +137,10 @@ enum Closing {
 
 impl Closing {
     fn server(code: u16, reason: impl Into<String>) -> Self {
-        Closing::Server { code, reason: reason.into() }
+        Closing::Server {
+            code,
+            reason: reason.into(),
+        }
     }
 }
 
@@ -233,7 +251,10 @@ async fn run(
 /// missed, it gets the whole document as one merged update (Yjs ignores what
 /// it already has), and it goes on from there.
 fn resync(room: &RoomGuard, skipped: u64) -> Bytes {
-    tracing::warn!(skipped, "connection lagged behind its room; sending one merged update instead");
+    tracing::warn!(
+        skipped,
+        "connection lagged behind its room; sending one merged update instead"
+    );
     room.with_state(|state| protocol::full_state(&state.awareness))
 }
 
@@ -244,7 +265,12 @@ struct Handled {
     enable_saved: bool,
 }
 
-fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame: &[u8]) -> Result<Handled, Closing> {
+fn handle_frame(
+    room: &RoomGuard,
+    session: &mut Session,
+    connection: u64,
+    frame: &[u8],
+) -> Result<Handled, Closing> {
     let messages = protocol::decode_frame(frame).map_err(|error| {
         tracing::warn!(code = error.close_code(), %error, bytes = frame.len(), "closing: malformed frame");
         Closing::server(error.close_code(), error.to_string())
@@ -275,7 +301,9 @@ fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame:
                         handled.saving.push((change, wait));
                     }
                     Effect::EnableSavedAcks => handled.enable_saved = true,
-                    Effect::Denied => tracing::info!("refused a viewer's edit (permission denied sent)"),
+                    Effect::Denied => {
+                        tracing::info!("refused a viewer's edit (permission denied sent)")
+                    }
                 }
             }
         }
@@ -285,12 +313,16 @@ fn handle_frame(room: &RoomGuard, session: &mut Session, connection: u64, frame:
 
 fn storage_closing(error: StoreError) -> Closing {
     tracing::error!(%error, "closing: storage unavailable");
-    Closing::server(close_code::INTERNAL_ERROR, "storage failure: the change was not saved")
+    Closing::server(
+        close_code::INTERNAL_ERROR,
+        "storage failure: the change was not saved",
+    )
 }
 
 fn transport_error(error: axum::Error, limit: usize) -> Closing {
     let inner = error.into_inner();
-    if let Some(tungstenite::Error::Capacity(capacity)) = inner.downcast_ref::<tungstenite::Error>() {
+    if let Some(tungstenite::Error::Capacity(capacity)) = inner.downcast_ref::<tungstenite::Error>()
+    {
         tracing::warn!(code = close_code::MESSAGE_TOO_BIG, error = %capacity, "closing: message too big");
         return Closing::server(
             close_code::MESSAGE_TOO_BIG,
@@ -331,5 +363,9 @@ async fn close(sink: &mut Sink, code: u16, reason: &str) {
         code,
         reason: reason[..end].into(),
     };
-    let _ = tokio::time::timeout(Duration::from_secs(2), sink.send(Message::Close(Some(frame)))).await;
+    let _ = tokio::time::timeout(
+        Duration::from_secs(2),
+        sink.send(Message::Close(Some(frame))),
+    )
+    .await;
 }

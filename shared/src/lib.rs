@@ -41,7 +41,11 @@ pub struct InvalidIncidentId(pub String);
 
 impl fmt::Display for InvalidIncidentId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "`{}` is not an incident id (expected INC-<number>)", self.0)
+        write!(
+            f,
+            "`{}` is not an incident id (expected INC-<number>)",
+            self.0
+        )
     }
 }
 
@@ -249,15 +253,23 @@ mod tests {
         assert_eq!(id.number(), 42);
         assert_eq!(id.to_string(), "INC-42");
         assert_eq!(serde_json::to_string(&id).unwrap(), "\"INC-42\"");
-        for bad in ["INC-", "INC-01", "INC--1", "INC-+1", "inc-1", "42", "INC-1x"] {
-            assert!(bad.parse::<IncidentId>().is_err(), "{bad} should be refused");
+        for bad in [
+            "INC-", "INC-01", "INC--1", "INC-+1", "inc-1", "42", "INC-1x",
+        ] {
+            assert!(
+                bad.parse::<IncidentId>().is_err(),
+                "{bad} should be refused"
+            );
         }
         assert!(serde_json::from_str::<IncidentId>("\"INC-x\"").is_err());
     }
 
     #[test]
     fn access_roles_use_lowercase_names() {
-        assert_eq!(serde_json::to_string(&AccessRole::Viewer).unwrap(), "\"viewer\"");
+        assert_eq!(
+            serde_json::to_string(&AccessRole::Viewer).unwrap(),
+            "\"viewer\""
+        );
         assert_eq!("responder".parse::<AccessRole>(), Ok(AccessRole::Responder));
         assert!("root".parse::<AccessRole>().is_err());
         assert!(!AccessRole::Viewer.can_write());

@@ -40,31 +40,34 @@ async fn run_case(server: &TestServer, scripts: Vec<Vec<Op>>) {
         )
     }))
     .await;
-    let runs = clients.iter().zip(scripts).map(|(client, script)| async move {
-        for op in script {
-            match op {
-                Op::Insert { at, text } => {
-                    let length = client.len();
-                    client.insert(length * at / 1000, &text);
-                }
-                Op::Delete { at, len } => {
-                    let length = client.len();
-                    if length > 0 {
-                        let start = (length - 1) * at / 1000;
-                        let len = len.min(length - start);
-                        let mut txn = client.doc.transact_mut();
-                        client.text.remove_range(&mut txn, start, len);
+    let runs = clients
+        .iter()
+        .zip(scripts)
+        .map(|(client, script)| async move {
+            for op in script {
+                match op {
+                    Op::Insert { at, text } => {
+                        let length = client.len();
+                        client.insert(length * at / 1000, &text);
+                    }
+                    Op::Delete { at, len } => {
+                        let length = client.len();
+                        if length > 0 {
+                            let start = (length - 1) * at / 1000;
+                            let len = len.min(length - start);
+                            let mut txn = client.doc.transact_mut();
+                            client.text.remove_range(&mut txn, start, len);
+                        }
+                    }
+                    Op::Pause { millis } => {
+                        tokio::time::sleep(std::time::Duration::from_millis(millis)).await
                     }
                 }
-                Op::Pause { millis } => {
-                    tokio::time::sleep(std::time::Duration::from_millis(millis)).await
-                }
+                tokio::task::yield_now().await;
             }
-            tokio::task::yield_now().await;
-        }
-        // Everything this client sent is applied and stored.
-        client.wait_saved().await;
-    });
+            // Everything this client sent is applied and stored.
+            client.wait_saved().await;
+        });
     futures::future::join_all(runs).await;
     let server_text = YClient::connect(&url).await.read();
     for client in &clients {

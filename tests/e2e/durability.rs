@@ -38,8 +38,18 @@ async fn documents_survive_a_clean_restart_and_a_crash() {
     assert!(server.logs().contains("shut down cleanly"));
     server.restart();
     let token = server.token(AccessRole::Responder, "Ada");
-    assert_eq!(YClient::connect(&server.ws_url(&first, &token)).await.read(), text_a);
-    assert_eq!(YClient::connect(&server.ws_url(&second, &token)).await.read(), text_b);
+    assert_eq!(
+        YClient::connect(&server.ws_url(&first, &token))
+            .await
+            .read(),
+        text_a
+    );
+    assert_eq!(
+        YClient::connect(&server.ws_url(&second, &token))
+            .await
+            .read(),
+        text_b
+    );
 
     // kill -9 right after a saved edit.
     let a = YClient::connect_with(&server.ws_url(&first, &token), SAVED).await;
@@ -49,10 +59,19 @@ async fn documents_survive_a_clean_restart_and_a_crash() {
     drop(a);
     server.kill9();
     server.restart();
-    assert_eq!(YClient::connect(&server.ws_url(&first, &token)).await.read(), text_a);
+    assert_eq!(
+        YClient::connect(&server.ws_url(&first, &token))
+            .await
+            .read(),
+        text_a
+    );
     let (status, list) = server.get_json("/api/incidents", &token).await;
     assert_eq!(status, 200);
-    assert_eq!(list.as_array().unwrap().len(), 2, "both incidents survive: {list}");
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        2,
+        "both incidents survive: {list}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +93,7 @@ async fn kill_9_during_a_burst_loses_no_update_acknowledged_as_saved() {
                 writer.push(&format!("w{i};"));
                 sent.push((i, writer.changes_sent()));
                 i += 1;
-                if i % 16 == 0 {
+                if i.is_multiple_of(16) {
                     tokio::time::sleep(std::time::Duration::from_millis(1)).await;
                 }
             }
@@ -90,18 +109,30 @@ async fn kill_9_during_a_burst_loses_no_update_acknowledged_as_saved() {
     stop.store(true, Ordering::Relaxed);
     let sent = burst.await.unwrap();
     let acknowledged = writer.saved();
-    let in_flight = sent.iter().filter(|(_, change)| *change > acknowledged).count();
-    assert!(in_flight > 0, "the kill must land mid-burst (all {} were acknowledged)", sent.len());
+    let in_flight = sent
+        .iter()
+        .filter(|(_, change)| *change > acknowledged)
+        .count();
+    assert!(
+        in_flight > 0,
+        "the kill must land mid-burst (all {} were acknowledged)",
+        sent.len()
+    );
 
     server.restart();
-    let reader = YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Reader"))).await;
+    let reader =
+        YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Reader")))
+            .await;
     let text = reader.read();
     let lost: Vec<u64> = sent
         .iter()
         .filter(|(i, change)| *change <= acknowledged && !text.contains(&format!("w{i};")))
         .map(|(i, _)| *i)
         .collect();
-    assert!(lost.is_empty(), "acknowledged updates lost after kill -9: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged updates lost after kill -9: {lost:?}"
+    );
     eprintln!(
         "kill -9 mid-burst: {} updates sent, {} acknowledged as saved, {} in flight, 0 lost",
         sent.len(),
@@ -117,7 +148,9 @@ async fn clients_give_back_edits_the_server_never_saved() {
     let token = server.token(AccessRole::Responder, "Ada");
     let rust = YClient::connect_with(&server.ws_url(&incident, &token), SAVED).await;
     let mut stock = NodeClient::spawn().await;
-    stock.connect(&server.ws_base(), &incident.to_string(), &token).await;
+    stock
+        .connect(&server.ws_base(), &incident.to_string(), &token)
+        .await;
     rust.push("\nsaved before the crash");
     rust.wait_saved().await;
     stock.wait_text(&rust.read()).await;
@@ -133,7 +166,9 @@ async fn clients_give_back_edits_the_server_never_saved() {
     // with the document it holds. The normal sync hands the server both.
     let url = server.ws_url(&incident, &token);
     let _rust_again = YClient::connect_doc(&url, rust.doc.clone(), SAVED).await;
-    stock.ok(json!({"cmd": "wait_synced", "timeout_ms": 20000})).await;
+    stock
+        .ok(json!({"cmd": "wait_synced", "timeout_ms": 20000}))
+        .await;
     let fresh = YClient::connect(&url).await;
     wait_until("both offline edits on the server", || {
         let text = fresh.read();
@@ -170,7 +205,10 @@ async fn the_update_log_is_compacted_into_a_snapshot_and_reloads_exactly() {
             "log not bounded: {} entries",
             stored.updates.len()
         );
-        assert_eq!(stored.next_seq, 261, "sequence numbers continue across compactions");
+        assert_eq!(
+            stored.next_seq, 261,
+            "sequence numbers continue across compactions"
+        );
     }
     server.restart();
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada"));
@@ -183,7 +221,8 @@ async fn simultaneous_first_connections_share_one_room_which_unloads_when_idle()
     let server = TestServer::start_with(&["--room-idle-timeout", "200ms"]);
     let incident = server.create_incident("One room").await;
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada"));
-    let clients = futures::future::join_all((0..8).map(|_| YClient::connect_with(&url, SAVED))).await;
+    let clients =
+        futures::future::join_all((0..8).map(|_| YClient::connect_with(&url, SAVED))).await;
     for (i, client) in clients.iter().enumerate() {
         client.insert(0, &format!("p{i};"));
     }
@@ -194,12 +233,27 @@ async fn simultaneous_first_connections_share_one_room_which_unloads_when_idle()
     for client in &clients {
         client.wait_text(&text).await;
     }
-    let loads = |logs: &str| logs.lines().filter(|line| line.contains("room loaded")).count();
-    assert_eq!(loads(&server.logs()), 1, "eight simultaneous joins load the room once");
+    let loads = |logs: &str| {
+        logs.lines()
+            .filter(|line| line.contains("room loaded"))
+            .count()
+    };
+    assert_eq!(
+        loads(&server.logs()),
+        1,
+        "eight simultaneous joins load the room once"
+    );
 
     drop(clients);
-    wait_until("the idle room to unload", || server.logs().contains("room unloaded")).await;
+    wait_until("the idle room to unload", || {
+        server.logs().contains("room unloaded")
+    })
+    .await;
     let again = YClient::connect(&url).await;
     assert_eq!(again.read(), text);
-    assert_eq!(loads(&server.logs()), 2, "the room was loaded again from storage");
+    assert_eq!(
+        loads(&server.logs()),
+        2,
+        "the room was loaded again from storage"
+    );
 }

@@ -5,8 +5,8 @@
 
 mod support;
 
-mod sync;
 mod auth;
 mod bad_input;
 mod convergence;
 mod durability;
+mod sync;

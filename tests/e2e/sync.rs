@@ -10,7 +10,9 @@ use crate::support::yclient::{Connect, YClient};
 use crate::support::{TestServer, load_trace, trace_txns, wait_until};
 
 fn b64(text: &str) -> Vec<u8> {
-    base64::engine::general_purpose::STANDARD.decode(text).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .unwrap()
 }
 
 /// Positions where a token may go without splitting another: 0, the end,
@@ -37,8 +39,20 @@ async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything(
     let rust_b = YClient::connect(&url).await;
     let mut node_a = NodeClient::spawn().await;
     let mut node_b = NodeClient::spawn().await;
-    node_a.connect(&server.ws_base(), &incident.to_string(), &server.token(AccessRole::Responder, "Nia")).await;
-    node_b.connect(&server.ws_base(), &incident.to_string(), &server.token(AccessRole::Responder, "Noor")).await;
+    node_a
+        .connect(
+            &server.ws_base(),
+            &incident.to_string(),
+            &server.token(AccessRole::Responder, "Nia"),
+        )
+        .await;
+    node_b
+        .connect(
+            &server.ws_base(),
+            &incident.to_string(),
+            &server.token(AccessRole::Responder, "Noor"),
+        )
+        .await;
 
     // All four type at once: the stock clients through their own random
     // edits, the yrs clients here, each at token boundaries.
@@ -57,9 +71,12 @@ async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything(
         }
         inserted
     };
-    let node_a_edits = node_a.ok(json!({"cmd": "random_edits", "count": 40, "seed": 1, "tag": "NA", "interval_ms": 3}));
-    let node_b_edits = node_b.ok(json!({"cmd": "random_edits", "count": 40, "seed": 2, "tag": "NB", "interval_ms": 3}));
-    let (rust_tokens, node_a_result, node_b_result) = tokio::join!(rust_edits, node_a_edits, node_b_edits);
+    let node_a_edits = node_a
+        .ok(json!({"cmd": "random_edits", "count": 40, "seed": 1, "tag": "NA", "interval_ms": 3}));
+    let node_b_edits = node_b
+        .ok(json!({"cmd": "random_edits", "count": 40, "seed": 2, "tag": "NB", "interval_ms": 3}));
+    let (rust_tokens, node_a_result, node_b_result) =
+        tokio::join!(rust_edits, node_a_edits, node_b_edits);
 
     let mut expected_tokens = rust_tokens;
     for result in [&node_a_result, &node_b_result] {
@@ -70,21 +87,32 @@ async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything(
     assert_eq!(expected_tokens.len(), 160);
 
     // Converge: every client ends with the same text holding every token.
-    node_a.ok(json!({"cmd": "wait_contains", "parts": expected_tokens, "timeout_ms": 20000})).await;
+    node_a
+        .ok(json!({"cmd": "wait_contains", "parts": expected_tokens, "timeout_ms": 20000}))
+        .await;
     let final_text = node_a.text().await;
     node_b.wait_text(&final_text).await;
     rust_a.wait_text(&final_text).await;
     rust_b.wait_text(&final_text).await;
     for token in &expected_tokens {
-        assert_eq!(final_text.matches(token.as_str()).count(), 1, "token {token} must appear exactly once");
+        assert_eq!(
+            final_text.matches(token.as_str()).count(),
+            1,
+            "token {token} must appear exactly once"
+        );
     }
-    assert!(final_text.contains("## Exit criteria"), "the template survives concurrent edits");
+    assert!(
+        final_text.contains("## Exit criteria"),
+        "the template survives concurrent edits"
+    );
 
     // Late joiners, one of each kind, get the full state.
     let late_rust = YClient::connect(&url).await;
     assert_eq!(late_rust.read(), final_text);
     let mut late_node = NodeClient::spawn().await;
-    late_node.connect(&server.ws_base(), &incident.to_string(), &token).await;
+    late_node
+        .connect(&server.ws_base(), &incident.to_string(), &token)
+        .await;
     assert_eq!(late_node.text().await, final_text);
 
     for client in [node_a, node_b, late_node] {
@@ -121,7 +149,11 @@ async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_co
         let me = run % 2;
         let other = 1 - me;
         // Wait until this client has everything the other one typed.
-        let other_clock = clients[other].doc.transact().state_vector().get(&ids[other]);
+        let other_clock = clients[other]
+            .doc
+            .transact()
+            .state_vector()
+            .get(&ids[other]);
         let mine = &clients[me];
         wait_until("the other typist's edits to arrive", || {
             mine.doc.transact().state_vector().get(&ids[other]) >= other_clock
@@ -142,7 +174,11 @@ async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_co
     clients[0].wait_text(&end_content).await;
     clients[1].wait_text(&end_content).await;
     let fresh = YClient::connect(&url).await;
-    assert_eq!(fresh.read(), end_content, "the server holds the trace's end content");
+    assert_eq!(
+        fresh.read(),
+        end_content,
+        "the server holds the trace's end content"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,11 +186,28 @@ async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
     let server = TestServer::start();
     let incident = server.create_incident("Viewer test").await;
     let editor_url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ed"));
-    let editor = YClient::connect_with(&editor_url, Connect { saved_acks: true, ..Default::default() }).await;
+    let editor = YClient::connect_with(
+        &editor_url,
+        Connect {
+            saved_acks: true,
+            ..Default::default()
+        },
+    )
+    .await;
 
     let mut viewer = NodeClient::spawn().await;
-    viewer.connect(&server.ws_base(), &incident.to_string(), &server.token(AccessRole::Viewer, "Vic")).await;
-    assert_eq!(viewer.text().await, editor.read(), "the viewer receives the document");
+    viewer
+        .connect(
+            &server.ws_base(),
+            &incident.to_string(),
+            &server.token(AccessRole::Viewer, "Vic"),
+        )
+        .await;
+    assert_eq!(
+        viewer.text().await,
+        editor.read(),
+        "the viewer receives the document"
+    );
 
     // Live edits reach the viewer.
     editor.insert(0, "LIVE-1 ");
@@ -164,14 +217,20 @@ async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
     viewer.insert(0, "VIEWER-EDIT ").await;
     let mut reasons = Vec::new();
     for _ in 0..2000 {
-        reasons = viewer.ok(json!({"cmd": "denied"})).await["reasons"].as_array().unwrap().clone();
+        reasons = viewer.ok(json!({"cmd": "denied"})).await["reasons"]
+            .as_array()
+            .unwrap()
+            .clone();
         if !reasons.is_empty() {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     assert!(!reasons.is_empty(), "the viewer was told permission denied");
-    assert!(reasons[0].as_str().unwrap().contains("read-only"), "{reasons:?}");
+    assert!(
+        reasons[0].as_str().unwrap().contains("read-only"),
+        "{reasons:?}"
+    );
 
     // ... and reaches neither editors, nor storage, nor fresh clients. The
     // denial was sent after the server had decided; an editor round trip
@@ -185,7 +244,10 @@ async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
 
     // The viewer count is visible to responders.
     let (status, body) = server
-        .get_json(&format!("/api/incidents/{incident}"), &server.token(AccessRole::Responder, "Ed"))
+        .get_json(
+            &format!("/api/incidents/{incident}"),
+            &server.token(AccessRole::Responder, "Ed"),
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(body["presence"]["viewers"], json!(1), "{body}");
@@ -197,7 +259,9 @@ async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
     let mut server = server;
     server.kill9();
     server.restart();
-    let after = YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Ed"))).await;
+    let after =
+        YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Ed")))
+            .await;
     assert!(after.read().starts_with("LIVE-2 LIVE-1 "));
     assert!(!after.read().contains("VIEWER-EDIT"));
 }
@@ -209,11 +273,26 @@ async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_fr
     let room = incident.to_string();
     let mut ada = NodeClient::spawn().await;
     let mut bob = NodeClient::spawn().await;
-    let ada_id = ada.connect(&server.ws_base(), &room, &server.token(AccessRole::Responder, "Ada")).await;
-    bob.connect(&server.ws_base(), &room, &server.token(AccessRole::Responder, "Bob")).await;
+    let ada_id = ada
+        .connect(
+            &server.ws_base(),
+            &room,
+            &server.token(AccessRole::Responder, "Ada"),
+        )
+        .await;
+    bob.connect(
+        &server.ws_base(),
+        &room,
+        &server.token(AccessRole::Responder, "Bob"),
+    )
+    .await;
 
-    ada.ok(json!({"cmd": "set_awareness", "state": {"user": {"name": "Ada", "color": "#c33"}}})).await;
-    bob.ok(json!({"cmd": "wait_awareness", "client_id": ada_id, "present": true, "timeout_ms": 20000})).await;
+    ada.ok(json!({"cmd": "set_awareness", "state": {"user": {"name": "Ada", "color": "#c33"}}}))
+        .await;
+    bob.ok(
+        json!({"cmd": "wait_awareness", "client_id": ada_id, "present": true, "timeout_ms": 20000}),
+    )
+    .await;
     let states = bob.ok(json!({"cmd": "awareness"})).await;
     let ada_state = states["states"]
         .as_array()
@@ -229,7 +308,10 @@ async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_fr
     let rusty = YClient::connect(&url).await;
     let seen = rusty.seen.clone();
     wait_until("Ada's awareness in the greeting", || {
-        seen.lock().awareness.get(&ada_id).is_some_and(|json| json.contains("Ada"))
+        seen.lock()
+            .awareness
+            .get(&ada_id)
+            .is_some_and(|json| json.contains("Ada"))
     })
     .await;
 
@@ -240,18 +322,36 @@ async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_fr
     // A viewer's awareness is not relayed: after its edit was refused, the
     // server has processed its earlier awareness message too.
     let mut viewer = NodeClient::spawn().await;
-    let viewer_id = viewer.connect(&server.ws_base(), &room, &server.token(AccessRole::Viewer, "Vic")).await;
-    viewer.ok(json!({"cmd": "set_awareness", "state": {"user": {"name": "Vic"}}})).await;
+    let viewer_id = viewer
+        .connect(
+            &server.ws_base(),
+            &room,
+            &server.token(AccessRole::Viewer, "Vic"),
+        )
+        .await;
+    viewer
+        .ok(json!({"cmd": "set_awareness", "state": {"user": {"name": "Vic"}}}))
+        .await;
     viewer.insert(0, "x").await;
     for _ in 0..2000 {
-        if !viewer.ok(json!({"cmd": "denied"})).await["reasons"].as_array().unwrap().is_empty() {
+        if !viewer.ok(json!({"cmd": "denied"})).await["reasons"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+        {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     let late = YClient::connect(&url).await;
-    assert!(!late.seen.lock().awareness.contains_key(&viewer_id), "viewer awareness must not be relayed");
-    assert!(!rusty.seen.lock().awareness.contains_key(&viewer_id), "viewer awareness must not be relayed");
+    assert!(
+        !late.seen.lock().awareness.contains_key(&viewer_id),
+        "viewer awareness must not be relayed"
+    );
+    assert!(
+        !rusty.seen.lock().awareness.contains_key(&viewer_id),
+        "viewer awareness must not be relayed"
+    );
     bob.quit().await;
     viewer.quit().await;
 }
@@ -274,7 +374,12 @@ async fn stock_updates_delivered_out_of_order_and_with_a_gap_still_converge() {
             {"insert": [0, "a"]}, {"insert": [1, "b"]}, {"insert": [2, "c"]}, {"insert": [3, "d"]}
         ]}))
         .await;
-    let updates: Vec<Vec<u8>> = made["updates"].as_array().unwrap().iter().map(|u| b64(u.as_str().unwrap())).collect();
+    let updates: Vec<Vec<u8>> = made["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| b64(u.as_str().unwrap()))
+        .collect();
     assert_eq!(made["text"], json!("abcd"));
 
     // The server receives them out of order and without the second one.
@@ -283,21 +388,37 @@ async fn stock_updates_delivered_out_of_order_and_with_a_gap_still_converge() {
     courier.send_update(updates[0].clone());
     courier.send_update(updates[3].clone());
     let observer = YClient::connect(&url).await;
-    wait_until("the first update to arrive", || observer.read().starts_with('a')).await;
+    wait_until("the first update to arrive", || {
+        observer.read().starts_with('a')
+    })
+    .await;
     // "c" and "d" depend on the missing "b": they must stay pending, not be
     // integrated over a hole.
     let partial = YClient::connect(&url).await;
-    assert!(partial.read().starts_with('a') && !partial.read().contains("cd"), "{:?}", &partial.read()[..10]);
-    let server_clock = partial.doc.transact().state_vector().get(&yrs::ClientID::new(4242));
-    assert_eq!(server_clock, 1, "the server's state vector still asks for everything after 'a'");
+    assert!(
+        partial.read().starts_with('a') && !partial.read().contains("cd"),
+        "{:?}",
+        &partial.read()[..10]
+    );
+    let server_clock = partial
+        .doc
+        .transact()
+        .state_vector()
+        .get(&yrs::ClientID::new(4242));
+    assert_eq!(
+        server_clock, 1,
+        "the server's state vector still asks for everything after 'a'"
+    );
 
     // The original stock client comes online holding all four: the normal
     // sync sends the hole, and everyone converges.
     let mut original = NodeClient::spawn().await;
     original
-        .ok(json!({"cmd": "connect", "url": server.ws_base(), "room": incident.to_string(),
+        .ok(
+            json!({"cmd": "connect", "url": server.ws_base(), "room": incident.to_string(),
                    "token": server.token(AccessRole::Responder, "Author"), "client_id": 4242,
-                   "preload": [made["full"]], "timeout_ms": 20000}))
+                   "preload": [made["full"]], "timeout_ms": 20000}),
+        )
         .await;
     let expected = original.text().await;
     assert!(expected.starts_with("abcd"), "{expected:?}");
@@ -314,6 +435,8 @@ async fn stock_updates_delivered_out_of_order_and_with_a_gap_still_converge() {
     let mut server = server;
     server.kill9();
     server.restart();
-    let reloaded = YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Rusty"))).await;
+    let reloaded =
+        YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Rusty")))
+            .await;
     assert_eq!(reloaded.read(), expected);
 }

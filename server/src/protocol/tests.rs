@@ -59,10 +59,7 @@ fn malformed_frames_name_what_is_wrong() {
         (vec![], ProtocolError::EmptyFrame),
         (vec![0x80], ProtocolError::TruncatedVarint { offset: 0 }),
         (vec![0, 0x80], ProtocolError::TruncatedVarint { offset: 1 }),
-        (
-            vec![0xff; 11],
-            ProtocolError::OverlongVarint { offset: 0 },
-        ),
+        (vec![0xff; 11], ProtocolError::OverlongVarint { offset: 0 }),
         (
             vec![0, 2, 0xff, 0xff, 0xff, 0xff, 0x0f, 1, 2, 3],
             ProtocolError::LengthBeyondFrame {
@@ -80,7 +77,11 @@ fn malformed_frames_name_what_is_wrong() {
         ),
     ];
     for (frame, expected) in cases {
-        assert_eq!(decode_frame(&frame), Err(expected.clone()), "frame {frame:?}");
+        assert_eq!(
+            decode_frame(&frame),
+            Err(expected.clone()),
+            "frame {frame:?}"
+        );
         assert_eq!(expected.close_code(), close_code::MALFORMED);
     }
     // Awareness: an absurd client count, invalid UTF-8, non-JSON state.
@@ -92,7 +93,10 @@ fn malformed_frames_name_what_is_wrong() {
         let mut frame = vec![1, payload.len() as u8];
         frame.extend(&payload);
         assert!(
-            matches!(decode_frame(&frame), Err(ProtocolError::InvalidAwareness(_))),
+            matches!(
+                decode_frame(&frame),
+                Err(ProtocolError::InvalidAwareness(_))
+            ),
             "payload {payload:?}"
         );
     }
@@ -151,10 +155,18 @@ fn viewers_are_denied_and_the_document_does_not_change() {
     assert_eq!(body(&room), "hello");
     // Sync step 2 is refused the same way; an empty one is simply ignored.
     assert_eq!(
-        viewer.handle(&room, ClientMessage::SyncStep2(&update)).unwrap().len(),
+        viewer
+            .handle(&room, ClientMessage::SyncStep2(&update))
+            .unwrap()
+            .len(),
         2
     );
-    assert!(viewer.handle(&room, ClientMessage::SyncStep2(&[0, 0])).unwrap().is_empty());
+    assert!(
+        viewer
+            .handle(&room, ClientMessage::SyncStep2(&[0, 0]))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(body(&room), "hello");
 }
 
@@ -192,7 +204,10 @@ fn updates_yrs_refuses_are_rejected_and_leave_the_document_alone() {
     let error = session
         .handle(&room, ClientMessage::Update(&garbage))
         .unwrap_err();
-    assert!(matches!(error, ProtocolError::UpdateRejected(_)), "{error:?}");
+    assert!(
+        matches!(error, ProtocolError::UpdateRejected(_)),
+        "{error:?}"
+    );
     assert_eq!(error.close_code(), close_code::UPDATE_REJECTED);
     assert_eq!(body(&room), "hello");
 }
@@ -222,13 +237,23 @@ fn awareness_is_tracked_relayed_and_removed_on_leave_but_ignored_from_viewers() 
 
     let mut viewer = Session::new(Access::ReadOnly);
     let decoded = only_awareness(&frame);
-    assert!(viewer.handle(&room, ClientMessage::Awareness(decoded)).unwrap().is_empty());
+    assert!(
+        viewer
+            .handle(&room, ClientMessage::Awareness(decoded))
+            .unwrap()
+            .is_empty()
+    );
     assert!(room.state::<serde_json::Value>(ClientID::new(77)).is_none());
 
     let mut editor = Session::new(Access::ReadWrite);
     let decoded = only_awareness(&frame);
-    let effects = editor.handle(&room, ClientMessage::Awareness(decoded)).unwrap();
-    assert_eq!(effects, vec![Effect::Broadcast(encode(&Message::Awareness(update)))]);
+    let effects = editor
+        .handle(&room, ClientMessage::Awareness(decoded))
+        .unwrap();
+    assert_eq!(
+        effects,
+        vec![Effect::Broadcast(encode(&Message::Awareness(update)))]
+    );
     assert_eq!(
         room.state::<serde_json::Value>(ClientID::new(77)).unwrap()["user"]["name"],
         "Ada"

@@ -50,7 +50,8 @@ impl TestServer {
                 .tempdir()
                 .unwrap(),
         );
-        let secret = uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let secret =
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
         let keys = TokenKeys::from_secret(secret.as_bytes());
         let mut server = Self {
             child: None,
@@ -82,7 +83,10 @@ impl TestServer {
             .arg(self.data.path())
             .args(&self.args)
             .env("COMMANDPOST_SECRET", &self.secret)
-            .env("COMMANDPOST_LOG", std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()))
+            .env(
+                "COMMANDPOST_LOG",
+                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -130,7 +134,10 @@ impl TestServer {
             if let Some(status) = child.try_wait().unwrap() {
                 return status;
             }
-            assert!(started.elapsed() < WAIT, "server did not exit after SIGTERM");
+            assert!(
+                started.elapsed() < WAIT,
+                "server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -163,7 +170,13 @@ impl TestServer {
     }
 
     pub fn token(&self, role: AccessRole, name: &str) -> String {
-        self.keys.mint(&name.to_lowercase(), name, role, None, Duration::from_secs(3600))
+        self.keys.mint(
+            &name.to_lowercase(),
+            name,
+            role,
+            None,
+            Duration::from_secs(3600),
+        )
     }
 
     pub fn scoped_token(&self, role: AccessRole, name: &str, incident: &IncidentId) -> String {
@@ -211,7 +224,10 @@ impl TestServer {
             .await
             .unwrap();
         let status = response.status().as_u16();
-        (status, response.json().await.unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
     }
 }
 

@@ -72,7 +72,9 @@ impl YClient {
 
     pub async fn connect_with(url: &str, options: Connect) -> Self {
         let doc = new_doc(options.client_id);
-        let client = Self::open(url, doc, options).await.expect("websocket connect");
+        let client = Self::open(url, doc, options)
+            .await
+            .expect("websocket connect");
         client.wait_synced().await;
         client
     }
@@ -80,7 +82,9 @@ impl YClient {
     /// Connects an existing document (e.g. one holding offline edits): the
     /// normal sync then sends the server whatever it lacks.
     pub async fn connect_doc(url: &str, doc: Doc, options: Connect) -> Self {
-        let client = Self::open(url, doc, options).await.expect("websocket connect");
+        let client = Self::open(url, doc, options)
+            .await
+            .expect("websocket connect");
         client.wait_synced().await;
         client
     }
@@ -342,7 +346,8 @@ fn handle_frame(
 fn apply_remote(doc: &Doc, update: &[u8]) {
     let update = Update::decode_v1(update).expect("server sent an invalid update");
     let mut txn = doc.transact_mut_with(REMOTE);
-    txn.apply_update(update).expect("server sent an update yrs refuses");
+    txn.apply_update(update)
+        .expect("server sent an update yrs refuses");
 }
 
 /// The full state of a doc as one v1 update.
