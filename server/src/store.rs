@@ -488,3 +488,78 @@ impl Writer {
         Ok(record)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn actor() -> Actor {
+        Actor {
+            id: commandpost_shared::UserId("ada".into()),
+            name: "Ada".into(),
+        }
+    }
+
+    async fn incident(store: &Store, title: &str) -> IncidentRecord {
+        store
+            .create_incident(title.into(), actor(), Utc::now(), |id, title, _| {
+                format!("{id} {title}").into_bytes()
+            })
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn incident_ids_are_sequential_and_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            assert_eq!(incident(&store, "one").await.id, IncidentId::new(1));
+            assert_eq!(incident(&store, "two").await.id, IncidentId::new(2));
+            let stored = store.load_doc(&IncidentId::new(2)).unwrap();
+            assert_eq!(stored.snapshot.as_deref(), Some(&b"INC-2 two"[..]));
+            assert_eq!(stored.next_seq, 1);
+        }
+        // The writer thread closes the database once the last handle is gone.
+        let store = loop {
+            match Store::open(dir.path()) {
+                Ok(store) => break store,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        };
+        assert_eq!(incident(&store, "three").await.id, IncidentId::new(3));
+        let titles: Vec<_> = store.list_incidents().unwrap().into_iter().map(|r| r.title).collect();
+        assert_eq!(titles, ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn compaction_removes_every_covered_entry_whether_or_not_it_shares_a_group() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = incident(&store, "log").await.id;
+        // Appends and the compaction covering them are queued back to back,
+        // so some share the compaction's group and some were already written.
+        let mut waits = Vec::new();
+        for seq in 1..=50u64 {
+            waits.push(store.append(&id, seq, vec![seq as u8]).unwrap());
+            if seq == 40 {
+                store.compact(&id, 40, b"snapshot-40".to_vec()).unwrap();
+            }
+        }
+        for wait in waits {
+            wait.await.unwrap().unwrap();
+        }
+        let stored = store.load_doc(&id).unwrap();
+        assert_eq!(stored.snapshot.as_deref(), Some(&b"snapshot-40"[..]));
+        let seqs: Vec<u64> = stored.updates.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, (41..=50).collect::<Vec<_>>());
+        assert_eq!(stored.next_seq, 51);
+        let stats = store.stats();
+        assert!(stats.flushes.load(Ordering::Relaxed) >= 1);
+        assert_eq!(
+            stats.writes_flushed.load(Ordering::Relaxed),
+            51,
+            "1 creation + 50 appends acknowledged"
+        );
+    }
+}

@@ -10,3 +10,4 @@ mod bad_input;
 mod convergence;
 mod durability;
 mod sync;
+mod fanout;

@@ -50,6 +50,8 @@ pub struct YClient {
     pub seen: Arc<Mutex<Seen>>,
     /// Document-changing messages this client sent (for "saved").
     pub changes_sent: Arc<Mutex<u64>>,
+    /// While false, the reader stops reading the socket (a stalled peer).
+    reading: tokio::sync::watch::Sender<bool>,
     _subscription: yrs::Subscription,
 }
 
@@ -137,13 +139,20 @@ impl YClient {
         let step1 = Message::Sync(SyncMessage::SyncStep1(doc.transact().state_vector()));
         let _ = out.send(WsMessage::Binary(step1.encode_v1().into()));
 
+        let (reading, mut may_read) = tokio::sync::watch::channel(true);
         {
             let doc = doc.clone();
             let out = out.clone();
             let seen = seen.clone();
             let changes_sent = changes_sent.clone();
             tokio::spawn(async move {
-                while let Some(frame) = stream.next().await {
+                loop {
+                    if may_read.wait_for(|reading| *reading).await.is_err() {
+                        break;
+                    }
+                    let Some(frame) = stream.next().await else {
+                        break;
+                    };
                     match frame {
                         Ok(WsMessage::Binary(bytes)) => {
                             seen.lock().frames += 1;
@@ -170,6 +179,7 @@ impl YClient {
             out,
             seen,
             changes_sent,
+            reading,
             _subscription: subscription,
         })
     }
@@ -232,6 +242,15 @@ impl YClient {
         self.send_raw(Message::Awareness(AwarenessUpdate { clients }).encode_v1());
     }
 
+    /// Stops reading the socket, like a peer whose network stalled.
+    pub fn pause_reading(&self) {
+        let _ = self.reading.send(false);
+    }
+
+    pub fn resume_reading(&self) {
+        let _ = self.reading.send(true);
+    }
+
     /// Sends a close frame and lets the socket end.
     pub fn close(&self) {
         let _ = self.out.send(WsMessage::Close(None));
@@ -239,17 +258,17 @@ impl YClient {
 
     pub async fn wait_text(&self, expected: &str) {
         let started = std::time::Instant::now();
-        loop {
-            let text = self.read();
-            if text == expected {
-                return;
+        let expected_len = expected.encode_utf16().count() as u32;
+        // The length is cheap; build the string only when it matches.
+        while !(self.len() == expected_len && self.read() == expected) {
+            if started.elapsed() > WAIT {
+                let text = self.read();
+                panic!(
+                    "text did not converge: have {} chars, want {} chars",
+                    text.chars().count(),
+                    expected.chars().count()
+                );
             }
-            assert!(
-                started.elapsed() < WAIT,
-                "text did not converge: have {} chars, want {} chars",
-                text.chars().count(),
-                expected.chars().count()
-            );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
