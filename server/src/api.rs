@@ -50,6 +50,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/incidents/{id}", get(get_incident))
         .route("/ws/{id}", get(crate::ws::upgrade))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -164,6 +165,14 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not answer that method",
+    )
+}
+
 fn to_api(state: &AppState, record: IncidentRecord) -> Incident {
     Incident {
         presence: state.rooms.presence(&record.id),
@@ -177,7 +186,7 @@ fn to_api(state: &AppState, record: IncidentRecord) -> Incident {
 async fn create_incident(
     State(state): State<AppState>,
     caller: Caller,
-    body: Result<Json<CreateIncident>, JsonRejection>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<(StatusCode, HeaderMap, Json<Incident>), ApiError> {
     if !caller.0.role.can_write() {
         return Err(AuthError::Forbidden("viewers cannot declare incidents".into()).into());
@@ -188,9 +197,7 @@ async fn create_incident(
         ))
         .into());
     }
-    let Json(body) = body.map_err(|rejection| {
-        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
-    })?;
+    let body: CreateIncident = json_object(body)?;
     let title = body.title.trim().to_owned();
     if title.is_empty() || title.chars().count() > 200 {
         return Err(ApiError::new(
@@ -215,6 +222,30 @@ async fn create_incident(
         headers.insert(header::LOCATION, location);
     }
     Ok((StatusCode::CREATED, headers, Json(to_api(&state, record))))
+}
+
+/// Reads a JSON object body into `T`. serde's derived structs also accept a
+/// JSON array of field values; an API body must be an object.
+fn json_object<T: serde::de::DeserializeOwned>(
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<T, ApiError> {
+    let Json(value) = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    })?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the request body must be a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("invalid request body: {error}"),
+        )
+    })
 }
 
 async fn list_incidents(

@@ -147,6 +147,25 @@ fn init_logging(format: LogFormat) {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    // Panics inside yrs on hostile input are caught and answered with a close
+    // code; the default hook would still print a multi-line dump. One log
+    // line (JSON under --log-format json) instead.
+    std::panic::set_hook(Box::new(|info| {
+        if crate::protocol::panic_is_expected() {
+            return;
+        }
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_default();
+        tracing::error!(%location, %message, "panic");
+    }));
     let config = ServerConfig {
         listen: args.listen,
         data_dir: args.data,

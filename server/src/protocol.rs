@@ -84,15 +84,27 @@ pub enum ProtocolError {
     InvalidAwareness(String),
     #[error("update rejected: {0}")]
     UpdateRejected(String),
+    /// yrs failed or panicked while integrating the update, possibly after
+    /// integrating part of it: the room's document can no longer be trusted.
+    #[error("update rejected: {0}")]
+    UpdateNotIntegrated(String),
 }
 
 impl ProtocolError {
     /// The WebSocket close code for this error (see ARCHITECTURE.md).
     pub fn close_code(&self) -> u16 {
         match self {
-            ProtocolError::UpdateRejected(_) => close_code::UPDATE_REJECTED,
+            ProtocolError::UpdateRejected(_) | ProtocolError::UpdateNotIntegrated(_) => {
+                close_code::UPDATE_REJECTED
+            }
             _ => close_code::MALFORMED,
         }
+    }
+
+    /// Whether the room's document may have been changed by the refused
+    /// message and must be reloaded from storage.
+    pub fn leaves_document_suspect(&self) -> bool {
+        matches!(self, ProtocolError::UpdateNotIntegrated(_))
     }
 }
 
@@ -237,23 +249,26 @@ fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
 /// Decodes an awareness update with the same care: counts bounded by the
 /// bytes present, and state strings checked to be UTF-8 JSON text.
 fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
+    // Offsets inside the payload would mislead in a close reason that talks
+    // about the frame, so every failure here is an invalid awareness update.
     let invalid = |what: &str| ProtocolError::InvalidAwareness(what.to_owned());
+    let cut_short = |_| invalid("cut short");
     let mut reader = FrameReader {
         buf: payload,
         pos: 0,
     };
-    let count = reader.varuint()?;
+    let count = reader.varuint().map_err(cut_short)?;
     // client id, clock and state length take a byte each at least
     if count > (payload.len() / 3) as u64 {
         return Err(invalid("client count exceeds the payload"));
     }
     let mut clients = std::collections::HashMap::with_capacity(count as usize);
     for _ in 0..count {
-        let client = ClientID::new(reader.varuint()?);
-        let clock =
-            u32::try_from(reader.varuint()?).map_err(|_| invalid("clock exceeds 32 bits"))?;
-        let json =
-            std::str::from_utf8(reader.var_bytes()?).map_err(|_| invalid("state is not UTF-8"))?;
+        let client = ClientID::new(reader.varuint().map_err(cut_short)?);
+        let clock = u32::try_from(reader.varuint().map_err(cut_short)?)
+            .map_err(|_| invalid("clock exceeds 32 bits"))?;
+        let json = std::str::from_utf8(reader.var_bytes().map_err(cut_short)?)
+            .map_err(|_| invalid("state is not UTF-8"))?;
         if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
             return Err(invalid("state is not JSON"));
         }
@@ -436,15 +451,15 @@ impl Session {
         let before = doc.transact().state_vector();
         let had_pending = doc.transact().has_missing_updates();
         let deletes_before = update.delete_set().is_empty();
-        let applied = catch_unwind(AssertUnwindSafe(|| {
+        let applied = guarded(|| {
             let mut txn = doc.transact_mut();
             txn.apply_update(update)
-        }));
+        });
         match applied {
             Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(ProtocolError::UpdateRejected(error.to_string())),
+            Ok(Err(error)) => return Err(ProtocolError::UpdateNotIntegrated(error.to_string())),
             Err(_) => {
-                return Err(ProtocolError::UpdateRejected(
+                return Err(ProtocolError::UpdateNotIntegrated(
                     "yrs could not integrate the update".into(),
                 ));
             }
@@ -508,10 +523,30 @@ impl Session {
     }
 }
 
+thread_local! {
+    /// Set while yrs runs on untrusted input inside `catch_unwind`.
+    static PANIC_EXPECTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether the current thread is inside [`guarded`]: the panic hook uses it
+/// to stay quiet about panics that are caught and answered with a close code
+/// (which gets its own log line).
+pub fn panic_is_expected() -> bool {
+    PANIC_EXPECTED.with(|flag| flag.get())
+}
+
+/// Runs `f` (yrs on untrusted input), turning a panic into `Err(())`.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
+    PANIC_EXPECTED.with(|flag| flag.set(true));
+    let result = catch_unwind(AssertUnwindSafe(f));
+    PANIC_EXPECTED.with(|flag| flag.set(false));
+    result.map_err(drop)
+}
+
 /// Decodes a v1 update, turning both errors and panics inside yrs into
 /// [`ProtocolError::UpdateRejected`].
 fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
-    match catch_unwind(|| Update::decode_v1(raw)) {
+    match guarded(|| Update::decode_v1(raw)) {
         Ok(Ok(update)) => Ok(update),
         Ok(Err(error)) => Err(ProtocolError::UpdateRejected(format!(
             "not a valid Yjs update: {error}"

@@ -44,6 +44,9 @@ pub struct RoomState {
     /// Updates and bytes in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
+    /// Set when a refused update may have been partly integrated: from then
+    /// on nothing is applied or stored here, and the room is being replaced.
+    pub poisoned: bool,
 }
 
 /// One live incident document.
@@ -57,6 +60,9 @@ pub struct Room {
     viewers: AtomicU32,
     /// Bumped on every join; lets the unloader see that the room was used.
     epoch: AtomicU64,
+    /// Cancelled when the room is evicted: its connections close with 1012
+    /// and reconnect to a fresh load.
+    pub closing: tokio_util::sync::CancellationToken,
     store: Store,
     compact_after_updates: u64,
     compact_after_bytes: u64,
@@ -202,6 +208,25 @@ impl std::ops::Deref for RoomGuard {
     }
 }
 
+impl RoomGuard {
+    /// Replaces this room: the next join loads the document from storage
+    /// again, and every connection of this room is told to reconnect. Call
+    /// after setting [`RoomState::poisoned`] under the room lock.
+    pub fn evict(&self) {
+        {
+            let mut slots = self.rooms.inner.slots.lock();
+            let same = slots
+                .get(&self.room.id)
+                .and_then(|slot| slot.get())
+                .is_some_and(|current| Arc::ptr_eq(current, &self.room));
+            if same {
+                slots.remove(&self.room.id);
+            }
+        }
+        self.room.closing.cancel();
+    }
+}
+
 impl Drop for RoomGuard {
     fn drop(&mut self) {
         let remaining = {
@@ -286,6 +311,12 @@ impl Rooms {
     async fn load(&self, id: IncidentId) -> Result<Arc<Room>, StoreError> {
         let store = self.inner.store.clone();
         let started = Instant::now();
+        // Writes queued by an earlier room of this incident (unloaded or
+        // evicted) must be on disk before storage is read.
+        store
+            .barrier()?
+            .await
+            .map_err(|_| StoreError::WriterGone)??;
         let load_id = id.clone();
         let (awareness, next_seq, log_updates, log_bytes) =
             tokio::task::spawn_blocking(move || {
@@ -314,11 +345,13 @@ impl Rooms {
                 next_seq,
                 log_updates,
                 log_bytes,
+                poisoned: false,
             }),
             sender,
             editors: AtomicU32::new(0),
             viewers: AtomicU32::new(0),
             epoch: AtomicU64::new(0),
+            closing: tokio_util::sync::CancellationToken::new(),
             store: self.inner.store.clone(),
             compact_after_updates: self.inner.config.compact_after_updates,
             compact_after_bytes: self.inner.config.compact_after_bytes,
@@ -329,20 +362,6 @@ impl Rooms {
         tokio::time::sleep(self.inner.config.room_idle_timeout).await;
         if room.connections() != 0 || room.epoch.load(Ordering::Acquire) != epoch {
             return;
-        }
-        // Every write this room queued must be durable before a reload could
-        // read storage; writes are queued only by connections, and any join
-        // after this point changes the epoch.
-        match self.inner.store.barrier() {
-            Ok(wait) => match wait.await {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    tracing::error!(incident = %room.id, %error, "not unloading room: storage failed");
-                    return;
-                }
-                Err(_) => return,
-            },
-            Err(_) => return,
         }
         let mut slots = self.inner.slots.lock();
         if room.connections() != 0 || room.epoch.load(Ordering::Acquire) != epoch {

@@ -528,7 +528,12 @@ mod tests {
             }
         };
         assert_eq!(incident(&store, "three").await.id, IncidentId::new(3));
-        let titles: Vec<_> = store.list_incidents().unwrap().into_iter().map(|r| r.title).collect();
+        let titles: Vec<_> = store
+            .list_incidents()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.title)
+            .collect();
         assert_eq!(titles, ["one", "two", "three"]);
     }
 

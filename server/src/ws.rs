@@ -118,7 +118,7 @@ async fn serve_connection(
             Closing::Peer => tracing::info!("disconnected"),
             Closing::Server { code, reason } => {
                 if code == close_code::SERVICE_RESTART {
-                    tracing::info!("closing for shutdown");
+                    tracing::info!(%reason, "told the client to reconnect");
                 }
                 close(&mut sink, code, &reason).await;
             }
@@ -171,6 +171,9 @@ async fn run(
         tokio::select! {
             _ = shutdown.cancelled() => {
                 return Closing::server(close_code::SERVICE_RESTART, "server restarting");
+            }
+            _ = room.closing.cancelled() => {
+                return Closing::server(close_code::SERVICE_RESTART, "document reloading; reconnect");
             }
             frame = stream.next() => {
                 let bytes = match frame {
@@ -281,23 +284,38 @@ fn handle_frame(
         enable_saved: false,
     };
     tracing::trace!(messages = messages.len(), bytes = frame.len(), "frame");
-    room.with_state(|state| {
+    let outcome = room.with_state(|state| {
+        if state.poisoned {
+            return Err(FrameError::Closing(Closing::server(
+                close_code::SERVICE_RESTART,
+                "document reloading; reconnect",
+            )));
+        }
         for message in messages {
-            let effects = session.handle(&state.awareness, message).map_err(|error| {
-                tracing::warn!(code = error.close_code(), %error, "closing: message refused");
-                Closing::server(error.close_code(), error.to_string())
-            })?;
+            let effects = match session.handle(&state.awareness, message) {
+                Ok(effects) => effects,
+                Err(error) => {
+                    if error.leaves_document_suspect() {
+                        state.poisoned = true;
+                    }
+                    return Err(FrameError::Protocol(error));
+                }
+            };
             for effect in effects {
                 tracing::trace!(?effect, "effect");
                 match effect {
                     Effect::Reply(bytes) => handled.replies.push(bytes),
                     Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
                     Effect::Persist { update, change } => {
-                        let wait = room.persist(state, update).map_err(storage_closing)?;
+                        let wait = room
+                            .persist(state, update)
+                            .map_err(|error| FrameError::Closing(storage_closing(error)))?;
                         handled.saving.push((change, wait));
                     }
                     Effect::AckWhenDurable { change } => {
-                        let wait = room.barrier().map_err(storage_closing)?;
+                        let wait = room
+                            .barrier()
+                            .map_err(|error| FrameError::Closing(storage_closing(error)))?;
                         handled.saving.push((change, wait));
                     }
                     Effect::EnableSavedAcks => handled.enable_saved = true,
@@ -307,8 +325,33 @@ fn handle_frame(
                 }
             }
         }
-        Ok(handled)
-    })
+        Ok::<_, FrameError>(handled)
+    });
+    outcome.map_err(|error| error.into_closing(room))
+}
+
+/// Why handling a frame stopped.
+enum FrameError {
+    Protocol(protocol::ProtocolError),
+    Closing(Closing),
+}
+
+impl FrameError {
+    fn into_closing(self, room: &RoomGuard) -> Closing {
+        match self {
+            FrameError::Closing(closing) => closing,
+            FrameError::Protocol(error) => {
+                // A refused update may have been partly integrated: the room
+                // is replaced by a fresh load from storage.
+                let reload = error.leaves_document_suspect();
+                tracing::warn!(code = error.close_code(), %error, reload, "closing: message refused");
+                if reload {
+                    room.evict();
+                }
+                Closing::server(error.close_code(), error.to_string())
+            }
+        }
+    }
 }
 
 fn storage_closing(error: StoreError) -> Closing {

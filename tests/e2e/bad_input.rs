@@ -236,6 +236,9 @@ struct Case {
     code: u16,
     /// Fragments the close reason must contain.
     reason: &'static [&'static str],
+    /// yrs failed while integrating: the room's document is replaced by a
+    /// fresh load, and its other connections are told to reconnect (1012).
+    reloads_room: bool,
 }
 
 fn cases() -> Vec<Case> {
@@ -245,18 +248,21 @@ fn cases() -> Vec<Case> {
             frame: |_| Frame::Binary(vec![0x07, 0xde, 0xad, 0xbe, 0xef]),
             code: 4400,
             reason: &["unknown message type 7"],
+            reloads_room: false,
         },
         Case {
             name: "truncated varint",
             frame: |_| Frame::Binary(vec![0x80]),
             code: 4400,
             reason: &["truncated varint at byte 0"],
+            reloads_room: false,
         },
         Case {
             name: "varint longer than 64 bits",
             frame: |_| Frame::Binary(vec![0xff; 11]),
             code: 4400,
             reason: &["varint longer than 64 bits at byte 0"],
+            reloads_room: false,
         },
         Case {
             name: "absurd length prefix (~4 GB) on an update",
@@ -266,30 +272,35 @@ fn cases() -> Vec<Case> {
                 "length prefix 4294967295 at byte 2",
                 "exceeds the 3 bytes left",
             ],
+            reloads_room: false,
         },
         Case {
             name: "unknown sync message type",
             frame: |_| Frame::Binary(vec![0, 9, 0]),
             code: 4400,
             reason: &["unknown sync message type 9"],
+            reloads_room: false,
         },
         Case {
             name: "empty binary frame",
             frame: |_| Frame::Binary(Vec::new()),
             code: 4400,
             reason: &["empty frame"],
+            reloads_room: false,
         },
         Case {
             name: "sync step 1 with an absurd state-vector count",
             frame: |_| Frame::Binary(vec![0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0x0f]),
             code: 4400,
             reason: &["invalid state vector in sync step 1"],
+            reloads_room: false,
         },
         Case {
             name: "sync step 1 with trailing bytes in the state vector",
             frame: |_| Frame::Binary(vec![0, 0, 4, 1, 7, 3, 9]),
             code: 4400,
             reason: &["invalid state vector in sync step 1"],
+            reloads_room: false,
         },
         Case {
             name: "awareness with an absurd client count",
@@ -299,6 +310,7 @@ fn cases() -> Vec<Case> {
                 "invalid awareness update",
                 "client count exceeds the payload",
             ],
+            reloads_room: false,
         },
         Case {
             name: "awareness whose state is not JSON",
@@ -309,6 +321,7 @@ fn cases() -> Vec<Case> {
             },
             code: 4400,
             reason: &["invalid awareness update", "not JSON"],
+            reloads_room: false,
         },
         Case {
             name: "awareness whose state is not UTF-8",
@@ -319,6 +332,7 @@ fn cases() -> Vec<Case> {
             },
             code: 4400,
             reason: &["invalid awareness update", "not UTF-8"],
+            reloads_room: false,
         },
         Case {
             name: "a valid update followed by an unknown message type in the same frame",
@@ -330,6 +344,7 @@ fn cases() -> Vec<Case> {
             },
             code: 4400,
             reason: &["unknown message type 7"],
+            reloads_room: false,
         },
         Case {
             name: "a valid update followed by a truncated update in the same frame",
@@ -341,12 +356,14 @@ fn cases() -> Vec<Case> {
             },
             code: 4400,
             reason: &["length prefix 32", "exceeds the 2 bytes left"],
+            reloads_room: false,
         },
         Case {
             name: "update that yrs cannot decode (count beyond the payload)",
             frame: |_| Frame::Binary(update_message(&[5])),
             code: 4422,
             reason: &["update rejected", "not a valid Yjs update"],
+            reloads_room: false,
         },
         Case {
             name: "update that yrs cannot decode (unknown Any value tag)",
@@ -360,12 +377,14 @@ fn cases() -> Vec<Case> {
             },
             code: 4422,
             reason: &["update rejected", "not a valid Yjs update"],
+            reloads_room: false,
         },
         Case {
             name: "sync step 2 carrying an update that yrs cannot decode",
             frame: |_| Frame::Binary(step2_message(&[1, 1, 77, 0])),
             code: 4422,
             reason: &["update rejected", "not a valid Yjs update"],
+            reloads_room: false,
         },
         Case {
             name: "update that yrs refuses to integrate (parent is a string item)",
@@ -375,12 +394,14 @@ fn cases() -> Vec<Case> {
             },
             code: 4422,
             reason: &["update rejected", "block parent"],
+            reloads_room: true,
         },
         Case {
             name: "text frame",
             frame: |_| Frame::Text("{\"type\":\"update\",\"text\":\"hello\"}"),
             code: 1003,
             reason: &["text frames are not part of the protocol"],
+            reloads_room: false,
         },
         Case {
             name: "frame larger than --max-message-bytes",
@@ -393,6 +414,7 @@ fn cases() -> Vec<Case> {
             },
             code: 1009,
             reason: &["larger than the 4096-byte limit"],
+            reloads_room: false,
         },
     ]
 }
@@ -437,10 +459,31 @@ async fn run_case(server: &TestServer, case: &Case) {
     assert_one_closing_line(server, &incident, "victim", case.code, what).await;
 
     // The bystander carries on, and nothing of the bad input is anywhere.
-    assert!(
-        bystander.seen.lock().closed.is_none(),
-        "{what}: the bystander stays connected"
-    );
+    let reconnected;
+    let bystander = if case.reloads_room {
+        let (code, reason) = closed_by_server(server, &bystander, what).await;
+        assert_eq!(
+            (code, reason.as_str()),
+            (1012, "document reloading; reconnect"),
+            "{what}: the bystander is told to reconnect to the reloaded document"
+        );
+        reconnected = YClient::connect_doc(
+            &responder_url(server, &incident, "Bystander"),
+            bystander.doc.clone(),
+            Connect {
+                saved_acks: true,
+                ..Default::default()
+            },
+        )
+        .await;
+        &reconnected
+    } else {
+        assert!(
+            bystander.seen.lock().closed.is_none(),
+            "{what}: the bystander stays connected"
+        );
+        &bystander
+    };
     assert_eq!(
         bystander.read(),
         before,
@@ -535,6 +578,7 @@ async fn update_that_makes_yrs_panic_is_refused_with_4422_and_changes_nothing() 
         },
         code: 4422,
         reason: &["update rejected", "yrs could not integrate the update"],
+        reloads_room: true,
     };
     run_case(&server, &case).await;
     assert_no_panic_output(&server, case.name);
@@ -555,6 +599,7 @@ async fn awareness_update_cut_short_is_reported_as_an_invalid_awareness_update()
             frame: |_| Frame::Binary(awareness_message(&[1, 2, 3])),
             code: 4400,
             reason: &["invalid awareness update"],
+            reloads_room: false,
         },
         Case {
             name: "awareness state longer than the awareness payload",
@@ -562,6 +607,7 @@ async fn awareness_update_cut_short_is_reported_as_an_invalid_awareness_update()
             frame: |_| Frame::Binary(awareness_message(&[1, 2, 3, 9, b'{'])),
             code: 4400,
             reason: &["invalid awareness update"],
+            reloads_room: false,
         },
     ];
     for case in &cases {
@@ -733,6 +779,19 @@ async fn update_refused_halfway_through_leaves_no_trace_in_the_document() {
         assert_eq!(code, 4422, "{shape}: {reason}");
         assert!(reason.contains("update rejected"), "{shape}: {reason}");
 
+        // The room is reloaded from storage: the bystander is told to
+        // reconnect, and does, with the document it holds.
+        let (code, _) = closed_by_server(&server, &bystander, shape).await;
+        assert_eq!(code, 1012, "{shape}: the bystander is told to reconnect");
+        let bystander = YClient::connect_doc(
+            &responder_url(&server, &incident, "Bystander"),
+            bystander.doc.clone(),
+            Connect {
+                saved_acks: true,
+                ..Default::default()
+            },
+        )
+        .await;
         bystander.push(" after");
         bystander.wait_saved().await;
         let fresh = YClient::connect(&responder_url(&server, &incident, "Fresh")).await;
