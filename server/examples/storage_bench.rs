@@ -50,8 +50,11 @@ async fn new_incident(store: &Store) -> IncidentId {
         name: "Bench".into(),
     };
     store
-        .create_incident("bench".into(), actor, chrono::Utc::now(), |_, _, _| {
-            commandpost::template::initial_update("")
+        .create_incident("bench".into(), actor, chrono::Utc::now(), |_| {
+            commandpost::store::InitialContent {
+                doc: commandpost::template::initial_update(""),
+                events: Vec::new(),
+            }
         })
         .await
         .unwrap()

@@ -25,7 +25,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{AuthError, TokenKeys, check_incident_scope};
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;
-use crate::store::{IncidentRecord, Store, StoreError};
+use crate::store::{IncidentRecord, InitialContent, Store, StoreError};
 use crate::template;
 
 /// Shared state of every handler. Cheap to clone.
@@ -210,10 +210,12 @@ async fn create_incident(
     let now = Utc::now();
     // The template names the incident, but the id is only known inside the
     // store's transaction; the store hands back the next id for rendering.
+    let (record_title, declarer) = (title.clone(), actor.name.clone());
     let record = state
         .store
-        .create_incident(title, actor, now, move |id, record_title, by| {
-            template::initial_update(&template::render(id, record_title, by, now))
+        .create_incident(title, actor, now, move |id| InitialContent {
+            doc: template::initial_update(&template::render(id, &record_title, &declarer, now)),
+            events: Vec::new(),
         })
         .await?;
     tracing::info!(incident = %record.id, "incident declared");

@@ -83,9 +83,16 @@ pub struct StoreStats {
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
 
-/// Renders a new incident's initial document from its id, title and the
-/// declarer's name; runs on the writer thread once the id is known.
-pub type InitialDoc = Box<dyn Fn(&IncidentId, &str, &str) -> Vec<u8> + Send>;
+/// What a new incident starts with: its document (a v1 update) and its first
+/// sidecar events (JSON, seq 1, 2, ...).
+pub struct InitialContent {
+    pub doc: Vec<u8>,
+    pub events: Vec<Vec<u8>>,
+}
+
+/// Renders a new incident's initial content from its id; runs on the writer
+/// thread once the id is known.
+pub type InitialDoc = Box<dyn Fn(&IncidentId) -> InitialContent + Send>;
 
 enum WriteOp {
     Append {
@@ -98,6 +105,12 @@ enum WriteOp {
         incident: u64,
         upto_seq: u64,
         snapshot: Vec<u8>,
+    },
+    AppendEvents {
+        incident: u64,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+        done: Ack,
     },
     CreateIncident {
         title: String,
@@ -117,6 +130,7 @@ pub struct Store {
     db: sled::Db,
     incidents: sled::Tree,
     docs: sled::Tree,
+    events: sled::Tree,
     writer: mpsc::UnboundedSender<WriteOp>,
     stats: Arc<StoreStats>,
 }
@@ -134,6 +148,7 @@ impl Store {
         let meta = db.open_tree("meta")?;
         let incidents = db.open_tree("incidents")?;
         let docs = db.open_tree("docs")?;
+        let events = db.open_tree("events")?;
         let (writer, queue) = mpsc::unbounded_channel();
         let stats = Arc::new(StoreStats::default());
         let worker = Writer {
@@ -141,6 +156,7 @@ impl Store {
             meta,
             incidents: incidents.clone(),
             docs: docs.clone(),
+            events: events.clone(),
             stats: stats.clone(),
         };
         thread::Builder::new()
@@ -151,6 +167,7 @@ impl Store {
             db,
             incidents,
             docs,
+            events,
             writer,
             stats,
         })
@@ -167,7 +184,7 @@ impl Store {
         title: String,
         created_by: Actor,
         created_at: DateTime<Utc>,
-        initial_doc: impl Fn(&IncidentId, &str, &str) -> Vec<u8> + Send + 'static,
+        initial_doc: impl Fn(&IncidentId) -> InitialContent + Send + 'static,
     ) -> Result<IncidentRecord, StoreError> {
         let (done, wait) = oneshot::channel();
         self.send(WriteOp::CreateIncident {
@@ -244,6 +261,46 @@ impl Store {
         Ok(wait)
     }
 
+    /// Queues sidecar events (JSON) with sequence numbers `first_seq..`; the
+    /// receiver completes once they are durable.
+    pub fn append_events(
+        &self,
+        id: &IncidentId,
+        first_seq: u64,
+        events: Vec<Vec<u8>>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::AppendEvents {
+            incident: id.number(),
+            first_seq,
+            events,
+            done,
+        })?;
+        Ok(wait)
+    }
+
+    /// The incident's events with `seq > after`, in order, as stored JSON.
+    pub fn events_after(
+        &self,
+        id: &IncidentId,
+        after: u64,
+    ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let start = event_key(id.number(), after.saturating_add(1));
+        let end = event_key(id.number(), u64::MAX);
+        self.events
+            .range(start..=end)
+            .map(|entry| {
+                let (key, value) = entry?;
+                let seq = u64::from_be_bytes(
+                    key[8..16]
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt(format!("bad event key for {id}")))?,
+                );
+                Ok((seq, value.to_vec()))
+            })
+            .collect()
+    }
+
     /// Replaces the log up to `upto_seq` with `snapshot`, atomically, after
     /// everything queued before it.
     pub fn compact(
@@ -294,6 +351,13 @@ fn log_prefix(incident: u64) -> [u8; 9] {
     key
 }
 
+fn event_key(incident: u64, seq: u64) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&incident.to_be_bytes());
+    key[8..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
 fn log_key(incident: u64, seq: u64) -> [u8; 17] {
     let mut key = [0u8; 17];
     key[..9].copy_from_slice(&log_prefix(incident));
@@ -307,6 +371,7 @@ struct Writer {
     meta: sled::Tree,
     incidents: sled::Tree,
     docs: sled::Tree,
+    events: sled::Tree,
     stats: Arc<StoreStats>,
 }
 
@@ -346,6 +411,7 @@ impl Writer {
     fn commit(&self, group: &mut Vec<WriteOp>) {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
+        let mut event_batch = sled::Batch::default();
         let mut batched = false;
         let mut pending = Vec::with_capacity(group.len());
         // Log keys inserted by this batch, so a compaction in the same group
@@ -400,7 +466,13 @@ impl Writer {
                     // Earlier appends of this group must land first, so the
                     // batch is applied before the transaction.
                     if batched {
-                        if let Err(error) = self.docs.apply_batch(std::mem::take(&mut batch)) {
+                        if let Err(error) = self
+                            .docs
+                            .apply_batch(std::mem::take(&mut batch))
+                            .and_then(|()| {
+                                self.events.apply_batch(std::mem::take(&mut event_batch))
+                            })
+                        {
                             result = Err(error.into());
                         }
                         appended.clear();
@@ -411,11 +483,27 @@ impl Writer {
                         Err(error) => pending.push(Pending::CreateFailed(done, error)),
                     }
                 }
+                WriteOp::AppendEvents {
+                    incident,
+                    first_seq,
+                    events,
+                    done,
+                } => {
+                    for (offset, event) in events.into_iter().enumerate() {
+                        event_batch.insert(&event_key(incident, first_seq + offset as u64), event);
+                    }
+                    batched = true;
+                    pending.push(Pending::Ack(done));
+                }
                 WriteOp::Barrier { done } => pending.push(Pending::Ack(done)),
             }
         }
         if batched && result.is_ok() {
-            result = self.docs.apply_batch(batch).map_err(StoreError::from);
+            result = self
+                .docs
+                .apply_batch(batch)
+                .and_then(|()| self.events.apply_batch(event_batch))
+                .map_err(StoreError::from);
         }
         if result.is_ok() {
             result = self.db.flush().map(drop).map_err(StoreError::from);
@@ -455,8 +543,8 @@ impl Writer {
     ) -> Result<IncidentRecord, StoreError> {
         use sled::Transactional;
         use sled::transaction::ConflictableTransactionError as Conflict;
-        let record =
-            (&self.meta, &self.incidents, &self.docs).transaction(|(meta, incidents, docs)| {
+        let record = (&self.meta, &self.incidents, &self.docs, &self.events).transaction(
+            |(meta, incidents, docs, events)| {
                 let last = match meta.get("next_incident")? {
                     Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
                         Conflict::Abort(StoreError::Corrupt(
@@ -474,17 +562,21 @@ impl Writer {
                 };
                 // Rendered inside the transaction because only here is the id
                 // known; a retried transaction renders again, which is harmless.
-                let initial_doc = initial_doc(&record.id, &record.title, &record.created_by.name);
+                let initial = initial_doc(&record.id);
                 let json = serde_json::to_vec(&record)
                     .map_err(|error| Conflict::Abort(StoreError::Corrupt(error.to_string())))?;
                 meta.insert("next_incident", &number.to_be_bytes())?;
                 incidents.insert(&number.to_be_bytes(), json)?;
-                let mut snapshot = Vec::with_capacity(8 + initial_doc.len());
+                let mut snapshot = Vec::with_capacity(8 + initial.doc.len());
                 snapshot.extend_from_slice(&0u64.to_be_bytes());
-                snapshot.extend_from_slice(&initial_doc);
+                snapshot.extend_from_slice(&initial.doc);
                 docs.insert(&snapshot_key(number), snapshot)?;
+                for (index, event) in initial.events.iter().enumerate() {
+                    events.insert(&event_key(number, index as u64 + 1), event.as_slice())?;
+                }
                 Ok(record)
-            })?;
+            },
+        )?;
         Ok(record)
     }
 }
@@ -502,8 +594,12 @@ mod tests {
 
     async fn incident(store: &Store, title: &str) -> IncidentRecord {
         store
-            .create_incident(title.into(), actor(), Utc::now(), |id, title, _| {
-                format!("{id} {title}").into_bytes()
+            .create_incident(title.into(), actor(), Utc::now(), {
+                let title = title.to_owned();
+                move |id| InitialContent {
+                    doc: format!("{id} {title}").into_bytes(),
+                    events: vec![format!("{{\"declared\":\"{id}\"}}").into_bytes()],
+                }
             })
             .await
             .unwrap()
@@ -519,6 +615,8 @@ mod tests {
             let stored = store.load_doc(&IncidentId::new(2)).unwrap();
             assert_eq!(stored.snapshot.as_deref(), Some(&b"INC-2 two"[..]));
             assert_eq!(stored.next_seq, 1);
+            let events = store.events_after(&IncidentId::new(2), 0).unwrap();
+            assert_eq!(events, vec![(1, br#"{"declared":"INC-2"}"#.to_vec())]);
         }
         // The writer thread closes the database once the last handle is gone.
         let store = loop {
@@ -535,6 +633,45 @@ mod tests {
             .map(|r| r.title)
             .collect();
         assert_eq!(titles, ["one", "two", "three"]);
+    }
+
+    #[tokio::test]
+    async fn events_are_durable_in_order_and_read_from_a_sequence_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let first = incident(&store, "first").await.id;
+        let second = incident(&store, "second").await.id;
+        store
+            .append_events(&first, 2, vec![b"two".to_vec(), b"three".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        store
+            .append_events(&second, 2, vec![b"other".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        let seqs = |after| {
+            store
+                .events_after(&first, after)
+                .unwrap()
+                .into_iter()
+                .map(|(seq, _)| seq)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(seqs(0), [1, 2, 3]);
+        assert_eq!(seqs(1), [2, 3]);
+        assert_eq!(seqs(3), Vec::<u64>::new());
+        assert_eq!(
+            store.events_after(&first, 2).unwrap(),
+            vec![(3, b"three".to_vec())]
+        );
+        assert_eq!(
+            store.events_after(&second, 1).unwrap(),
+            vec![(2, b"other".to_vec())]
+        );
     }
 
     #[tokio::test]
