@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
+use crate::remote;
 use crate::server::Server;
 
 /// Command Post: live incident documents with a command structure.
@@ -33,6 +34,55 @@ enum Command {
     Serve(ServeArgs),
     /// Print a signed access token for a user.
     Token(TokenArgs),
+    /// Declare an incident on a running server (you become its commander).
+    Declare {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Declare,
+    },
+    /// Post a note to an incident's command-post log.
+    Note {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Note,
+    },
+    /// Pin a status summary with a next-update deadline.
+    Pin {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Pin,
+    },
+    /// Show an incident's status, roles, pending handoffs and pinned status.
+    Status {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Status,
+    },
+    /// Offer or accept a role handoff.
+    Handoff {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        action: remote::Handoff,
+    },
+    /// Export an incident's postmortem draft (Markdown).
+    Postmortem {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Postmortem,
+    },
+    /// Print an incident's events as they happen.
+    Watch {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::Watch,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -123,6 +173,13 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Declare { remote, args } => remote::declare(remote, args),
+        Command::Note { remote, args } => remote::note(remote, args),
+        Command::Pin { remote, args } => remote::pin(remote, args),
+        Command::Status { remote, args } => remote::status(remote, args),
+        Command::Handoff { remote, action } => remote::handoff(remote, action),
+        Command::Postmortem { remote, args } => remote::postmortem(remote, args),
+        Command::Watch { remote, args } => remote::watch(remote, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod node;
+pub mod sse;
 pub mod yclient;
 
 use std::fs::File;

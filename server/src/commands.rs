@@ -1,0 +1,284 @@
+//! HTTP endpoints of the command sidecar: one endpoint per command, the
+//! reads (state, timeline, role history, briefing preview) and the live
+//! event stream.
+//!
+//! Live events are Server-Sent Events (`GET /api/incidents/{id}/events`):
+//! each event's SSE `id` is its sequence number, so a browser's
+//! `EventSource` resumes by itself after a reconnect (it sends
+//! `Last-Event-ID`), and any client can resume with `?after=SEQ`. The stream
+//! first replays durable events after that point, then follows live ones; a
+//! subscriber that falls behind re-reads from storage instead of skipping.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::Json;
+use commandpost_shared::incident::{Command, Event, IncidentState};
+use commandpost_shared::{IncidentId, TokenClaims};
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::api::{ApiError, AppState, Caller, bearer_token};
+use crate::auth::{AuthError, check_incident_scope};
+use crate::sidecar::{SidecarError, caller_of};
+
+/// The commands reachable over HTTP, by path name (`POST
+/// /api/incidents/{id}/commands/{name}`). `declare` is `POST
+/// /api/incidents`; `tick` belongs to the server's timer.
+pub const COMMAND_NAMES: &[&str] = &[
+    "set_severity",
+    "assign_role",
+    "add_responder",
+    "remove_responder",
+    "offer_handoff",
+    "accept_handoff",
+    "decline_handoff",
+    "cancel_handoff",
+    "assume_role",
+    "force_assign_role",
+    "set_next_commander",
+    "pin_status",
+    "set_status",
+    "reopen",
+    "add_exit_criterion",
+    "set_exit_criterion",
+    "record_change",
+    "mark_change_reverted",
+    "waive_change",
+    "post_note",
+];
+
+impl From<SidecarError> for ApiError {
+    fn from(error: SidecarError) -> Self {
+        match error {
+            SidecarError::Refused(error) => {
+                let status = match error.code() {
+                    "not_found" => StatusCode::NOT_FOUND,
+                    "conflict" => StatusCode::CONFLICT,
+                    "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
+                    _ => StatusCode::FORBIDDEN,
+                };
+                ApiError::new(status, error.code(), error.to_string())
+            }
+            SidecarError::NotFound(id) => ApiError::incident_not_found(&id.to_string()),
+            SidecarError::Store(error) => error.into(),
+            SidecarError::Corrupt(id, detail) => {
+                tracing::error!(incident = %id, %detail, "corrupt event log");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_events", "the incident's event log is damaged")
+            }
+        }
+    }
+}
+
+/// What a command endpoint answers: the events it produced and the state
+/// after them.
+#[derive(Serialize)]
+pub struct CommandOutcome {
+    pub events: Vec<Event>,
+    pub state: Arc<IncidentState>,
+}
+
+/// Parses an incident id from a path and checks the caller may see it.
+fn incident_for(claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
+    let id: IncidentId = raw.parse().map_err(|_| ApiError::incident_not_found(raw))?;
+    check_incident_scope(claims, &id)?;
+    Ok(id)
+}
+
+fn known_incident(state: &AppState, claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
+    let id = incident_for(claims, raw)?;
+    if state.store.get_incident(&id)?.is_none() {
+        return Err(ApiError::incident_not_found(raw));
+    }
+    Ok(id)
+}
+
+/// `POST /api/incidents/{id}/commands/{name}`: the body is the command's
+/// fields as a JSON object.
+pub async fn run_command(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((raw_id, name)): Path<(String, String)>,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<CommandOutcome>, ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    if !COMMAND_NAMES.contains(&name.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_command",
+            format!("no command `{name}`; see /api/openapi.json for the list"),
+        ));
+    }
+    let Json(mut body) = body.map_err(|rejection| ApiError::new(rejection.status(), "invalid_body", rejection.body_text()))?;
+    let Some(fields) = body.as_object_mut() else {
+        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "the request body must be a JSON object"));
+    };
+    fields.insert("type".into(), serde_json::Value::String(name.clone()));
+    let command: Command = serde_json::from_value(body)
+        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("invalid `{name}` command: {error}")))?;
+    let events = state.sidecars.execute(&id, &command, &caller_of(&caller.0)).await?;
+    for event in &events {
+        tracing::info!(incident = %id, seq = %event.seq, command = %name, "command applied");
+    }
+    let after = state.sidecars.state(&id).await?;
+    Ok(Json(CommandOutcome { events, state: after }))
+}
+
+/// `GET /api/incidents/{id}/state`.
+pub async fn get_state(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<Arc<IncidentState>>, ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    Ok(Json(state.sidecars.state(&id).await?))
+}
+
+#[derive(Deserialize)]
+pub struct TimelineQuery {
+    /// Only events with a larger sequence number.
+    #[serde(default)]
+    after: u64,
+    /// At most this many (1 to 1000, default 100).
+    limit: Option<usize>,
+}
+
+/// A page of the timeline.
+#[derive(Serialize)]
+pub struct TimelinePage {
+    pub events: Vec<Event>,
+    /// Pass as `after` for the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
+/// `GET /api/incidents/{id}/timeline?after=&limit=`: events oldest first.
+pub async fn get_timeline(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    Query(query): Query<TimelineQuery>,
+) -> Result<Json<TimelinePage>, ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let mut events = state.sidecars.events_after(&id, query.after, limit + 1).await?;
+    let more = events.len() > limit;
+    events.truncate(limit);
+    let next_after = if more { events.last().map(|event| event.seq.0) } else { None };
+    Ok(Json(TimelinePage { events, next_after }))
+}
+
+/// `GET /api/incidents/{id}/roles/history`.
+pub async fn get_role_history(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let current = state.sidecars.state(&id).await?;
+    Ok(Json(serde_json::to_value(&current.role_history).expect("role history serialises")))
+}
+
+#[derive(Deserialize)]
+pub struct BriefingQuery {
+    #[serde(default)]
+    notes: String,
+}
+
+/// `GET /api/incidents/{id}/briefing`: the ICS 201 briefing an offer would
+/// carry now, for the offer form to show before sending.
+pub async fn get_briefing(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    Query(query): Query<BriefingQuery>,
+) -> Result<Json<commandpost_shared::incident::Briefing>, ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let current = state.sidecars.state(&id).await?;
+    Ok(Json(commandpost_shared::machine::briefing(&current, &query.notes)))
+}
+
+#[derive(Deserialize)]
+pub struct EventsQuery {
+    after: Option<u64>,
+    token: Option<String>,
+}
+
+/// `GET /api/incidents/{id}/events`: Server-Sent Events, resumable.
+pub async fn stream_events(
+    State(state): State<AppState>,
+    Path(raw_id): Path<String>,
+    Query(query): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    // EventSource cannot set headers: the token may come as ?token=.
+    let token = bearer_token(&headers).or(query.token).ok_or(AuthError::Missing)?;
+    let claims = state.keys.verify(&token)?;
+    let id = known_incident(&state, &claims, &raw_id)?;
+    let resume_from = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.parse::<u64>().ok());
+    let mut last = resume_from.or(query.after).unwrap_or(0);
+    // Subscribe before reading the backlog, so nothing falls in between.
+    let mut live = state.sidecars.subscribe(&id).await?;
+    let sidecars = state.sidecars.clone();
+    let shutdown = state.shutdown.clone();
+    tracing::info!(incident = %id, user = %claims.sub, after = last, "event stream opened");
+    // A task follows the incident and feeds the response; it ends when the
+    // client goes away (the send fails) or the server shuts down.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    tokio::spawn(async move {
+        let mut backlog = true;
+        loop {
+            if backlog {
+                let events = match sidecars.events_after(&id, last, usize::MAX).await {
+                    Ok(events) => events,
+                    Err(error) => {
+                        tracing::error!(incident = %id, %error, "cannot read events for a stream");
+                        return;
+                    }
+                };
+                for event in events {
+                    last = event.seq.0;
+                    if sender.send(to_sse(&event)).await.is_err() {
+                        return;
+                    }
+                }
+                backlog = false;
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = sender.closed() => return,
+                received = live.recv() => match received {
+                    Ok(event) if event.seq.0 > last => {
+                        last = event.seq.0;
+                        if sender.send(to_sse(&event)).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(_) => {}
+                    // Fell behind: read what was missed from storage.
+                    Err(RecvError::Lagged(_)) => backlog = true,
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    });
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok::<_, Infallible>(event), receiver))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn to_sse(event: &Event) -> SseEvent {
+    SseEvent::default()
+        .id(event.seq.0.to_string())
+        .json_data(event)
+        .expect("events serialise")
+}

@@ -1,0 +1,304 @@
+//! The command sidecar service: runs commands through the pure state machine
+//! (`commandpost_shared::machine`), makes the resulting events durable, and
+//! only then updates the in-memory state and tells live subscribers.
+//!
+//! Invariants:
+//! - commands of one incident run one at a time (a per-incident async lock
+//!   held from validation until the events are durable), so every command is
+//!   validated against durable state only;
+//! - an event reaches subscribers, and a command its HTTP answer, only after
+//!   the event is on disk;
+//! - deadlines (offer expiry, overdue status updates) are derived from the
+//!   durable state, so the timer re-arms itself after any restart.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use commandpost_shared::incident::{Caller, Command, Event, IncidentState};
+use commandpost_shared::machine::{self, Rules};
+use commandpost_shared::{Actor, IncidentId, UserId};
+use tokio::sync::{Notify, broadcast};
+
+use crate::store::{Store, StoreError};
+
+/// Where time comes from; injectable so timers are deterministic in tests.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// A clock that only moves when told to (tests).
+#[derive(Default)]
+pub struct ManualClock(parking_lot::Mutex<Option<DateTime<Utc>>>);
+
+impl ManualClock {
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self(parking_lot::Mutex::new(Some(now)))
+    }
+
+    pub fn set(&self, now: DateTime<Utc>) {
+        *self.0.lock() = Some(now);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> DateTime<Utc> {
+        self.0.lock().unwrap_or_else(Utc::now)
+    }
+}
+
+/// Why a command did not produce events.
+#[derive(Debug, thiserror::Error)]
+pub enum SidecarError {
+    #[error("{0}")]
+    Refused(commandpost_shared::incident::CommandError),
+    #[error("no incident {0}")]
+    NotFound(IncidentId),
+    #[error("storage: {0}")]
+    Store(#[from] StoreError),
+    #[error("a stored event of {0} does not decode: {1}")]
+    Corrupt(IncidentId, String),
+}
+
+/// One incident's sidecar: its state and its live subscribers.
+struct Sidecar {
+    /// Held from validation until the command's events are durable: commands
+    /// of one incident are serialised. Async because it spans the flush.
+    state: tokio::sync::Mutex<IncidentState>,
+    /// The latest durable state, for readers that must not wait on a command
+    /// in progress. Plain lock, never held across `.await`.
+    latest: parking_lot::RwLock<Arc<IncidentState>>,
+    /// Live events, sent after they are durable.
+    live: broadcast::Sender<Arc<Event>>,
+}
+
+/// The sidecars of all incidents. Cheap to clone.
+#[derive(Clone)]
+pub struct Sidecars {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    clock: Arc<dyn Clock>,
+    rules: Rules,
+    /// Loaded sidecars; plain lock, never held across `.await`.
+    loaded: parking_lot::Mutex<HashMap<IncidentId, Arc<tokio::sync::OnceCell<Arc<Sidecar>>>>>,
+    /// Upcoming deadlines, earliest first; the timer task sleeps until the
+    /// first one.
+    deadlines: parking_lot::Mutex<BTreeSet<(DateTime<Utc>, IncidentId)>>,
+    deadlines_changed: Notify,
+}
+
+/// The caller the server uses for timer-driven commands.
+pub fn system_caller() -> Caller {
+    Caller::system()
+}
+
+impl Sidecars {
+    pub fn new(store: Store, clock: Arc<dyn Clock>, rules: Rules) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                clock,
+                rules,
+                loaded: parking_lot::Mutex::new(HashMap::new()),
+                deadlines: parking_lot::Mutex::new(BTreeSet::new()),
+                deadlines_changed: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.inner.rules
+    }
+
+    /// The events that declaring an incident produces (seq 1, ...), for the
+    /// store to write in the incident's creation transaction.
+    pub fn declare(&self, command: &Command, caller: &Caller) -> Result<Vec<Event>, SidecarError> {
+        machine::apply(None, command, caller, self.now(), &self.inner.rules).map_err(SidecarError::Refused)
+    }
+
+    /// Registers a freshly created incident's state and deadlines.
+    pub fn created(&self, id: &IncidentId, events: &[Event]) {
+        if let Some(state) = machine::fold(events) {
+            self.schedule(id, &state);
+        }
+    }
+
+    /// Runs one command: validate, make the events durable, then publish.
+    pub async fn execute(&self, id: &IncidentId, command: &Command, caller: &Caller) -> Result<Vec<Event>, SidecarError> {
+        let sidecar = self.load(id).await?;
+        let mut state = sidecar.state.lock().await;
+        let events = machine::apply(Some(&state), command, caller, self.now(), &self.inner.rules)
+            .map_err(SidecarError::Refused)?;
+        if events.is_empty() {
+            return Ok(events);
+        }
+        let encoded = events
+            .iter()
+            .map(|event| serde_json::to_vec(event).expect("events serialise"))
+            .collect();
+        let first = events[0].seq.0;
+        self.inner.store.append_events(id, first, encoded)?.await.map_err(|_| StoreError::WriterGone)??;
+        // Durable: now the state moves and everyone hears of it.
+        let mut next = state.clone();
+        for event in &events {
+            next = machine::evolve(Some(next), event);
+        }
+        *state = next.clone();
+        let next = Arc::new(next);
+        *sidecar.latest.write() = next.clone();
+        for event in &events {
+            let _ = sidecar.live.send(Arc::new(event.clone()));
+        }
+        self.schedule(id, &next);
+        Ok(events)
+    }
+
+    /// The latest durable state.
+    pub async fn state(&self, id: &IncidentId) -> Result<Arc<IncidentState>, SidecarError> {
+        Ok(self.load(id).await?.latest.read().clone())
+    }
+
+    /// Subscribes to live events. Subscribe first, then read the backlog with
+    /// [`Sidecars::events_after`], and drop live events already seen.
+    pub async fn subscribe(&self, id: &IncidentId) -> Result<broadcast::Receiver<Arc<Event>>, SidecarError> {
+        Ok(self.load(id).await?.live.subscribe())
+    }
+
+    /// Durable events with `seq > after`, at most `limit`.
+    pub async fn events_after(&self, id: &IncidentId, after: u64, limit: usize) -> Result<Vec<Event>, SidecarError> {
+        let store = self.inner.store.clone();
+        let read_id = id.clone();
+        let stored = tokio::task::spawn_blocking(move || store.events_after(&read_id, after))
+            .await
+            .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))??;
+        stored
+            .into_iter()
+            .take(limit)
+            .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string())))
+            .collect()
+    }
+
+    async fn load(&self, id: &IncidentId) -> Result<Arc<Sidecar>, SidecarError> {
+        let cell = self.inner.loaded.lock().entry(id.clone()).or_default().clone();
+        let sidecar = cell
+            .get_or_try_init(|| async {
+                let events = self.events_after(id, 0, usize::MAX).await?;
+                let state = machine::fold(&events).ok_or_else(|| SidecarError::NotFound(id.clone()))?;
+                let (live, _) = broadcast::channel(256);
+                Ok::<_, SidecarError>(Arc::new(Sidecar {
+                    latest: parking_lot::RwLock::new(Arc::new(state.clone())),
+                    state: tokio::sync::Mutex::new(state),
+                    live,
+                }))
+            })
+            .await?;
+        Ok(sidecar.clone())
+    }
+
+    fn schedule(&self, id: &IncidentId, state: &IncidentState) {
+        let mut deadlines = self.inner.deadlines.lock();
+        deadlines.retain(|(_, incident)| incident != id);
+        if let Some(deadline) = machine::next_deadline(state) {
+            deadlines.insert((deadline, id.clone()));
+        }
+        drop(deadlines);
+        self.inner.deadlines_changed.notify_one();
+    }
+
+    /// Loads every incident so their deadlines are armed (at start-up).
+    pub async fn arm_all(&self, incidents: &[IncidentId]) -> Result<(), SidecarError> {
+        for id in incidents {
+            let state = self.state(id).await?;
+            self.schedule(id, &state);
+        }
+        Ok(())
+    }
+
+    /// Runs a Tick for every incident whose deadline has passed. Returns the
+    /// events produced. The timer task calls this; tests call it directly
+    /// with a manual clock.
+    pub async fn tick_due(&self) -> Vec<(IncidentId, Event)> {
+        let now = self.now();
+        let due: Vec<IncidentId> = {
+            let deadlines = self.inner.deadlines.lock();
+            deadlines
+                .iter()
+                .take_while(|(deadline, _)| *deadline <= now)
+                .map(|(_, id)| id.clone())
+                .collect()
+        };
+        let mut produced = Vec::new();
+        for id in due {
+            match self.execute(&id, &Command::Tick, &system_caller()).await {
+                Ok(events) => produced.extend(events.into_iter().map(|event| (id.clone(), event))),
+                Err(error) => tracing::error!(incident = %id, %error, "timer command failed"),
+            }
+            // A deadline that a Tick did not move would make the timer spin:
+            // drop it (and say so) rather than busy-loop.
+            let mut deadlines = self.inner.deadlines.lock();
+            let stuck: Vec<_> = deadlines
+                .iter()
+                .filter(|(deadline, incident)| *incident == id && *deadline <= now)
+                .cloned()
+                .collect();
+            for entry in stuck {
+                tracing::error!(incident = %id, deadline = %entry.0, "a due deadline did not clear; dropping it");
+                deadlines.remove(&entry);
+            }
+        }
+        produced
+    }
+
+    /// The timer: sleeps until the earliest deadline (or until deadlines
+    /// change), then ticks what is due. Runs until `shutdown`.
+    pub async fn run_timer(self, shutdown: tokio_util::sync::CancellationToken) {
+        loop {
+            let next = self.inner.deadlines.lock().iter().next().map(|(deadline, _)| *deadline);
+            let wait = match next {
+                Some(deadline) => (deadline - self.now()).to_std().unwrap_or_default(),
+                None => std::time::Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = self.inner.deadlines_changed.notified() => continue,
+                _ = tokio::time::sleep(wait) => {
+                    for (id, event) in self.tick_due().await {
+                        tracing::info!(incident = %id, seq = %event.seq, "timer event");
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// An actor from a token's claims.
+pub fn actor_of(claims: &commandpost_shared::TokenClaims) -> Actor {
+    Actor {
+        id: UserId(claims.sub.clone()),
+        name: claims.name.clone(),
+    }
+}
+
+/// A caller from a token's claims.
+pub fn caller_of(claims: &commandpost_shared::TokenClaims) -> Caller {
+    Caller {
+        actor: actor_of(claims),
+        access: claims.role,
+    }
+}
