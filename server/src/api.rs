@@ -13,9 +13,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
+use commandpost_shared::incident::Command;
 use commandpost_shared::{
     Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, TokenClaims, UserId,
 };
@@ -23,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, TokenKeys, check_incident_scope};
+use crate::commands;
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;
+use crate::sidecar::{Sidecars, caller_of};
 use crate::store::{IncidentRecord, InitialContent, Store, StoreError};
 use crate::template;
 
@@ -39,6 +42,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket connection tasks, so shutdown can wait for them.
     pub tasks: TaskTracker,
+    /// The command sidecars of all incidents.
+    pub sidecars: Sidecars,
 }
 
 /// Builds the router.
@@ -48,6 +53,18 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/incidents", get(list_incidents).post(create_incident))
         .route("/api/incidents/{id}", get(get_incident))
+        .route(
+            "/api/incidents/{id}/commands/{name}",
+            post(commands::run_command),
+        )
+        .route("/api/incidents/{id}/state", get(commands::get_state))
+        .route("/api/incidents/{id}/timeline", get(commands::get_timeline))
+        .route(
+            "/api/incidents/{id}/roles/history",
+            get(commands::get_role_history),
+        )
+        .route("/api/incidents/{id}/briefing", get(commands::get_briefing))
+        .route("/api/incidents/{id}/events", get(commands::stream_events))
         .route("/ws/{id}", get(crate::ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -173,14 +190,16 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-fn to_api(state: &AppState, record: IncidentRecord) -> Incident {
-    Incident {
+async fn to_api(state: &AppState, record: IncidentRecord) -> Result<Incident, ApiError> {
+    let sidecar = state.sidecars.state(&record.id).await?;
+    Ok(Incident {
         presence: state.rooms.presence(&record.id),
         id: record.id,
         title: record.title,
         created_at: record.created_at,
         created_by: record.created_by,
-    }
+        state: (*sidecar).clone(),
+    })
 }
 
 async fn create_incident(
@@ -208,6 +227,17 @@ async fn create_incident(
     }
     let actor = caller.actor();
     let now = Utc::now();
+    let declare = Command::Declare {
+        title: title.clone(),
+        severity: body.severity,
+        criteria: body.criteria,
+        summary: body.summary.clone(),
+    };
+    let events = state.sidecars.declare(&declare, &caller_of(&caller.0))?;
+    let encoded: Vec<Vec<u8>> = events
+        .iter()
+        .map(|event| serde_json::to_vec(event).expect("events serialise"))
+        .collect();
     // The template names the incident, but the id is only known inside the
     // store's transaction; the store hands back the next id for rendering.
     let (record_title, declarer) = (title.clone(), actor.name.clone());
@@ -215,15 +245,20 @@ async fn create_incident(
         .store
         .create_incident(title, actor, now, move |id| InitialContent {
             doc: template::initial_update(&template::render(id, &record_title, &declarer, now)),
-            events: Vec::new(),
+            events: encoded.clone(),
         })
         .await?;
+    state.sidecars.created(&record.id, &events);
     tracing::info!(incident = %record.id, "incident declared");
     let mut headers = HeaderMap::new();
     if let Ok(location) = format!("/api/incidents/{}", record.id).parse() {
         headers.insert(header::LOCATION, location);
     }
-    Ok((StatusCode::CREATED, headers, Json(to_api(&state, record))))
+    Ok((
+        StatusCode::CREATED,
+        headers,
+        Json(to_api(&state, record).await?),
+    ))
 }
 
 /// Reads a JSON object body into `T`. serde's derived structs also accept a
@@ -266,11 +301,12 @@ async fn list_incidents(
             "listing failed",
         )
     })??;
-    let incidents = records
-        .into_iter()
-        .filter(|record| check_incident_scope(&caller.0, &record.id).is_ok())
-        .map(|record| to_api(&state, record))
-        .collect();
+    let mut incidents = Vec::new();
+    for record in records {
+        if check_incident_scope(&caller.0, &record.id).is_ok() {
+            incidents.push(to_api(&state, record).await?);
+        }
+    }
     Ok(Json(incidents))
 }
 
@@ -287,7 +323,7 @@ async fn get_incident(
         .store
         .get_incident(&id)?
         .ok_or_else(|| ApiError::incident_not_found(&raw_id))?;
-    Ok(Json(to_api(&state, record)))
+    Ok(Json(to_api(&state, record).await?))
 }
 
 /// One log line per request, with the path but never the query string

@@ -13,11 +13,11 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use axum::Json;
 use commandpost_shared::incident::{Command, Event, IncidentState};
 use commandpost_shared::{IncidentId, TokenClaims};
 use futures::Stream;
@@ -58,19 +58,19 @@ impl From<SidecarError> for ApiError {
     fn from(error: SidecarError) -> Self {
         match error {
             SidecarError::Refused(error) => {
-                let status = match error.code() {
-                    "not_found" => StatusCode::NOT_FOUND,
-                    "conflict" => StatusCode::CONFLICT,
-                    "invalid" => StatusCode::UNPROCESSABLE_ENTITY,
-                    _ => StatusCode::FORBIDDEN,
-                };
+                let status =
+                    StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::FORBIDDEN);
                 ApiError::new(status, error.code(), error.to_string())
             }
             SidecarError::NotFound(id) => ApiError::incident_not_found(&id.to_string()),
             SidecarError::Store(error) => error.into(),
             SidecarError::Corrupt(id, detail) => {
                 tracing::error!(incident = %id, %detail, "corrupt event log");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "corrupt_events", "the incident's event log is damaged")
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "corrupt_events",
+                    "the incident's event log is damaged",
+                )
             }
         }
     }
@@ -91,7 +91,11 @@ fn incident_for(claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError>
     Ok(id)
 }
 
-fn known_incident(state: &AppState, claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
+fn known_incident(
+    state: &AppState,
+    claims: &TokenClaims,
+    raw: &str,
+) -> Result<IncidentId, ApiError> {
     let id = incident_for(claims, raw)?;
     if state.store.get_incident(&id)?.is_none() {
         return Err(ApiError::incident_not_found(raw));
@@ -115,19 +119,36 @@ pub async fn run_command(
             format!("no command `{name}`; see /api/openapi.json for the list"),
         ));
     }
-    let Json(mut body) = body.map_err(|rejection| ApiError::new(rejection.status(), "invalid_body", rejection.body_text()))?;
+    let Json(mut body) = body.map_err(|rejection| {
+        ApiError::new(rejection.status(), "invalid_body", rejection.body_text())
+    })?;
     let Some(fields) = body.as_object_mut() else {
-        return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "the request body must be a JSON object"));
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "the request body must be a JSON object",
+        ));
     };
     fields.insert("type".into(), serde_json::Value::String(name.clone()));
-    let command: Command = serde_json::from_value(body)
-        .map_err(|error| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("invalid `{name}` command: {error}")))?;
-    let events = state.sidecars.execute(&id, &command, &caller_of(&caller.0)).await?;
+    let command: Command = serde_json::from_value(body).map_err(|error| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            format!("invalid `{name}` command: {error}"),
+        )
+    })?;
+    let events = state
+        .sidecars
+        .execute(&id, &command, &caller_of(&caller.0))
+        .await?;
     for event in &events {
         tracing::info!(incident = %id, seq = %event.seq, command = %name, "command applied");
     }
     let after = state.sidecars.state(&id).await?;
-    Ok(Json(CommandOutcome { events, state: after }))
+    Ok(Json(CommandOutcome {
+        events,
+        state: after,
+    }))
 }
 
 /// `GET /api/incidents/{id}/state`.
@@ -166,10 +187,17 @@ pub async fn get_timeline(
 ) -> Result<Json<TimelinePage>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let mut events = state.sidecars.events_after(&id, query.after, limit + 1).await?;
+    let mut events = state
+        .sidecars
+        .events_after(&id, query.after, limit + 1)
+        .await?;
     let more = events.len() > limit;
     events.truncate(limit);
-    let next_after = if more { events.last().map(|event| event.seq.0) } else { None };
+    let next_after = if more {
+        events.last().map(|event| event.seq.0)
+    } else {
+        None
+    };
     Ok(Json(TimelinePage { events, next_after }))
 }
 
@@ -181,7 +209,9 @@ pub async fn get_role_history(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
     let current = state.sidecars.state(&id).await?;
-    Ok(Json(serde_json::to_value(&current.role_history).expect("role history serialises")))
+    Ok(Json(
+        serde_json::to_value(&current.role_history).expect("role history serialises"),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -200,7 +230,10 @@ pub async fn get_briefing(
 ) -> Result<Json<commandpost_shared::incident::Briefing>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
     let current = state.sidecars.state(&id).await?;
-    Ok(Json(commandpost_shared::machine::briefing(&current, &query.notes)))
+    Ok(Json(commandpost_shared::machine::briefing(
+        &current,
+        &query.notes,
+    )))
 }
 
 #[derive(Deserialize)]
@@ -217,7 +250,9 @@ pub async fn stream_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // EventSource cannot set headers: the token may come as ?token=.
-    let token = bearer_token(&headers).or(query.token).ok_or(AuthError::Missing)?;
+    let token = bearer_token(&headers)
+        .or(query.token)
+        .ok_or(AuthError::Missing)?;
     let claims = state.keys.verify(&token)?;
     let id = known_incident(&state, &claims, &raw_id)?;
     let resume_from = headers
@@ -271,7 +306,10 @@ pub async fn stream_events(
         }
     });
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|event| (Ok::<_, Infallible>(event), receiver))
+        receiver
+            .recv()
+            .await
+            .map(|event| (Ok::<_, Infallible>(event), receiver))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -13,7 +13,9 @@ use crate::api::{self, AppState};
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;
+use crate::sidecar::{Sidecars, SystemClock};
 use crate::store::Store;
+use commandpost_shared::machine::Rules;
 
 /// How long shutdown waits for connections to close before flushing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -35,6 +37,7 @@ impl Server {
             )
         })?;
         let rooms = Rooms::new(store.clone(), config.clone());
+        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules::default());
         Ok(Self {
             state: AppState {
                 store,
@@ -43,6 +46,7 @@ impl Server {
                 config: Arc::new(config),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                sidecars,
             },
         })
     }
@@ -64,6 +68,16 @@ impl Server {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let state = self.state;
+        // Re-arm every incident's deadlines (offer expiry, overdue status
+        // updates) from durable state, then run the timer.
+        let incidents: Vec<_> = state
+            .store
+            .list_incidents()?
+            .into_iter()
+            .map(|record| record.id)
+            .collect();
+        state.sidecars.arm_all(&incidents).await?;
+        let timer = tokio::spawn(state.sidecars.clone().run_timer(state.shutdown.clone()));
         let app = api::router(state.clone());
         let connections_shutdown = state.shutdown.clone();
         let stop = shutdown.clone();
@@ -76,6 +90,7 @@ impl Server {
             .await
             .context("server failed")?;
         state.shutdown.cancel();
+        let _ = timer.await;
         state.tasks.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, state.tasks.wait())
             .await

@@ -129,7 +129,8 @@ impl Sidecars {
     /// The events that declaring an incident produces (seq 1, ...), for the
     /// store to write in the incident's creation transaction.
     pub fn declare(&self, command: &Command, caller: &Caller) -> Result<Vec<Event>, SidecarError> {
-        machine::apply(None, command, caller, self.now(), &self.inner.rules).map_err(SidecarError::Refused)
+        machine::apply(None, command, caller, self.now(), &self.inner.rules)
+            .map_err(SidecarError::Refused)
     }
 
     /// Registers a freshly created incident's state and deadlines.
@@ -140,7 +141,12 @@ impl Sidecars {
     }
 
     /// Runs one command: validate, make the events durable, then publish.
-    pub async fn execute(&self, id: &IncidentId, command: &Command, caller: &Caller) -> Result<Vec<Event>, SidecarError> {
+    pub async fn execute(
+        &self,
+        id: &IncidentId,
+        command: &Command,
+        caller: &Caller,
+    ) -> Result<Vec<Event>, SidecarError> {
         let sidecar = self.load(id).await?;
         let mut state = sidecar.state.lock().await;
         let events = machine::apply(Some(&state), command, caller, self.now(), &self.inner.rules)
@@ -153,7 +159,11 @@ impl Sidecars {
             .map(|event| serde_json::to_vec(event).expect("events serialise"))
             .collect();
         let first = events[0].seq.0;
-        self.inner.store.append_events(id, first, encoded)?.await.map_err(|_| StoreError::WriterGone)??;
+        self.inner
+            .store
+            .append_events(id, first, encoded)?
+            .await
+            .map_err(|_| StoreError::WriterGone)??;
         // Durable: now the state moves and everyone hears of it.
         let mut next = state.clone();
         for event in &events {
@@ -176,12 +186,20 @@ impl Sidecars {
 
     /// Subscribes to live events. Subscribe first, then read the backlog with
     /// [`Sidecars::events_after`], and drop live events already seen.
-    pub async fn subscribe(&self, id: &IncidentId) -> Result<broadcast::Receiver<Arc<Event>>, SidecarError> {
+    pub async fn subscribe(
+        &self,
+        id: &IncidentId,
+    ) -> Result<broadcast::Receiver<Arc<Event>>, SidecarError> {
         Ok(self.load(id).await?.live.subscribe())
     }
 
     /// Durable events with `seq > after`, at most `limit`.
-    pub async fn events_after(&self, id: &IncidentId, after: u64, limit: usize) -> Result<Vec<Event>, SidecarError> {
+    pub async fn events_after(
+        &self,
+        id: &IncidentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, SidecarError> {
         let store = self.inner.store.clone();
         let read_id = id.clone();
         let stored = tokio::task::spawn_blocking(move || store.events_after(&read_id, after))
@@ -190,16 +208,26 @@ impl Sidecars {
         stored
             .into_iter()
             .take(limit)
-            .map(|(_, bytes)| serde_json::from_slice(&bytes).map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string())))
+            .map(|(_, bytes)| {
+                serde_json::from_slice(&bytes)
+                    .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))
+            })
             .collect()
     }
 
     async fn load(&self, id: &IncidentId) -> Result<Arc<Sidecar>, SidecarError> {
-        let cell = self.inner.loaded.lock().entry(id.clone()).or_default().clone();
+        let cell = self
+            .inner
+            .loaded
+            .lock()
+            .entry(id.clone())
+            .or_default()
+            .clone();
         let sidecar = cell
             .get_or_try_init(|| async {
                 let events = self.events_after(id, 0, usize::MAX).await?;
-                let state = machine::fold(&events).ok_or_else(|| SidecarError::NotFound(id.clone()))?;
+                let state =
+                    machine::fold(&events).ok_or_else(|| SidecarError::NotFound(id.clone()))?;
                 let (live, _) = broadcast::channel(256);
                 Ok::<_, SidecarError>(Arc::new(Sidecar {
                     latest: parking_lot::RwLock::new(Arc::new(state.clone())),
@@ -269,7 +297,13 @@ impl Sidecars {
     /// change), then ticks what is due. Runs until `shutdown`.
     pub async fn run_timer(self, shutdown: tokio_util::sync::CancellationToken) {
         loop {
-            let next = self.inner.deadlines.lock().iter().next().map(|(deadline, _)| *deadline);
+            let next = self
+                .inner
+                .deadlines
+                .lock()
+                .iter()
+                .next()
+                .map(|(deadline, _)| *deadline);
             let wait = match next {
                 Some(deadline) => (deadline - self.now()).to_std().unwrap_or_default(),
                 None => std::time::Duration::from_secs(3600),

@@ -6,6 +6,9 @@
 
 #![forbid(unsafe_code)]
 
+pub mod incident;
+pub mod machine;
+
 use std::fmt;
 use std::str::FromStr;
 
@@ -172,15 +175,24 @@ pub struct TokenClaims {
     pub jti: String,
 }
 
-/// `POST /api/incidents` request body.
+/// `POST /api/incidents` request body: declaring an incident.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateIncident {
     /// A short title; required, 1 to 200 characters after trimming.
     pub title: String,
+    /// Severity; absent means "not yet assessed".
+    #[serde(default)]
+    pub severity: Option<incident::Severity>,
+    /// The three declaration questions; absent means "not yet assessed".
+    #[serde(default)]
+    pub criteria: Option<incident::Criteria>,
+    /// One or two sentences on what is happening.
+    #[serde(default)]
+    pub summary: Option<String>,
 }
 
 /// An incident as the API returns it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Incident {
     /// `INC-<n>`.
     pub id: IncidentId,
@@ -192,6 +204,8 @@ pub struct Incident {
     pub created_by: Actor,
     /// Who is connected to its document right now.
     pub presence: Presence,
+    /// The command sidecar's state: roles, pinned status, lifecycle, changes.
+    pub state: incident::IncidentState,
 }
 
 /// A user as recorded on events and records: id and display name.

@@ -9,5 +9,6 @@ mod auth;
 mod bad_input;
 mod convergence;
 mod durability;
-mod sync;
 mod fanout;
+mod sidecar;
+mod sync;

@@ -21,7 +21,13 @@ async fn declare(server: &TestServer, token: &str, body: Value) -> Value {
 }
 
 /// Runs one command; returns status and body.
-async fn command(server: &TestServer, incident: &str, token: &str, name: &str, body: Value) -> (u16, Value) {
+async fn command(
+    server: &TestServer,
+    incident: &str,
+    token: &str,
+    name: &str,
+    body: Value,
+) -> (u16, Value) {
     let response = reqwest::Client::new()
         .post(server.url(&format!("/api/incidents/{incident}/commands/{name}")))
         .bearer_auth(token)
@@ -56,7 +62,9 @@ fn holder(state: &Value, role: &str) -> String {
 }
 
 async fn get_state(server: &TestServer, incident: &str, token: &str) -> Value {
-    let (status, state) = server.get_json(&format!("/api/incidents/{incident}/state"), token).await;
+    let (status, state) = server
+        .get_json(&format!("/api/incidents/{incident}/state"), token)
+        .await;
     assert_eq!(status, 200, "{state}");
     state
 }
@@ -76,11 +84,22 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     )
     .await;
     let incident = declared["id"].as_str().unwrap().to_owned();
-    assert_eq!(holder(&declared["state"], "incident_commander"), "alice", "the declarer is the first IC");
+    assert_eq!(
+        holder(&declared["state"], "incident_commander"),
+        "alice",
+        "the declarer is the first IC"
+    );
 
     let viewer_stream = EventStream::open(&events_url(&server, &incident, &viewer)).await;
     let alice_stream = EventStream::open(&events_url(&server, &incident, &alice)).await;
-    ok(&server, &incident, &alice, "add_exit_criterion", json!({"text": "error rate below 0.1%"})).await;
+    ok(
+        &server,
+        &incident,
+        &alice,
+        "add_exit_criterion",
+        json!({"text": "error rate below 0.1%"}),
+    )
+    .await;
 
     // The offer carries a briefing the server pre-filled from the state.
     let offered = ok(
@@ -94,19 +113,53 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     let offer = &offered["events"][0];
     assert_eq!(offer["type"], "handoff_offered");
     let briefing = &offer["briefing"];
-    assert!(briefing["situation"].as_str().unwrap().contains("Card payments fail"), "{briefing}");
-    assert!(briefing["objectives"].to_string().contains("error rate below 0.1%"), "{briefing}");
+    assert!(
+        briefing["situation"]
+            .as_str()
+            .unwrap()
+            .contains("Card payments fail"),
+        "{briefing}"
+    );
+    assert!(
+        briefing["objectives"]
+            .to_string()
+            .contains("error rate below 0.1%"),
+        "{briefing}"
+    );
     assert_eq!(briefing["notes"], "rollback is half done");
     let handoff = offer["handoff"].clone();
 
     // Everyone sees the offer; until acceptance Alice keeps command.
-    assert_eq!(viewer_stream.wait_for("handoff_offered").await["to"]["name"], "Bob");
-    assert_eq!(holder(&get_state(&server, &incident, &viewer).await, "incident_commander"), "alice");
+    assert_eq!(
+        viewer_stream.wait_for("handoff_offered").await["to"]["name"],
+        "Bob"
+    );
+    assert_eq!(
+        holder(
+            &get_state(&server, &incident, &viewer).await,
+            "incident_commander"
+        ),
+        "alice"
+    );
 
     // Only Bob may accept, from his own token.
-    let (status, refused) = command(&server, &incident, &alice, "accept_handoff", json!({"handoff": handoff})).await;
+    let (status, refused) = command(
+        &server,
+        &incident,
+        &alice,
+        "accept_handoff",
+        json!({"handoff": handoff}),
+    )
+    .await;
     assert_eq!(status, 403, "{refused}");
-    ok(&server, &incident, &bob, "accept_handoff", json!({"handoff": handoff})).await;
+    ok(
+        &server,
+        &incident,
+        &bob,
+        "accept_handoff",
+        json!({"handoff": handoff}),
+    )
+    .await;
 
     // One confirmation event, with both names and the time, reaches the
     // viewer and the outgoing IC alike.
@@ -114,22 +167,50 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
         let accepted = stream.wait_for("handoff_accepted").await;
         assert_eq!(accepted["from"]["name"], "Alice");
         assert_eq!(accepted["to"]["name"], "Bob");
-        assert!(accepted["at"].as_str().unwrap().ends_with('Z'), "UTC time: {accepted}");
+        assert!(
+            accepted["at"].as_str().unwrap().ends_with('Z'),
+            "UTC time: {accepted}"
+        );
         assert_eq!(stream.of_kind("handoff_accepted").len(), 1);
     }
     let seqs = viewer_stream.seqs();
-    assert!(seqs.windows(2).all(|pair| pair[0] < pair[1]), "events arrive in order: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|pair| pair[0] < pair[1]),
+        "events arrive in order: {seqs:?}"
+    );
 
     let state = get_state(&server, &incident, &viewer).await;
     assert_eq!(holder(&state, "incident_commander"), "bob");
     // Alice's IC-only commands are refused now; Bob's work.
-    let (status, refused) = command(&server, &incident, &alice, "set_severity", json!({"severity": "sev1"})).await;
+    let (status, refused) = command(
+        &server,
+        &incident,
+        &alice,
+        "set_severity",
+        json!({"severity": "sev1"}),
+    )
+    .await;
     assert_eq!(status, 403);
-    assert!(refused["error"]["message"].as_str().unwrap().contains("incident commander"), "{refused}");
-    ok(&server, &incident, &bob, "set_severity", json!({"severity": "sev1"})).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("incident commander"),
+        "{refused}"
+    );
+    ok(
+        &server,
+        &incident,
+        &bob,
+        "set_severity",
+        json!({"severity": "sev1"}),
+    )
+    .await;
 
     // Role history shows both tenures.
-    let (_, history) = server.get_json(&format!("/api/incidents/{incident}/roles/history"), &viewer).await;
+    let (_, history) = server
+        .get_json(&format!("/api/incidents/{incident}/roles/history"), &viewer)
+        .await;
     let commanders: Vec<_> = history
         .as_array()
         .unwrap()
@@ -140,7 +221,14 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     assert_eq!(commanders, ["alice", "bob"]);
 
     // Viewers change nothing.
-    let (status, _) = command(&server, &incident, &viewer, "post_note", json!({"text": "hi"})).await;
+    let (status, _) = command(
+        &server,
+        &incident,
+        &viewer,
+        "post_note",
+        json!({"text": "hi"}),
+    )
+    .await;
     assert_eq!(status, 403);
 }
 
@@ -150,34 +238,74 @@ async fn acknowledged_command_events_survive_restart_and_kill_9_with_identical_s
     let alice = server.token(AccessRole::Responder, "Alice");
     let declared = declare(&server, &alice, json!({"title": "Database failover"})).await;
     let incident = declared["id"].as_str().unwrap().to_owned();
-    assert!(declared["state"]["severity"].is_null(), "severity not yet assessed");
+    assert!(
+        declared["state"]["severity"].is_null(),
+        "severity not yet assessed"
+    );
     let mut acknowledged = Vec::new();
     for i in 0..20 {
-        let outcome = ok(&server, &incident, &alice, "post_note", json!({"text": format!("note {i}")})).await;
+        let outcome = ok(
+            &server,
+            &incident,
+            &alice,
+            "post_note",
+            json!({"text": format!("note {i}")}),
+        )
+        .await;
         acknowledged.push(outcome["events"][0]["seq"].as_u64().unwrap());
     }
-    ok(&server, &incident, &alice, "record_change", json!({"what": "failover to replica", "why": "primary down", "revert": "fail back"})).await;
+    ok(
+        &server,
+        &incident,
+        &alice,
+        "record_change",
+        json!({"what": "failover to replica", "why": "primary down", "revert": "fail back"}),
+    )
+    .await;
     let before = get_state(&server, &incident, &alice).await;
 
     assert!(server.terminate().success());
     server.restart();
     let alice = server.token(AccessRole::Responder, "Alice");
-    assert_eq!(get_state(&server, &incident, &alice).await, before, "state after a clean restart");
+    assert_eq!(
+        get_state(&server, &incident, &alice).await,
+        before,
+        "state after a clean restart"
+    );
 
     // kill -9 right after the answers: answered means durable.
     for i in 0..20 {
-        let outcome = ok(&server, &incident, &alice, "post_note", json!({"text": format!("late {i}")})).await;
+        let outcome = ok(
+            &server,
+            &incident,
+            &alice,
+            "post_note",
+            json!({"text": format!("late {i}")}),
+        )
+        .await;
         acknowledged.push(outcome["events"][0]["seq"].as_u64().unwrap());
     }
     let before = get_state(&server, &incident, &alice).await;
     server.kill9();
     server.restart();
     let alice = server.token(AccessRole::Responder, "Alice");
-    assert_eq!(get_state(&server, &incident, &alice).await, before, "state after kill -9");
+    assert_eq!(
+        get_state(&server, &incident, &alice).await,
+        before,
+        "state after kill -9"
+    );
     let (_, page) = server
-        .get_json(&format!("/api/incidents/{incident}/timeline?limit=1000"), &alice)
+        .get_json(
+            &format!("/api/incidents/{incident}/timeline?limit=1000"),
+            &alice,
+        )
         .await;
-    let stored: Vec<u64> = page["events"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    let stored: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
     for seq in &acknowledged {
         assert!(stored.contains(seq), "acknowledged event {seq} lost");
     }
@@ -187,7 +315,10 @@ async fn acknowledged_command_events_survive_restart_and_kill_9_with_identical_s
 async fn an_overdue_status_update_is_announced_once_even_across_a_crash() {
     let mut server = TestServer::start();
     let alice = server.token(AccessRole::Responder, "Alice");
-    let incident = declare(&server, &alice, json!({"title": "Overdue"})).await["id"].as_str().unwrap().to_owned();
+    let incident = declare(&server, &alice, json!({"title": "Overdue"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let due = chrono::Utc::now() + chrono::Duration::seconds(2);
     let pinned = ok(
         &server,
@@ -202,13 +333,24 @@ async fn an_overdue_status_update_is_announced_once_even_across_a_crash() {
     server.kill9();
     server.restart();
     let alice = server.token(AccessRole::Responder, "Alice");
-    let stream = EventStream::open(&format!("{}&after={pin_seq}", events_url(&server, &incident, &alice))).await;
+    let stream = EventStream::open(&format!(
+        "{}&after={pin_seq}",
+        events_url(&server, &incident, &alice)
+    ))
+    .await;
     let overdue = stream.wait_for("update_overdue").await;
     assert_eq!(overdue["pin"].as_u64(), Some(pin_seq));
     let state = get_state(&server, &incident, &alice).await;
     assert_eq!(state["pin"]["overdue"], true, "{state}");
     // Exactly once: a later event round trip shows no second announcement.
-    ok(&server, &incident, &alice, "post_note", json!({"text": "still here"})).await;
+    ok(
+        &server,
+        &incident,
+        &alice,
+        "post_note",
+        json!({"text": "still here"}),
+    )
+    .await;
     stream.wait_for("note_posted").await;
     assert_eq!(stream.of_kind("update_overdue").len(), 1);
 }
@@ -218,26 +360,103 @@ async fn lifecycle_gates_refuse_until_criteria_are_met_or_overridden_and_changes
     let server = TestServer::start();
     let ic = server.token(AccessRole::Responder, "Ida");
     let other = server.token(AccessRole::Responder, "Otto");
-    let incident = declare(&server, &ic, json!({"title": "Gates"})).await["id"].as_str().unwrap().to_owned();
-    ok(&server, &incident, &ic, "add_exit_criterion", json!({"text": "queue drained"})).await;
+    let incident = declare(&server, &ic, json!({"title": "Gates"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    ok(
+        &server,
+        &incident,
+        &ic,
+        "add_exit_criterion",
+        json!({"text": "queue drained"}),
+    )
+    .await;
 
     // Freelancing is refused: only ops (here the IC, holding ops) records changes.
-    let (status, refused) = command(&server, &incident, &other, "record_change", json!({"what": "restart", "why": "x", "revert": "none"})).await;
+    let (status, refused) = command(
+        &server,
+        &incident,
+        &other,
+        "record_change",
+        json!({"what": "restart", "why": "x", "revert": "none"}),
+    )
+    .await;
     assert_eq!(status, 403, "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("operations lead"), "{refused}");
-    let change = ok(&server, &incident, &ic, "record_change", json!({"what": "restart workers", "why": "stuck", "revert": "none needed"})).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("operations lead"),
+        "{refused}"
+    );
+    let change = ok(
+        &server,
+        &incident,
+        &ic,
+        "record_change",
+        json!({"what": "restart workers", "why": "stuck", "revert": "none needed"}),
+    )
+    .await;
     let change_id = change["events"][0]["change"].clone();
 
-    let (status, refused) = command(&server, &incident, &ic, "set_status", json!({"status": "resolved"})).await;
+    let (status, refused) = command(
+        &server,
+        &incident,
+        &ic,
+        "set_status",
+        json!({"status": "resolved"}),
+    )
+    .await;
     assert!((400..500).contains(&status), "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("exit criteri"), "{refused}");
-    ok(&server, &incident, &ic, "set_status", json!({"status": "resolved", "override_reason": "criterion no longer relevant"})).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exit criteri"),
+        "{refused}"
+    );
+    ok(
+        &server,
+        &incident,
+        &ic,
+        "set_status",
+        json!({"status": "resolved", "override_reason": "criterion no longer relevant"}),
+    )
+    .await;
 
-    let (status, refused) = command(&server, &incident, &ic, "set_status", json!({"status": "closed"})).await;
+    let (status, refused) = command(
+        &server,
+        &incident,
+        &ic,
+        "set_status",
+        json!({"status": "closed"}),
+    )
+    .await;
     assert!((400..500).contains(&status), "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("revert"), "{refused}");
-    ok(&server, &incident, &ic, "waive_change", json!({"change": change_id, "reason": "restart has no lasting effect"})).await;
-    ok(&server, &incident, &ic, "set_status", json!({"status": "closed"})).await;
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revert"),
+        "{refused}"
+    );
+    ok(
+        &server,
+        &incident,
+        &ic,
+        "waive_change",
+        json!({"change": change_id, "reason": "restart has no lasting effect"}),
+    )
+    .await;
+    ok(
+        &server,
+        &incident,
+        &ic,
+        "set_status",
+        json!({"status": "closed"}),
+    )
+    .await;
     assert_eq!(get_state(&server, &incident, &ic).await["status"], "closed");
 }
 
@@ -245,25 +464,66 @@ async fn lifecycle_gates_refuse_until_criteria_are_met_or_overridden_and_changes
 async fn event_streams_resume_after_a_sequence_number_and_bad_commands_get_clear_errors() {
     let server = TestServer::start();
     let alice = server.token(AccessRole::Responder, "Alice");
-    let incident = declare(&server, &alice, json!({"title": "Resume"})).await["id"].as_str().unwrap().to_owned();
+    let incident = declare(&server, &alice, json!({"title": "Resume"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     for i in 0..5 {
-        ok(&server, &incident, &alice, "post_note", json!({"text": format!("n{i}")})).await;
+        ok(
+            &server,
+            &incident,
+            &alice,
+            "post_note",
+            json!({"text": format!("n{i}")}),
+        )
+        .await;
     }
     // Event 1 is the declaration; resume after 4 by query and by header.
-    let by_query = EventStream::open(&format!("{}&after=4", events_url(&server, &incident, &alice))).await;
+    let by_query = EventStream::open(&format!(
+        "{}&after=4",
+        events_url(&server, &incident, &alice)
+    ))
+    .await;
     let by_header = EventStream::open_with(&events_url(&server, &incident, &alice), Some(4)).await;
-    ok(&server, &incident, &alice, "post_note", json!({"text": "live"})).await;
+    ok(
+        &server,
+        &incident,
+        &alice,
+        "post_note",
+        json!({"text": "live"}),
+    )
+    .await;
     for stream in [&by_query, &by_header] {
         crate::support::wait_until("events 5..7", || stream.seqs().len() >= 3).await;
         assert_eq!(stream.seqs(), [5, 6, 7]);
     }
 
     let (status, body) = command(&server, &incident, &alice, "launch_missiles", json!({})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_command")));
-    let (status, body) = command(&server, &incident, &alice, "post_note", json!({"txt": "typo"})).await;
-    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_body")));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("unknown_command"))
+    );
+    let (status, body) = command(
+        &server,
+        &incident,
+        &alice,
+        "post_note",
+        json!({"txt": "typo"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("invalid_body"))
+    );
     let (status, _) = command(&server, "INC-99", &alice, "post_note", json!({"text": "x"})).await;
     assert_eq!(status, 404);
-    let (status, _) = command(&server, &incident, "forged", "post_note", json!({"text": "x"})).await;
+    let (status, _) = command(
+        &server,
+        &incident,
+        "forged",
+        "post_note",
+        json!({"text": "x"}),
+    )
+    .await;
     assert_eq!(status, 401);
 }

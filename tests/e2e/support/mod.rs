@@ -22,7 +22,7 @@ use tempfile::TempDir;
 
 /// Generous bound for anything a test waits for; tests never sleep a fixed
 /// time, they wait for a condition up to this long.
-pub const WAIT: Duration = Duration::from_secs(30);
+pub const WAIT: Duration = Duration::from_secs(60);
 
 /// A running server process. Killed on drop.
 pub struct TestServer {

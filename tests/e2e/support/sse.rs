@@ -28,7 +28,12 @@ impl EventStream {
             request = request.header("Last-Event-ID", id.to_string());
         }
         let response = request.send().await.unwrap();
-        assert_eq!(response.status(), 200, "event stream refused: {}", response.text().await.unwrap());
+        assert_eq!(
+            response.status(),
+            200,
+            "event stream refused: {}",
+            response.text().await.unwrap()
+        );
         let events = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let events = events.clone();
@@ -59,16 +64,36 @@ impl EventStream {
     pub async fn wait_for(&self, kind: &str) -> Value {
         let events = self.events.clone();
         let kind_owned = kind.to_owned();
-        wait_until(&format!("a `{kind}` event"), || events.lock().iter().any(|e| e["type"] == kind_owned.as_str())).await;
-        self.events.lock().iter().find(|e| e["type"] == kind).unwrap().clone()
+        wait_until(&format!("a `{kind}` event"), || {
+            events
+                .lock()
+                .iter()
+                .any(|e| e["type"] == kind_owned.as_str())
+        })
+        .await;
+        self.events
+            .lock()
+            .iter()
+            .find(|e| e["type"] == kind)
+            .unwrap()
+            .clone()
     }
 
     pub fn of_kind(&self, kind: &str) -> Vec<Value> {
-        self.events.lock().iter().filter(|e| e["type"] == kind).cloned().collect()
+        self.events
+            .lock()
+            .iter()
+            .filter(|e| e["type"] == kind)
+            .cloned()
+            .collect()
     }
 
     pub fn seqs(&self) -> Vec<u64> {
-        self.events.lock().iter().map(|e| e["seq"].as_u64().unwrap()).collect()
+        self.events
+            .lock()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect()
     }
 }
 
