@@ -65,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/incidents/{id}/briefing", get(commands::get_briefing))
         .route("/api/incidents/{id}/events", get(commands::stream_events))
+        .route(
+            "/api/incidents/{id}/postmortem.md",
+            get(commands::get_postmortem),
+        )
         .route("/ws/{id}", get(crate::ws::upgrade))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -39,28 +39,28 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Declare,
+        args: remote::DeclareArgs,
     },
     /// Post a note to an incident's command-post log.
     Note {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Note,
+        args: remote::NoteArgs,
     },
     /// Pin a status summary with a next-update deadline.
     Pin {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Pin,
+        args: remote::PinArgs,
     },
     /// Show an incident's status, roles, pending handoffs and pinned status.
     Status {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Status,
+        args: remote::StatusArgs,
     },
     /// Offer or accept a role handoff.
     Handoff {
@@ -74,14 +74,14 @@ enum Command {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Postmortem,
+        args: remote::PostmortemArgs,
     },
     /// Print an incident's events as they happen.
     Watch {
         #[command(flatten)]
         remote: remote::Remote,
         #[command(flatten)]
-        args: remote::Watch,
+        args: remote::WatchArgs,
     },
 }
 

@@ -236,6 +236,26 @@ pub async fn get_briefing(
     )))
 }
 
+/// `GET /api/incidents/{id}/postmortem.md`: the postmortem draft.
+pub async fn get_postmortem(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
+    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let current = state.sidecars.state(&id).await?;
+    let events = state.sidecars.events_after(&id, 0, usize::MAX).await?;
+    let body = state.rooms.body_text(&id).await?;
+    let markdown = crate::postmortem::render(&id, &current, &events, &body);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/markdown; charset=utf-8",
+        )],
+        markdown,
+    ))
+}
+
 #[derive(Deserialize)]
 pub struct EventsQuery {
     after: Option<u64>,

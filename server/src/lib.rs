@@ -8,10 +8,15 @@
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod commands;
 pub mod config;
+pub mod postmortem;
 pub mod protocol;
+pub mod remote;
 pub mod rooms;
 pub mod server;
+pub mod sidecar;
 pub mod store;
 pub mod template;
+pub mod update_check;
 pub mod ws;

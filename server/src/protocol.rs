@@ -233,17 +233,25 @@ fn decode_state_vector(payload: &[u8]) -> Result<StateVector, ProtocolError> {
     for _ in 0..count {
         let client = reader
             .varuint()
-            .map_err(|_| ProtocolError::InvalidStateVector)?;
+            .ok()
+            .and_then(client_id)
+            .ok_or(ProtocolError::InvalidStateVector)?;
         let clock = reader
             .varuint()
             .map_err(|_| ProtocolError::InvalidStateVector)?;
         let clock = u32::try_from(clock).map_err(|_| ProtocolError::InvalidStateVector)?;
-        sv.set_max(ClientID::new(client), clock);
+        sv.set_max(client, clock);
     }
     if reader.has_more() {
         return Err(ProtocolError::InvalidStateVector);
     }
     Ok(sv)
+}
+
+/// Yjs client ids are below 2^53 (JavaScript's safe integers); yrs asserts
+/// it, so larger ones are refused here.
+fn client_id(raw: u64) -> Option<ClientID> {
+    (raw < 1 << 53).then(|| ClientID::new(raw))
 }
 
 /// Decodes an awareness update with the same care: counts bounded by the
@@ -264,7 +272,8 @@ fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
     }
     let mut clients = std::collections::HashMap::with_capacity(count as usize);
     for _ in 0..count {
-        let client = ClientID::new(reader.varuint().map_err(cut_short)?);
+        let client = client_id(reader.varuint().map_err(cut_short)?)
+            .ok_or_else(|| invalid("client id exceeds 53 bits"))?;
         let clock = u32::try_from(reader.varuint().map_err(cut_short)?)
             .map_err(|_| invalid("clock exceeds 32 bits"))?;
         let json = std::str::from_utf8(reader.var_bytes().map_err(cut_short)?)
@@ -546,6 +555,12 @@ fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, ()> {
 /// Decodes a v1 update, turning both errors and panics inside yrs into
 /// [`ProtocolError::UpdateRejected`].
 fn decode_update(raw: &[u8]) -> Result<Update, ProtocolError> {
+    // yrs 0.26 trusts its input in ways no catch_unwind can contain
+    // (unchecked UTF-8, allocations sized by claimed counts, recursion):
+    // every update is checked structurally first.
+    crate::update_check::check_update_v1(raw).map_err(|error| {
+        ProtocolError::UpdateRejected(format!("not a valid Yjs update: {error}"))
+    })?;
     match guarded(|| Update::decode_v1(raw)) {
         Ok(Ok(update)) => Ok(update),
         Ok(Err(error)) => Err(ProtocolError::UpdateRejected(format!(

@@ -29,7 +29,7 @@ pub struct Remote {
 }
 
 #[derive(Args, Debug)]
-pub struct Declare {
+pub struct DeclareArgs {
     /// Short title of the incident.
     #[arg(long)]
     title: String,
@@ -51,7 +51,7 @@ pub struct Declare {
 }
 
 #[derive(Args, Debug)]
-pub struct Note {
+pub struct NoteArgs {
     /// Incident id (INC-<n>).
     incident: String,
     /// The note for the command-post log.
@@ -59,7 +59,7 @@ pub struct Note {
 }
 
 #[derive(Args, Debug)]
-pub struct Pin {
+pub struct PinArgs {
     /// Incident id (INC-<n>).
     incident: String,
     /// The status summary everyone sees in the banner.
@@ -71,7 +71,7 @@ pub struct Pin {
 }
 
 #[derive(Args, Debug)]
-pub struct Status {
+pub struct StatusArgs {
     /// Incident id (INC-<n>).
     incident: String,
 }
@@ -106,7 +106,7 @@ pub enum Handoff {
 }
 
 #[derive(Args, Debug)]
-pub struct Postmortem {
+pub struct PostmortemArgs {
     /// Incident id (INC-<n>).
     incident: String,
     /// Write to this file instead of standard output.
@@ -115,7 +115,7 @@ pub struct Postmortem {
 }
 
 #[derive(Args, Debug)]
-pub struct Watch {
+pub struct WatchArgs {
     /// Incident id (INC-<n>).
     incident: String,
     /// Start after this event sequence number (0 replays everything).
@@ -188,7 +188,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub fn declare(remote: Remote, args: Declare) -> anyhow::Result<()> {
+pub fn declare(remote: Remote, args: DeclareArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let mut body = json!({"title": args.title});
         if let Some(severity) = args.severity {
@@ -211,7 +211,7 @@ pub fn declare(remote: Remote, args: Declare) -> anyhow::Result<()> {
     })
 }
 
-pub fn note(remote: Remote, args: Note) -> anyhow::Result<()> {
+pub fn note(remote: Remote, args: NoteArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let outcome = remote
             .command(&args.incident, "post_note", json!({"text": args.text}))
@@ -226,7 +226,7 @@ pub fn note(remote: Remote, args: Note) -> anyhow::Result<()> {
     })
 }
 
-pub fn pin(remote: Remote, args: Pin) -> anyhow::Result<()> {
+pub fn pin(remote: Remote, args: PinArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let next = chrono::Utc::now() + chrono::Duration::from_std(args.next_update_in)?;
         let outcome = remote
@@ -247,7 +247,7 @@ pub fn pin(remote: Remote, args: Pin) -> anyhow::Result<()> {
     })
 }
 
-pub fn status(remote: Remote, args: Status) -> anyhow::Result<()> {
+pub fn status(remote: Remote, args: StatusArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let state: Value = remote
             .get(&format!("/api/incidents/{}/state", args.incident))
@@ -339,7 +339,7 @@ pub fn handoff(remote: Remote, args: Handoff) -> anyhow::Result<()> {
     })
 }
 
-pub fn postmortem(remote: Remote, args: Postmortem) -> anyhow::Result<()> {
+pub fn postmortem(remote: Remote, args: PostmortemArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let markdown = remote
             .get(&format!("/api/incidents/{}/postmortem.md", args.incident))
@@ -358,7 +358,7 @@ pub fn postmortem(remote: Remote, args: Postmortem) -> anyhow::Result<()> {
     })
 }
 
-pub fn watch(remote: Remote, args: Watch) -> anyhow::Result<()> {
+pub fn watch(remote: Remote, args: WatchArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let response = remote
             .get(&format!(

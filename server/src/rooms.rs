@@ -22,7 +22,7 @@ use commandpost_shared::{IncidentId, Presence};
 use tokio::sync::{OnceCell, broadcast};
 use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
 
 use crate::config::ServerConfig;
 use crate::protocol::Access;
@@ -157,6 +157,11 @@ pub fn build_doc(id: &IncidentId, stored: &StoredDoc) -> Result<Doc, StoreError>
             .map(|snapshot| (0, snapshot))
             .chain(stored.updates.iter().map(|(seq, update)| (*seq, update)));
         for (seq, bytes) in parts {
+            // Stored updates passed the same check on the way in; checking
+            // again protects against damage on disk and older data.
+            if let Err(error) = crate::update_check::check_update_v1(bytes) {
+                return Err(StoreError::Corrupt(format!("{id} update {seq}: {error}")));
+            }
             let applied = catch_unwind(AssertUnwindSafe(|| {
                 Update::decode_v1(bytes)
                     .map_err(|error| error.to_string())
@@ -296,6 +301,37 @@ impl Rooms {
         let slot = self.inner.slots.lock().get(id).cloned();
         slot.and_then(|slot| slot.get().map(|room| room.presence()))
             .unwrap_or_default()
+    }
+
+    /// The document's `body` text: from the live room when loaded (it may
+    /// hold edits still being saved), else from storage.
+    pub async fn body_text(&self, id: &IncidentId) -> Result<String, StoreError> {
+        let read = |doc: &Doc| {
+            let body = doc.get_or_insert_text(crate::template::BODY);
+            body.get_string(&doc.transact())
+        };
+        let loaded = self
+            .inner
+            .slots
+            .lock()
+            .get(id)
+            .and_then(|slot| slot.get().cloned());
+        if let Some(room) = loaded {
+            return Ok(room.with_state(|state| read(state.awareness.doc())));
+        }
+        self.inner
+            .store
+            .barrier()?
+            .await
+            .map_err(|_| StoreError::WriterGone)??;
+        let store = self.inner.store.clone();
+        let id = id.clone();
+        tokio::task::spawn_blocking(move || {
+            let doc = build_doc(&id, &store.load_doc(&id)?)?;
+            Ok(read(&doc))
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("reading a document panicked: {error}")))?
     }
 
     /// How many rooms are loaded.
