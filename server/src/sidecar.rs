@@ -336,3 +336,104 @@ pub fn caller_of(claims: &commandpost_shared::TokenClaims) -> Caller {
         access: claims.role,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{Duration, TimeZone};
+    use commandpost_shared::incident::EventKind;
+    use commandpost_shared::{AccessRole, Actor, UserId};
+
+    use super::*;
+    use crate::store::InitialContent;
+
+    fn ada() -> Caller {
+        Caller::new(
+            Actor {
+                id: UserId("ada".into()),
+                name: "Ada".into(),
+            },
+            AccessRole::Responder,
+        )
+    }
+
+    fn reopen(dir: &std::path::Path) -> Store {
+        loop {
+            match Store::open(dir) {
+                Ok(store) => return store,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
+            }
+        }
+    }
+
+    fn overdue(events: &[(IncidentId, Event)]) -> usize {
+        events
+            .iter()
+            .filter(|(_, event)| matches!(event.kind, EventKind::UpdateOverdue { .. }))
+            .count()
+    }
+
+    #[tokio::test]
+    async fn overdue_updates_fire_once_per_deadline_on_an_injected_clock_and_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let id;
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+            let declare = Command::Declare {
+                title: "Overdue".into(),
+                severity: None,
+                criteria: None,
+                summary: None,
+            };
+            let events = sidecars.declare(&declare, &ada()).unwrap();
+            let encoded: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+            let record = store
+                .create_incident("Overdue".into(), ada().actor, start, move |_| InitialContent {
+                    doc: crate::template::initial_update(""),
+                    events: encoded.clone(),
+                })
+                .await
+                .unwrap();
+            id = record.id;
+            sidecars.created(&id, &events);
+            let pin = Command::PinStatus {
+                summary: "investigating".into(),
+                next_update_by: start + Duration::minutes(30),
+            };
+            sidecars.execute(&id, &pin, &ada()).await.unwrap();
+
+            clock.set(start + Duration::minutes(29));
+            assert_eq!(overdue(&sidecars.tick_due().await), 0, "not due yet");
+            clock.set(start + Duration::minutes(31));
+            assert_eq!(overdue(&sidecars.tick_due().await), 1, "due: announced");
+            clock.set(start + Duration::minutes(32));
+            assert_eq!(overdue(&sidecars.tick_due().await), 0, "announced once per deadline");
+            assert!(sidecars.state(&id).await.unwrap().pin.as_ref().unwrap().overdue);
+
+            // A new pin arms a new deadline, which passes while the server is down.
+            let pin = Command::PinStatus {
+                summary: "mitigating".into(),
+                next_update_by: start + Duration::minutes(45),
+            };
+            sidecars.execute(&id, &pin, &ada()).await.unwrap();
+        }
+        // "Restart": a new service on the reopened store, deadlines re-armed
+        // from durable state only.
+        let store = reopen(dir.path());
+        let sidecars = Sidecars::new(store, clock.clone(), Rules::default());
+        clock.set(start + Duration::minutes(50));
+        assert_eq!(overdue(&sidecars.tick_due().await), 0, "nothing is armed before arm_all");
+        sidecars.arm_all(std::slice::from_ref(&id)).await.unwrap();
+        let fired = sidecars.tick_due().await;
+        assert_eq!(overdue(&fired), 1, "the deadline missed while down is announced after restart");
+        assert_eq!(overdue(&sidecars.tick_due().await), 0);
+        let stored = sidecars.events_after(&id, 0, usize::MAX).await.unwrap();
+        assert_eq!(
+            stored.iter().filter(|e| matches!(e.kind, EventKind::UpdateOverdue { .. })).count(),
+            2,
+            "both announcements are durable"
+        );
+    }
+}
