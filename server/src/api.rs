@@ -51,6 +51,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
         .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi))
         .route("/api/incidents", get(list_incidents).post(create_incident))
         .route("/api/incidents/{id}", get(get_incident))
         .route(
@@ -176,6 +177,10 @@ impl Caller {
 
 async fn index() -> Html<&'static str> {
     Html(include_str!("index.html"))
+}
+
+async fn openapi() -> Json<serde_json::Value> {
+    Json(crate::openapi::document())
 }
 
 async fn healthz() -> &'static str {

@@ -129,12 +129,17 @@ impl TokenKeys {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
         validation.set_required_spec_claims(&["exp", "sub"]);
-        jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &validation)
+        let claims = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
             .map_err(|error| match error.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
-            })
+            })?;
+        // The server's own timer acts as this user; nobody else may.
+        if claims.sub == commandpost_shared::incident::SYSTEM_USER_ID {
+            return Err(AuthError::Invalid);
+        }
+        Ok(claims)
     }
 }
 
@@ -163,6 +168,19 @@ mod tests {
         let claims = keys.verify(&token).unwrap();
         assert_eq!(claims.sub, "u1");
         assert_eq!(claims.role, AccessRole::Responder);
+
+        let system = keys.mint(
+            "system",
+            "Impostor",
+            AccessRole::Admin,
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            keys.verify(&system),
+            Err(AuthError::Invalid),
+            "the timer's id is reserved"
+        );
 
         let other = TokenKeys::from_secret(b"another-secret-another-secret-xx");
         assert_eq!(other.verify(&token), Err(AuthError::Invalid));

@@ -308,6 +308,10 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
             .join("-")
     });
     anyhow::ensure!(!user.is_empty(), "--name (or --user) must not be empty");
+    anyhow::ensure!(
+        user != commandpost_shared::incident::SYSTEM_USER_ID,
+        "the user id `system` is reserved for the server's timer; choose another --user"
+    );
     println!(
         "{}",
         keys.mint(&user, args.name.trim(), args.role, args.incident, args.ttl)

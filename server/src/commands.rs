@@ -19,9 +19,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use commandpost_shared::incident::{Command, Event, IncidentState};
-use commandpost_shared::{IncidentId, TokenClaims};
+use commandpost_shared::{CommandOutcome, IncidentId, TimelinePage, TokenClaims};
 use futures::Stream;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{ApiError, AppState, Caller, bearer_token};
@@ -74,14 +74,6 @@ impl From<SidecarError> for ApiError {
             }
         }
     }
-}
-
-/// What a command endpoint answers: the events it produced and the state
-/// after them.
-#[derive(Serialize)]
-pub struct CommandOutcome {
-    pub events: Vec<Event>,
-    pub state: Arc<IncidentState>,
 }
 
 /// Parses an incident id from a path and checks the caller may see it.
@@ -147,7 +139,7 @@ pub async fn run_command(
     let after = state.sidecars.state(&id).await?;
     Ok(Json(CommandOutcome {
         events,
-        state: after,
+        state: (*after).clone(),
     }))
 }
 
@@ -168,14 +160,6 @@ pub struct TimelineQuery {
     after: u64,
     /// At most this many (1 to 1000, default 100).
     limit: Option<usize>,
-}
-
-/// A page of the timeline.
-#[derive(Serialize)]
-pub struct TimelinePage {
-    pub events: Vec<Event>,
-    /// Pass as `after` for the next page; absent on the last page.
-    pub next_after: Option<u64>,
 }
 
 /// `GET /api/incidents/{id}/timeline?after=&limit=`: events oldest first.

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod openapi;
 pub mod postmortem;
 pub mod protocol;
 pub mod remote;

@@ -388,11 +388,16 @@ mod tests {
                 summary: None,
             };
             let events = sidecars.declare(&declare, &ada()).unwrap();
-            let encoded: Vec<Vec<u8>> = events.iter().map(|e| serde_json::to_vec(e).unwrap()).collect();
+            let encoded: Vec<Vec<u8>> = events
+                .iter()
+                .map(|e| serde_json::to_vec(e).unwrap())
+                .collect();
             let record = store
-                .create_incident("Overdue".into(), ada().actor, start, move |_| InitialContent {
-                    doc: crate::template::initial_update(""),
-                    events: encoded.clone(),
+                .create_incident("Overdue".into(), ada().actor, start, move |_| {
+                    InitialContent {
+                        doc: crate::template::initial_update(""),
+                        events: encoded.clone(),
+                    }
                 })
                 .await
                 .unwrap();
@@ -409,8 +414,21 @@ mod tests {
             clock.set(start + Duration::minutes(31));
             assert_eq!(overdue(&sidecars.tick_due().await), 1, "due: announced");
             clock.set(start + Duration::minutes(32));
-            assert_eq!(overdue(&sidecars.tick_due().await), 0, "announced once per deadline");
-            assert!(sidecars.state(&id).await.unwrap().pin.as_ref().unwrap().overdue);
+            assert_eq!(
+                overdue(&sidecars.tick_due().await),
+                0,
+                "announced once per deadline"
+            );
+            assert!(
+                sidecars
+                    .state(&id)
+                    .await
+                    .unwrap()
+                    .pin
+                    .as_ref()
+                    .unwrap()
+                    .overdue
+            );
 
             // A new pin arms a new deadline, which passes while the server is down.
             let pin = Command::PinStatus {
@@ -424,14 +442,25 @@ mod tests {
         let store = reopen(dir.path());
         let sidecars = Sidecars::new(store, clock.clone(), Rules::default());
         clock.set(start + Duration::minutes(50));
-        assert_eq!(overdue(&sidecars.tick_due().await), 0, "nothing is armed before arm_all");
+        assert_eq!(
+            overdue(&sidecars.tick_due().await),
+            0,
+            "nothing is armed before arm_all"
+        );
         sidecars.arm_all(std::slice::from_ref(&id)).await.unwrap();
         let fired = sidecars.tick_due().await;
-        assert_eq!(overdue(&fired), 1, "the deadline missed while down is announced after restart");
+        assert_eq!(
+            overdue(&fired),
+            1,
+            "the deadline missed while down is announced after restart"
+        );
         assert_eq!(overdue(&sidecars.tick_due().await), 0);
         let stored = sidecars.events_after(&id, 0, usize::MAX).await.unwrap();
         assert_eq!(
-            stored.iter().filter(|e| matches!(e.kind, EventKind::UpdateOverdue { .. })).count(),
+            stored
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::UpdateOverdue { .. }))
+                .count(),
             2,
             "both announcements are durable"
         );

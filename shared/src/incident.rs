@@ -18,6 +18,7 @@
 use std::fmt;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::{AccessRole, Actor, UserId};
@@ -29,7 +30,9 @@ use crate::{AccessRole, Actor, UserId};
 pub const SYSTEM_USER_ID: &str = "system";
 
 /// How bad an incident is; `Sev1` is the worst.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     /// Critical: major customer impact, all hands.
@@ -69,7 +72,7 @@ impl fmt::Display for Severity {
 }
 
 /// The answers to the three "when to declare an incident" questions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Criteria {
     /// Is a second team needed to fix the problem?
@@ -81,7 +84,9 @@ pub struct Criteria {
 }
 
 /// One of the four roles of the incident command system.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Holds the big picture and every role that is not delegated.
@@ -145,7 +150,9 @@ impl fmt::Display for Role {
 ///
 /// `active → mitigated → resolved → closed`; see [`crate::machine`] for the
 /// allowed moves and their gates.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// The response is under way.
@@ -182,6 +189,7 @@ macro_rules! sequence_id {
         $(#[$doc])*
         #[derive(
             Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            JsonSchema,
         )]
         #[serde(transparent)]
         pub struct $name(pub u64);
@@ -250,7 +258,7 @@ impl Caller {
 }
 
 /// One line of a briefing's organisation: who does what.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct RoleAssignment {
     /// The role, or `None` for a responder with a free-text assignment.
@@ -266,7 +274,7 @@ pub struct RoleAssignment {
 
 /// A handoff briefing in the shape of an ICS 201 incident briefing,
 /// pre-filled from the incident state when a handoff is offered.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Briefing {
     /// The latest pinned summary, else the declaration summary, else the
@@ -289,7 +297,7 @@ pub struct Briefing {
 /// What a client asks the command sidecar to do.
 ///
 /// Serialised as `{"type": "assign_role", "role": ..., "to": ...}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Declares the incident; the caller becomes the first commander.
@@ -485,7 +493,7 @@ impl Command {
 /// What happened: one accepted fact on the incident's timeline.
 ///
 /// Serialised flattened into [`Event`] with a `"type"` tag.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum EventKind {
     /// The incident was declared; `commander` is its first commander.
@@ -735,7 +743,7 @@ impl EventKind {
 ///
 /// Serialised flat: `{"seq": 7, "at": "...", "actor": {...}, "type":
 /// "handoff_accepted", "handoff": 5, ...}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Event {
     /// The per-incident sequence number (1, 2, ...).
@@ -750,7 +758,7 @@ pub struct Event {
 }
 
 /// One role's current holder.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct RoleView {
     /// The role.
@@ -765,7 +773,7 @@ pub struct RoleView {
 }
 
 /// A person working the incident besides the role leads.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Responder {
     /// The person.
@@ -777,7 +785,7 @@ pub struct Responder {
 }
 
 /// An offer of a role that awaits an answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct PendingHandoff {
     /// The offer's id.
@@ -797,7 +805,7 @@ pub struct PendingHandoff {
 }
 
 /// The latest pinned status summary: the banner everyone sees.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Pin {
     /// The summary.
@@ -815,7 +823,7 @@ pub struct Pin {
 }
 
 /// A condition that must hold before the incident is resolved.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct ExitCriterion {
     /// Its id.
@@ -827,7 +835,7 @@ pub struct ExitCriterion {
 }
 
 /// Whether a recorded change still has to be dealt with.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ChangeState {
     /// Neither reverted nor waived: it blocks closing.
@@ -851,7 +859,7 @@ pub enum ChangeState {
 }
 
 /// A production change in the revert register.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Change {
     /// Its id.
@@ -871,7 +879,7 @@ pub struct Change {
 }
 
 /// A stretch of time during which someone explicitly held a role.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Tenure {
     /// The role.
@@ -885,7 +893,7 @@ pub struct Tenure {
 }
 
 /// A note from the command-post log, kept in the state for briefings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct Note {
     /// The `note_posted` event.
@@ -900,7 +908,7 @@ pub struct Note {
 
 /// The incident as the fold of its events ([`crate::machine::fold`]); served
 /// by the API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct IncidentState {
     /// The title.
@@ -1020,7 +1028,7 @@ impl IncidentState {
 }
 
 /// Which kind of rule refused a command; maps to an HTTP status.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// The caller may not do this (HTTP 403).
@@ -1065,7 +1073,7 @@ impl fmt::Display for ErrorKind {
 
 /// A refused command: which kind of rule, and the rule in plain lowercase
 /// words (e.g. "only the incident commander may assign roles").
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub struct CommandError {
     /// The kind of rule (the stable code).

@@ -13,11 +13,15 @@ use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// An incident id of the form `INC-<n>`, numbered sequentially per server.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
+#[schemars(with = "String", description = "an incident id, `INC-<n>`")]
 pub struct IncidentId(u64);
 
 impl IncidentId {
@@ -91,7 +95,9 @@ impl From<IncidentId> for String {
 }
 
 /// A user's id (the token's subject).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(transparent)]
 pub struct UserId(pub String);
 
@@ -102,7 +108,7 @@ impl fmt::Display for UserId {
 }
 
 /// What a token lets its holder do, independent of any incident role.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AccessRole {
     /// Everything a responder may do, plus emergency command changes and
@@ -155,7 +161,7 @@ impl FromStr for AccessRole {
 ///
 /// An SSO gateway or chat bot can mint these with the shared secret and any
 /// JWT library.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TokenClaims {
     /// The user id.
     pub sub: String,
@@ -176,7 +182,7 @@ pub struct TokenClaims {
 }
 
 /// `POST /api/incidents` request body: declaring an incident.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CreateIncident {
     /// A short title; required, 1 to 200 characters after trimming.
     pub title: String,
@@ -192,7 +198,7 @@ pub struct CreateIncident {
 }
 
 /// An incident as the API returns it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Incident {
     /// `INC-<n>`.
     pub id: IncidentId,
@@ -208,8 +214,27 @@ pub struct Incident {
     pub state: incident::IncidentState,
 }
 
+/// What a command endpoint answers: the events the command produced (already
+/// durable) and the incident's state after them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct CommandOutcome {
+    /// The new events, in order.
+    pub events: Vec<incident::Event>,
+    /// The state after them.
+    pub state: incident::IncidentState,
+}
+
+/// A page of an incident's timeline, oldest first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct TimelinePage {
+    /// Events with a sequence number above the requested one.
+    pub events: Vec<incident::Event>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<u64>,
+}
+
 /// A user as recorded on events and records: id and display name.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Actor {
     /// The user id (token subject).
     pub id: UserId,
@@ -218,7 +243,7 @@ pub struct Actor {
 }
 
 /// Live connection counts for one incident's document.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Presence {
     /// Connected responders and admins.
     pub editors: u32,
@@ -227,14 +252,14 @@ pub struct Presence {
 }
 
 /// The JSON body of every API error: `{"error": {"code", "message"}}`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// A stable machine-readable code and a human-readable message.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ErrorDetail {
     /// A stable code such as `unauthorized` or `incident_not_found`.
     pub code: String,

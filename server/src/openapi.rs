@@ -1,0 +1,184 @@
+//! The OpenAPI document served at `/api/openapi.json`, generated at run time
+//! from the wire types (their `JsonSchema` derives) and from
+//! [`crate::commands::COMMAND_NAMES`], the same list the command endpoint
+//! accepts, so the document cannot drift from the code. The tests check that
+//! every command variant is listed and every listed name is a variant.
+
+use commandpost_shared::incident::{Briefing, Command, IncidentState, Tenure};
+use commandpost_shared::{CommandOutcome, CreateIncident, ErrorBody, Incident, TimelinePage};
+use schemars::generate::SchemaSettings;
+use serde_json::{Value, json};
+
+use crate::commands::COMMAND_NAMES;
+
+/// The schema of one `Command` variant, found by its `type` tag.
+fn variant<'a>(command: &'a Value, name: &str) -> Option<&'a Value> {
+    command["oneOf"].as_array()?.iter().find(|variant| {
+        let tag = &variant["properties"]["type"];
+        tag["const"] == name || tag["enum"] == json!([name])
+    })
+}
+
+fn json_body(schema: Value) -> Value {
+    json!({"required": true, "content": {"application/json": {"schema": schema}}})
+}
+
+fn responses(ok_status: &str, ok_description: &str, schema: Value) -> Value {
+    let error = json!({"content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}});
+    let mut responses = json!({
+        ok_status: {"description": ok_description, "content": {"application/json": {"schema": schema}}},
+        "401": {"description": "missing, invalid or expired token", "content": error["content"]},
+        "403": {"description": "not allowed for this access role or incident role", "content": error["content"]},
+        "404": {"description": "unknown incident", "content": error["content"]},
+    });
+    responses["422"] =
+        json!({"description": "invalid body or refused by a rule", "content": error["content"]});
+    responses
+}
+
+fn reference(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+/// Builds the document.
+pub fn document() -> Value {
+    let mut generator = SchemaSettings::openapi3().into_generator();
+    for schema in [
+        generator.subschema_for::<Incident>(),
+        generator.subschema_for::<CreateIncident>(),
+        generator.subschema_for::<IncidentState>(),
+        generator.subschema_for::<Command>(),
+        generator.subschema_for::<CommandOutcome>(),
+        generator.subschema_for::<TimelinePage>(),
+        generator.subschema_for::<ErrorBody>(),
+        generator.subschema_for::<Briefing>(),
+        generator.subschema_for::<Vec<Tenure>>(),
+    ] {
+        drop(schema);
+    }
+    let schemas = Value::Object(generator.take_definitions(true));
+    let command = schemas["Command"].clone();
+    let id = json!({"name": "id", "in": "path", "required": true, "schema": {"type": "string"}, "example": "INC-1"});
+
+    let mut paths = serde_json::Map::new();
+    paths.insert(
+        "/api/incidents".into(),
+        json!({
+            "get": {"summary": "List the incidents the token may see", "responses": responses("200", "incidents", json!({"type": "array", "items": reference("Incident")}))},
+            "post": {"summary": "Declare an incident; the caller becomes its incident commander", "requestBody": json_body(reference("CreateIncident")), "responses": responses("201", "the declared incident", reference("Incident"))},
+        }),
+    );
+    paths.insert("/api/incidents/{id}".into(), json!({"get": {"summary": "An incident with its state and presence", "parameters": [id], "responses": responses("200", "the incident", reference("Incident"))}}));
+    paths.insert("/api/incidents/{id}/state".into(), json!({"get": {"summary": "The command sidecar's state", "parameters": [id], "responses": responses("200", "the state", reference("IncidentState"))}}));
+    paths.insert(
+        "/api/incidents/{id}/timeline".into(),
+        json!({"get": {"summary": "The timeline, oldest first, paged", "parameters": [id,
+            {"name": "after", "in": "query", "schema": {"type": "integer", "minimum": 0}, "description": "only events after this sequence number"},
+            {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}, "description": "page size (default 100)"}],
+            "responses": responses("200", "a page", reference("TimelinePage"))}}),
+    );
+    paths.insert("/api/incidents/{id}/roles/history".into(), json!({"get": {"summary": "Who held which role, from when to when", "parameters": [id], "responses": responses("200", "tenures", json!({"type": "array", "items": reference("Tenure")}))}}));
+    paths.insert(
+        "/api/incidents/{id}/briefing".into(),
+        json!({"get": {"summary": "The ICS 201 briefing a handoff offer would carry now", "parameters": [id, {"name": "notes", "in": "query", "schema": {"type": "string"}}], "responses": responses("200", "the briefing", reference("Briefing"))}}),
+    );
+    paths.insert(
+        "/api/incidents/{id}/events".into(),
+        json!({"get": {"summary": "Live events as Server-Sent Events; each SSE id is the event's sequence number. Resume with Last-Event-ID or ?after=. The token may be passed as ?token= (EventSource cannot set headers).",
+            "parameters": [id, {"name": "after", "in": "query", "schema": {"type": "integer"}}, {"name": "token", "in": "query", "schema": {"type": "string"}}],
+            "responses": {"200": {"description": "an endless text/event-stream of Event objects", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/Event"}}}}}}}),
+    );
+    paths.insert("/api/incidents/{id}/postmortem.md".into(), json!({"get": {"summary": "The postmortem draft, Markdown", "parameters": [id], "responses": {"200": {"description": "Markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}}}}}));
+    for name in COMMAND_NAMES {
+        let mut body = variant(&command, name)
+            .unwrap_or_else(|| panic!("command `{name}` is not a Command variant"))
+            .clone();
+        // The path names the command; the body carries the other fields.
+        if let Some(properties) = body["properties"].as_object_mut() {
+            properties.remove("type");
+        }
+        if let Some(required) = body["required"].as_array_mut() {
+            required.retain(|field| field != "type");
+        }
+        let description = body["description"].as_str().unwrap_or_default().to_owned();
+        paths.insert(
+            format!("/api/incidents/{{id}}/commands/{name}"),
+            json!({"post": {"summary": name.replace('_', " "), "description": description, "parameters": [id], "requestBody": json_body(body),
+                "responses": responses("200", "the events (durable) and the state after them", reference("CommandOutcome"))}}),
+        );
+    }
+    json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Command Post API", "version": env!("CARGO_PKG_VERSION"),
+                 "description": "Incidents, the command sidecar and its live events. Authenticate with `Authorization: Bearer TOKEN` (JWT, HS256). Errors are `{\"error\": {\"code\", \"message\"}}`."},
+        "components": {"schemas": schemas, "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        "security": [{"bearer": []}],
+        "paths": paths,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `type` tag of the `Command` schema.
+    fn variant_names(command: &Value) -> Vec<String> {
+        command["oneOf"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|variant| {
+                let tag = &variant["properties"]["type"];
+                tag["const"]
+                    .as_str()
+                    .or_else(|| tag["enum"][0].as_str())
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_command_variant_has_an_endpoint_and_every_endpoint_a_variant() {
+        let document = document();
+        let command = &document["components"]["schemas"]["Command"];
+        let mut variants = variant_names(command);
+        variants.sort();
+        let mut expected: Vec<String> = COMMAND_NAMES.iter().map(|name| name.to_string()).collect();
+        // Declared through POST /api/incidents; the timer's own command.
+        expected.extend(["declare".to_string(), "tick".to_string()]);
+        expected.sort();
+        assert_eq!(
+            variants, expected,
+            "COMMAND_NAMES and the Command enum drifted apart"
+        );
+        for name in COMMAND_NAMES {
+            let path = format!("/api/incidents/{{id}}/commands/{name}");
+            let body = &document["paths"][&path]["post"]["requestBody"]["content"]["application/json"]
+                ["schema"];
+            assert!(body.is_object(), "no body schema for {name}");
+            assert!(
+                body["properties"].get("type").is_none(),
+                "{name}: the tag is in the path"
+            );
+        }
+        let offer = &document["paths"]["/api/incidents/{id}/commands/offer_handoff"]["post"]["requestBody"]
+            ["content"]["application/json"]["schema"];
+        for field in ["role", "to"] {
+            assert!(
+                offer["properties"].get(field).is_some(),
+                "offer_handoff lacks {field}: {offer}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let document = document();
+        let text = document.to_string();
+        let schemas = document["components"]["schemas"].as_object().unwrap();
+        for reference in text.split("\"#/components/schemas/").skip(1) {
+            let name = &reference[..reference.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "dangling reference to {name}");
+        }
+    }
+}
