@@ -18,7 +18,8 @@ use axum::{Json, Router};
 use chrono::Utc;
 use commandpost_shared::incident::Command;
 use commandpost_shared::{
-    Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, TokenClaims, UserId,
+    AccessRole, Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, ShareLink,
+    ShareRequest, TokenClaims, UserId,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,6 +55,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/incidents", get(list_incidents).post(create_incident))
         .route("/api/incidents/{id}", get(get_incident))
+        .route("/api/me", get(me))
+        .route("/api/incidents/{id}/share", post(share))
         .route(
             "/api/incidents/{id}/commands/{name}",
             post(commands::run_command),
@@ -292,6 +295,93 @@ fn json_object<T: serde::de::DeserializeOwned>(
             format!("invalid request body: {error}"),
         )
     })
+}
+
+/// `GET /api/me`: the caller's token claims (who the app is signed in as).
+async fn me(caller: Caller) -> Json<TokenClaims> {
+    Json(caller.0)
+}
+
+/// `POST /api/incidents/{id}/share`: the incident's commander, or an admin,
+/// mints a responder or viewer link limited to this incident.
+async fn share(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    headers: HeaderMap,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<ShareLink>, ApiError> {
+    let id: IncidentId = raw_id
+        .parse()
+        .map_err(|_| ApiError::incident_not_found(&raw_id))?;
+    check_incident_scope(&caller.0, &id)?;
+    if state.store.get_incident(&id)?.is_none() {
+        return Err(ApiError::incident_not_found(&raw_id));
+    }
+    let request: ShareRequest = json_object(body)?;
+    let incident_state = state.sidecars.state(&id).await?;
+    let is_commander = incident_state.commander().id.0 == caller.0.sub;
+    if !(is_commander || caller.0.role == AccessRole::Admin) {
+        return Err(AuthError::Forbidden(
+            "only the incident commander or an admin may create share links".into(),
+        )
+        .into());
+    }
+    if request.role == AccessRole::Admin {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "share links are for responders or viewers",
+        ));
+    }
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "name must be 1 to 100 characters",
+        ));
+    }
+    let hours = request.ttl_hours.unwrap_or(24);
+    if !(1..=168).contains(&hours) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid",
+            "ttl_hours must be 1 to 168",
+        ));
+    }
+    // A user id of its own, so two links for "Sam" are two people.
+    let slug: String = name
+        .to_lowercase()
+        .chars()
+        .map(|c| if c.is_alphanumeric() { c } else { '-' })
+        .collect();
+    let user = format!(
+        "{}-{}",
+        slug.trim_matches('-'),
+        &uuid::Uuid::new_v4().simple().to_string()[..6]
+    );
+    let ttl = std::time::Duration::from_secs(u64::from(hours) * 3600);
+    let token = state
+        .keys
+        .mint(&user, name, request.role, Some(id.clone()), ttl);
+    let base = match &state.config.public_url {
+        Some(url) => url.trim_end_matches('/').to_owned(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    };
+    tracing::info!(incident = %id, by = %caller.0.sub, role = %request.role, user = %user, "share link created");
+    Ok(Json(ShareLink {
+        url: format!("{base}/?token={token}"),
+        token,
+        user: UserId(user),
+        expires_at: Utc::now() + chrono::Duration::hours(i64::from(hours)),
+    }))
 }
 
 async fn list_incidents(

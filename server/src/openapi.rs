@@ -5,7 +5,10 @@
 //! every command variant is listed and every listed name is a variant.
 
 use commandpost_shared::incident::{Briefing, Command, IncidentState, Tenure};
-use commandpost_shared::{CommandOutcome, CreateIncident, ErrorBody, Incident, TimelinePage};
+use commandpost_shared::{
+    CommandOutcome, CreateIncident, ErrorBody, Incident, ShareLink, ShareRequest, TimelinePage,
+    TokenClaims,
+};
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
@@ -53,6 +56,9 @@ pub fn document() -> Value {
         generator.subschema_for::<ErrorBody>(),
         generator.subschema_for::<Briefing>(),
         generator.subschema_for::<Vec<Tenure>>(),
+        generator.subschema_for::<TokenClaims>(),
+        generator.subschema_for::<ShareRequest>(),
+        generator.subschema_for::<ShareLink>(),
     ] {
         drop(schema);
     }
@@ -69,6 +75,12 @@ pub fn document() -> Value {
         }),
     );
     paths.insert("/api/incidents/{id}".into(), json!({"get": {"summary": "An incident with its state and presence", "parameters": [id], "responses": responses("200", "the incident", reference("Incident"))}}));
+    paths.insert("/api/me".into(), json!({"get": {"summary": "Who the token belongs to", "responses": responses("200", "the token's claims", reference("TokenClaims"))}}));
+    paths.insert(
+        "/api/incidents/{id}/share".into(),
+        json!({"post": {"summary": "Create a responder or viewer link limited to this incident (incident commander or admin)", "parameters": [id],
+            "requestBody": json_body(reference("ShareRequest")), "responses": responses("200", "the link", reference("ShareLink"))}}),
+    );
     paths.insert("/api/incidents/{id}/state".into(), json!({"get": {"summary": "The command sidecar's state", "parameters": [id], "responses": responses("200", "the state", reference("IncidentState"))}}));
     paths.insert(
         "/api/incidents/{id}/timeline".into(),

@@ -162,6 +162,7 @@ impl FromStr for AccessRole {
 /// An SSO gateway or chat bot can mint these with the shared secret and any
 /// JWT library.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(description = "the claims of an access token; also what `GET /api/me` answers")]
 pub struct TokenClaims {
     /// The user id.
     pub sub: String,
@@ -222,6 +223,33 @@ pub struct CommandOutcome {
     pub events: Vec<incident::Event>,
     /// The state after them.
     pub state: incident::IncidentState,
+}
+
+/// `POST /api/incidents/{id}/share`: mint a link for someone to join one
+/// incident.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShareRequest {
+    /// `responder` or `viewer` (admin links cannot be shared).
+    pub role: AccessRole,
+    /// The display name of the person the link is for.
+    pub name: String,
+    /// How long the link works, in hours (1 to 168; default 24).
+    #[serde(default)]
+    pub ttl_hours: Option<u32>,
+}
+
+/// A share link: a token limited to one incident, and the URL that signs
+/// its holder in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ShareLink {
+    /// The token (a JWT limited to the incident).
+    pub token: String,
+    /// `<server>/?token=...`: opens the app signed in.
+    pub url: String,
+    /// The user id the token carries.
+    pub user: UserId,
+    /// When the link stops working (UTC).
+    pub expires_at: DateTime<Utc>,
 }
 
 /// A page of an incident's timeline, oldest first.

@@ -13,3 +13,4 @@ mod durability;
 mod fanout;
 mod sidecar;
 mod sync;
+mod share;

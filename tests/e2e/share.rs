@@ -1,0 +1,142 @@
+//! `GET /api/me` and share links (`POST /api/incidents/{id}/share`).
+
+use commandpost_shared::AccessRole;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+use crate::support::yclient::YClient;
+
+async fn share(server: &TestServer, incident: &str, token: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.url(&format!("/api/incidents/{incident}/share")))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commander_shares_incident_scoped_links_and_others_cannot() {
+    let server = TestServer::start();
+    let ida = server.token(AccessRole::Responder, "Ida");
+    let response = reqwest::Client::new()
+        .post(server.url("/api/incidents"))
+        .bearer_auth(&ida)
+        .json(&json!({"title": "Shared"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    server.create_incident("Another").await;
+
+    let (status, me) = server.get_json("/api/me", &ida).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (me["sub"].as_str(), me["name"].as_str(), me["role"].as_str()),
+        (Some("ida"), Some("Ida"), Some("responder"))
+    );
+
+    // The IC mints a viewer link for one incident.
+    let (status, link) = share(
+        &server,
+        "INC-1",
+        &ida,
+        json!({"role": "viewer", "name": "Exec on call"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{link}");
+    let token = link["token"].as_str().unwrap();
+    assert!(
+        link["url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/?token={token}")),
+        "{link}"
+    );
+    let claims = server.keys().verify(token).unwrap();
+    assert_eq!(claims.role, AccessRole::Viewer);
+    assert_eq!(
+        claims.incident.map(|id| id.to_string()),
+        Some("INC-1".to_owned())
+    );
+    assert_eq!(claims.name, "Exec on call");
+    assert!(claims.sub.starts_with("exec-on-call-"), "{}", claims.sub);
+    let hours = (claims.exp - claims.iat) / 3600;
+    assert_eq!(hours, 24);
+
+    // The link sees only its incident, read-only.
+    let (_, list) = server.get_json("/api/incidents", token).await;
+    let ids: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids, ["INC-1"]);
+    let (status, _) = server.get_json("/api/incidents/INC-2", token).await;
+    assert_eq!(status, 403);
+    let viewer = YClient::connect(&server.ws_url(&"INC-1".parse().unwrap(), token)).await;
+    assert!(viewer.read().starts_with("# INC-1: Shared"));
+
+    // Responder links work too; others may not mint, and nobody mints admins.
+    let (status, _) = share(
+        &server,
+        "INC-1",
+        &ida,
+        json!({"role": "responder", "name": "Sam", "ttl_hours": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let otto = server.token(AccessRole::Responder, "Otto");
+    let (status, refused) = share(
+        &server,
+        "INC-1",
+        &otto,
+        json!({"role": "viewer", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("incident commander")
+    );
+    let (status, _) = share(
+        &server,
+        "INC-1",
+        token,
+        json!({"role": "viewer", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 403, "a viewer link cannot mint more links");
+    let admin = server.token(AccessRole::Admin, "Root");
+    let (status, _) = share(
+        &server,
+        "INC-1",
+        &admin,
+        json!({"role": "viewer", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 200, "admins may share");
+    for bad in [
+        json!({"role": "admin", "name": "x"}),
+        json!({"role": "viewer", "name": " "}),
+        json!({"role": "viewer", "name": "x", "ttl_hours": 0}),
+        json!({"role": "viewer", "name": "x", "ttl_hours": 1000}),
+    ] {
+        let (status, body) = share(&server, "INC-1", &ida, bad.clone()).await;
+        assert_eq!(status, 422, "{bad}: {body}");
+    }
+    let (status, _) = share(
+        &server,
+        "INC-9",
+        &admin,
+        json!({"role": "viewer", "name": "x"}),
+    )
+    .await;
+    assert_eq!(status, 404);
+}
