@@ -122,6 +122,10 @@ struct ServeArgs {
     /// How long the admin token printed at start-up stays valid.
     #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
     admin_token_ttl: Duration,
+    /// How long a handoff offer waits for the named person before it
+    /// expires (e.g. 15m).
+    #[arg(long, env = "COMMANDPOST_HANDOFF_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
+    handoff_ttl: Duration,
     /// Log format on stderr.
     #[arg(long, env = "COMMANDPOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -234,6 +238,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compact_after_bytes: args.compact_after_bytes.max(1),
         room_buffer_messages: args.room_buffer.max(16),
         admin_token_ttl: args.admin_token_ttl,
+        handoff_ttl: args.handoff_ttl,
     };
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {

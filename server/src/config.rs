@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub room_buffer_messages: usize,
     /// How long the admin token printed at start-up stays valid.
     pub admin_token_ttl: Duration,
+    /// How long a handoff offer waits for an answer before it expires.
+    pub handoff_ttl: Duration,
 }
 
 impl ServerConfig {
@@ -46,6 +48,7 @@ impl ServerConfig {
             compact_after_bytes: 4 * 1024 * 1024,
             room_buffer_messages: 1024,
             admin_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            handoff_ttl: Duration::from_secs(15 * 60),
         }
     }
 }

@@ -37,7 +37,13 @@ impl Server {
             )
         })?;
         let rooms = Rooms::new(store.clone(), config.clone());
-        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules::default());
+        let handoff_ttl =
+            chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
+        anyhow::ensure!(
+            handoff_ttl > chrono::Duration::zero(),
+            "--handoff-ttl must be longer than zero"
+        );
+        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
         Ok(Self {
             state: AppState {
                 store,

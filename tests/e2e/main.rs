@@ -11,6 +11,6 @@ mod cli;
 mod convergence;
 mod durability;
 mod fanout;
+mod share;
 mod sidecar;
 mod sync;
-mod share;

@@ -527,3 +527,45 @@ async fn event_streams_resume_after_a_sequence_number_and_bad_commands_get_clear
     .await;
     assert_eq!(status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_offer_expires_after_the_configured_time_and_the_holder_keeps_the_role() {
+    let server = TestServer::start_with(&["--handoff-ttl", "1s"]);
+    let alice = server.token(AccessRole::Responder, "Alice");
+    let bob = server.token(AccessRole::Responder, "Bob");
+    let incident = declare(&server, &alice, json!({"title": "Expiry"})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let stream = EventStream::open(&events_url(&server, &incident, &alice)).await;
+    let offered = ok(
+        &server,
+        &incident,
+        &alice,
+        "offer_handoff",
+        json!({"role": "incident_commander", "to": {"id": "bob", "name": "Bob"}}),
+    )
+    .await;
+    let handoff = offered["events"][0]["handoff"].clone();
+    let expired = stream.wait_for("handoff_expired").await;
+    assert_eq!(expired["handoff"], handoff);
+    assert_eq!(
+        expired["actor"]["id"], "system",
+        "the server's timer expired it"
+    );
+    let state = get_state(&server, &incident, &alice).await;
+    assert!(state["pending_handoffs"].as_array().unwrap().is_empty());
+    assert_eq!(holder(&state, "incident_commander"), "alice");
+    let (status, _) = command(
+        &server,
+        &incident,
+        &bob,
+        "accept_handoff",
+        json!({"handoff": handoff}),
+    )
+    .await;
+    assert!(
+        (400..500).contains(&status),
+        "an expired offer cannot be accepted"
+    );
+}
