@@ -12,7 +12,7 @@ use axum::extract::{FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::Utc;
@@ -50,7 +50,7 @@ pub struct AppState {
 /// Builds the router.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/", get(index))
+        .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .route("/api/incidents", get(list_incidents).post(create_incident))
@@ -74,7 +74,7 @@ pub fn router(state: AppState) -> Router {
             get(commands::get_postmortem),
         )
         .route("/ws/{id}", get(crate::ws::upgrade))
-        .fallback(not_found)
+        .fallback(crate::web::app)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
@@ -178,20 +178,12 @@ impl Caller {
     }
 }
 
-async fn index() -> Html<&'static str> {
-    Html(include_str!("index.html"))
-}
-
 async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
 
 async fn healthz() -> &'static str {
     "ok"
-}
-
-async fn not_found() -> ApiError {
-    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
 async fn method_not_allowed() -> ApiError {

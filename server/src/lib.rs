@@ -20,4 +20,5 @@ pub mod sidecar;
 pub mod store;
 pub mod template;
 pub mod update_check;
+pub mod web;
 pub mod ws;

@@ -615,7 +615,7 @@ async fn reading_incidents_respects_scope_and_unknown_things_are_json_404s() {
         ("list with a garbage token", "/api/incidents", Some("garbage"), 401, "invalid_token"),
         ("unknown API path", "/api/nope", Some(&viewer), 404, "not_found"),
         ("unknown API path, no token", "/api/nope", None, 404, "not_found"),
-        ("unknown top-level path", "/nope/nope", None, 404, "not_found"),
+        ("an unknown path deep under the API", "/api/nope/nope", None, 404, "not_found"),
     ];
     for (what, path, token, status, code) in cases {
         let mut request = reqwest::Client::new().get(server.url(path));

@@ -140,3 +140,28 @@ async fn the_commander_shares_incident_scoped_links_and_others_cannot() {
     .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_routes_serve_the_browser_app_and_api_paths_stay_json() {
+    let server = TestServer::start();
+    for path in ["/", "/incidents/INC-1", "/anything/else"] {
+        let response = reqwest::get(server.url(path)).await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/html"),
+            "{path}: {content_type}"
+        );
+        assert!(response.text().await.unwrap().contains("<html"), "{path}");
+    }
+    let response = reqwest::get(server.url("/assets/does-not-exist.js"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    let response = reqwest::get(server.url("/api/nope")).await.unwrap();
+    assert_eq!(response.status(), 404);
+    assert_eq!(response.headers()["content-type"], "application/json");
+}
