@@ -148,6 +148,22 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl AppState {
+    /// Verifies the caller's token from `Authorization: Bearer`, or from a
+    /// `?token=` query parameter for clients that cannot set headers
+    /// (browser WebSockets and EventSource).
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        query_token: Option<String>,
+    ) -> Result<TokenClaims, AuthError> {
+        let token = bearer_token(headers)
+            .or(query_token)
+            .ok_or(AuthError::Missing)?;
+        self.keys.verify(&token)
+    }
+}
+
 /// The bearer token of a request, if any.
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;

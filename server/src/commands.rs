@@ -24,8 +24,8 @@ use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::{ApiError, AppState, Caller, bearer_token};
-use crate::auth::{AuthError, check_incident_scope};
+use crate::api::{ApiError, AppState, Caller};
+use crate::auth::check_incident_scope;
 use crate::sidecar::{SidecarError, caller_of};
 
 /// The commands reachable over HTTP, by path name (`POST
@@ -254,10 +254,7 @@ pub async fn stream_events(
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // EventSource cannot set headers: the token may come as ?token=.
-    let token = bearer_token(&headers)
-        .or(query.token)
-        .ok_or(AuthError::Missing)?;
-    let claims = state.keys.verify(&token)?;
+    let claims = state.authenticate(&headers, query.token)?;
     let id = known_incident(&state, &claims, &raw_id)?;
     let resume_from = headers
         .get("last-event-id")

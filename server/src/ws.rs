@@ -23,8 +23,8 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::api::{ApiError, AppState, bearer_token};
-use crate::auth::{AuthError, check_incident_scope};
+use crate::api::{ApiError, AppState};
+use crate::auth::check_incident_scope;
 use crate::protocol::{self, Access, Effect, Session, close_code};
 use crate::rooms::RoomGuard;
 use crate::store::StoreError;
@@ -49,10 +49,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let token = bearer_token(&headers)
-        .or(query.token)
-        .ok_or(AuthError::Missing)?;
-    let claims = app.keys.verify(&token)?;
+    let claims = app.authenticate(&headers, query.token)?;
     let id: IncidentId = raw_id
         .parse()
         .map_err(|_| ApiError::incident_not_found(&raw_id))?;

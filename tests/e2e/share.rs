@@ -7,15 +7,9 @@ use crate::support::TestServer;
 use crate::support::yclient::YClient;
 
 async fn share(server: &TestServer, incident: &str, token: &str, body: Value) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url(&format!("/api/incidents/{incident}/share")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    server
+        .post_json(&format!("/api/incidents/{incident}/share"), token, &body)
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,15 +9,9 @@ use crate::support::TestServer;
 use crate::support::sse::EventStream;
 
 async fn declare(server: &TestServer, token: &str, body: Value) -> Value {
-    let response = reqwest::Client::new()
-        .post(server.url("/api/incidents"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
-    response.json().await.unwrap()
+    let (status, incident) = server.post_json("/api/incidents", token, &body).await;
+    assert_eq!(status, 201, "{incident}");
+    incident
 }
 
 /// Runs one command; returns status and body.
@@ -28,15 +22,13 @@ async fn command(
     name: &str,
     body: Value,
 ) -> (u16, Value) {
-    let response = reqwest::Client::new()
-        .post(server.url(&format!("/api/incidents/{incident}/commands/{name}")))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    server
+        .post_json(
+            &format!("/api/incidents/{incident}/commands/{name}"),
+            token,
+            &body,
+        )
         .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 async fn ok(server: &TestServer, incident: &str, token: &str, name: &str, body: Value) -> Value {

@@ -217,6 +217,27 @@ impl TestServer {
         body["id"].as_str().unwrap().parse().unwrap()
     }
 
+    /// POSTs a JSON body with a bearer token; returns status and JSON body.
+    pub async fn post_json(
+        &self,
+        path: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let response = reqwest::Client::new()
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     pub async fn get_json(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new()
             .get(self.url(path))
