@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Runs every test: installs the stock Yjs client the end-to-end tests drive,
-# then the whole Rust workspace (unit, property and end-to-end tests).
+# Runs every test: the Rust workspace (unit, property and end-to-end tests,
+# with the stock Yjs client they drive), then the browser tests in Debian's
+# Chromium. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-    echo "error: Node.js and npm are needed for the stock Yjs client tests (Debian: apt-get install nodejs npm)" >&2
-    exit 1
-fi
+need() {
+    command -v "$1" >/dev/null 2>&1 || { echo "error: $1 is needed: $2" >&2; exit 1; }
+}
+need node "install Node.js 20 or later (Debian: apt-get install nodejs npm)"
+need npm "install npm (Debian: apt-get install npm)"
+
 echo "==> installing the stock Yjs client (tests/node)"
 npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
-echo "==> cargo test --workspace"
+echo "==> cargo test --workspace (builds the browser app into the binary)"
 cargo test --workspace --locked "$@"
+
+echo "==> browser tests (tests/browser, Debian chromium)"
+COMMANDPOST_BIN="$PWD/target/debug/commandpost" tests/browser/run.sh

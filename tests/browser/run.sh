@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Runs the browser tests: the real commandpost binary (which embeds web/dist)
+# driven through Debian's chromium by playwright-core and node's test runner.
+#
+#   tests/browser/run.sh              # uses target/debug/commandpost
+#   COMMANDPOST_BIN=/path/to/commandpost tests/browser/run.sh
+#
+# Build first: `cargo build -p commandpost` (its build script runs
+# `npm run build` in web/). Screenshots go to tests/browser/artifacts/ and
+# docs/screenshot-{responder,viewer}.png.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+chromium="${CHROMIUM_PATH:-/usr/bin/chromium}"
+if [ ! -x "$chromium" ]; then
+  echo "error: no chromium at $chromium." >&2
+  echo "Install Debian's chromium: apt-get update && apt-get install -y chromium" >&2
+  echo "(or point CHROMIUM_PATH at a Chromium binary)" >&2
+  exit 1
+fi
+
+bin="${COMMANDPOST_BIN:-../../target/debug/commandpost}"
+if [ ! -x "$bin" ]; then
+  echo "error: no server binary at $bin; run 'cargo build -p commandpost' first (or set COMMANDPOST_BIN)" >&2
+  exit 1
+fi
+
+npm ci --no-audit --no-fund --loglevel=error
+# One file at a time: each starts its own server and browser, and two
+# chromiums side by side on a 2-core machine only make timing noisier.
+exec node --test --test-concurrency=1 ./*.test.mjs

@@ -1,0 +1,242 @@
+// Shared helpers of the browser tests: start the real `commandpost` binary on
+// an ephemeral port with a temporary data directory, mint tokens with the
+// same secret, launch Debian's chromium through playwright-core, collect
+// console errors, and wait for conditions (never fixed sleeps).
+
+import { spawn, execFileSync } from 'node:child_process'
+import { mkdtempSync, mkdirSync, copyFileSync, existsSync, readFileSync, statSync } from 'node:fs'
+import { createServer, request as httpRequest } from 'node:http'
+import { connect as netConnect } from 'node:net'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { chromium } from 'playwright-core'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+
+export const BIN = path.resolve(here, process.env.COMMANDPOST_BIN ?? '../../target/debug/commandpost')
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium'
+/** 40 characters; the server and `commandpost token` both read it. */
+export const SECRET = 'browser-tests-secret-0123456789abcdefghij'
+export const ARTIFACTS = path.join(here, 'artifacts')
+export const DOCS = path.resolve(here, '../../docs')
+
+const env = { ...process.env, COMMANDPOST_SECRET: SECRET, COMMANDPOST_LOG: process.env.COMMANDPOST_LOG ?? 'warn', NO_COLOR: '1' }
+
+export function tempData(label) {
+  return mkdtempSync(path.join(tmpdir(), `cp-browser-${label}-`))
+}
+
+/**
+ * Starts `commandpost serve` and resolves once it prints its address.
+ * `listen` defaults to an ephemeral port; pass the same address to restart
+ * on the same port.
+ */
+export function startServer({ data, listen = '127.0.0.1:0' }) {
+  if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: run \`cargo build -p commandpost\` or set COMMANDPOST_BIN`)
+  const proc = spawn(BIN, ['serve', '--listen', listen, '--data', data], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL')
+      reject(new Error(`the server did not start within 20 s:\n${output}`))
+    }, 20_000)
+    const onData = (chunk) => {
+      output += chunk.toString()
+      const match = /Listening on:\s+(http:\/\/\S+)/.exec(output)
+      if (match) {
+        clearTimeout(timer)
+        proc.stdout.off('data', onData)
+        proc.stdout.resume()
+        const url = match[1].replace(/\/$/, '')
+        resolve({ proc, url, listen: new URL(url).host, data, exited: new Promise((done) => proc.once('exit', done)) })
+      }
+    }
+    proc.stdout.on('data', onData)
+    proc.stderr.on('data', (chunk) => {
+      output += chunk.toString()
+      if (process.env.COMMANDPOST_TEST_VERBOSE) process.stderr.write(chunk)
+    })
+    proc.once('exit', (code) => {
+      clearTimeout(timer)
+      reject(new Error(`the server exited (${code}) before listening:\n${output}`))
+    })
+  })
+}
+
+/** SIGTERM, then wait for a clean exit (the server closes sockets with 1012). */
+export async function stopServer(server) {
+  if (server.proc.exitCode !== null) return
+  server.proc.kill('SIGTERM')
+  let timer
+  const code = await Promise.race([server.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), 10_000)))])
+  clearTimeout(timer)
+  if (code === 'timeout') {
+    server.proc.kill('SIGKILL')
+    await server.exited
+  }
+}
+
+/** Mints a token with the CLI, exactly as an operator would. */
+export function mint(data, role, name, { incident } = {}) {
+  const args = ['token', '--data', data, '--role', role, '--name', name]
+  if (incident) args.push('--incident', incident)
+  return execFileSync(BIN, args, { env, encoding: 'utf8' }).trim()
+}
+
+/** Calls the HTTP API with a bearer token. */
+export async function apiCall(server, token, method, apiPath, body) {
+  const response = await fetch(`${server.url}${apiPath}`, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, ...(body ? { 'Content-Type': 'application/json' } : {}) },
+    body: body ? JSON.stringify(body) : undefined,
+  })
+  const text = await response.text()
+  if (!response.ok) throw new Error(`${method} ${apiPath}: ${response.status} ${text}`)
+  return text ? JSON.parse(text) : null
+}
+
+export async function launchBrowser() {
+  if (!existsSync(CHROMIUM)) throw new Error(`no chromium at ${CHROMIUM}: install it with \`apt-get install -y chromium\``)
+  return chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  })
+}
+
+/**
+ * Records console errors and uncaught exceptions of a page. While
+ * `allowNetworkErrors` is set (a deliberate outage), failures to reach the
+ * server are expected and not recorded.
+ */
+export function watchConsole(page, label, log) {
+  const state = { allowNetworkErrors: false }
+  const networkError = /ERR_CONNECTION_REFUSED|ERR_CONNECTION_RESET|ERR_EMPTY_RESPONSE|ERR_INCOMPLETE_CHUNKED_ENCODING|ERR_NETWORK_CHANGED|WebSocket connection to .* failed|EventSource|net::ERR_|Failed to load resource/
+  page.on('console', (message) => {
+    if (message.type() !== 'error') return
+    const text = message.text()
+    if (state.allowNetworkErrors && networkError.test(text)) return
+    log.push(`${label}: console error: ${text}`)
+  })
+  page.on('pageerror', (error) => log.push(`${label}: uncaught: ${error.message}`))
+  return state
+}
+
+/** The address the pages open (the server itself, or the dev proxy below). */
+export async function appUrl(server) {
+  if (process.env.COMMANDPOST_WEB_DIST) return devProxy(server)
+  const html = await (await fetch(`${server.url}/`)).text()
+  if (!html.includes('id="app"')) {
+    throw new Error(
+      `${BIN} does not carry the browser app (its / is the placeholder page). Build web/ (npm run build) and then the binary, ` +
+        'or set COMMANDPOST_WEB_DIST=web/dist to serve a built app in front of this binary.',
+    )
+  }
+  return server.url
+}
+
+/** Opens a signed-in page: the token goes in the URL once, as in a share link. */
+export async function openPage(browser, base, pathname, token, { viewport = { width: 1280, height: 900 }, label, log } = {}) {
+  const context = await browser.newContext({ viewport })
+  const page = await context.newPage()
+  const watch = watchConsole(page, label ?? pathname, log)
+  const separator = pathname.includes('?') ? '&' : '?'
+  await page.goto(`${base}${pathname}${separator}token=${encodeURIComponent(token)}`)
+  return { context, page, watch }
+}
+
+/** Waits until the document (editor or preview) contains `text`. */
+export async function waitForDocText(page, text, timeout = 15_000) {
+  await page.waitForFunction(
+    (expected) => {
+      const el = document.querySelector('.cm-content') ?? document.querySelector('.preview')
+      return !!el && (el.textContent ?? '').includes(expected)
+    },
+    text,
+    { timeout },
+  )
+}
+
+export async function docText(page) {
+  return page.evaluate(() => {
+    const el = document.querySelector('.cm-content') ?? document.querySelector('.preview')
+    return el?.textContent ?? ''
+  })
+}
+
+/** Types at the end of the shared editor. */
+export async function typeAtEnd(page, text) {
+  await page.locator('.cm-content').click()
+  await page.keyboard.press('Control+End')
+  await page.keyboard.type(text)
+}
+
+export async function waitForIndicator(page, kind, state, timeout = 20_000) {
+  await page.waitForFunction(([k, s]) => document.querySelector(`.indicator.${k}`)?.getAttribute('data-state') === s, [kind, state], { timeout })
+}
+
+export async function screenshot(page, name, { fullPage = false } = {}) {
+  mkdirSync(ARTIFACTS, { recursive: true })
+  const file = path.join(ARTIFACTS, name)
+  await page.evaluate(() => window.scrollTo(0, 0))
+  await page.screenshot({ path: file, fullPage })
+  console.log(`screenshot: ${file}`)
+  return file
+}
+
+export function publishScreenshot(file, name) {
+  mkdirSync(DOCS, { recursive: true })
+  const target = path.join(DOCS, name)
+  copyFileSync(file, target)
+  console.log(`screenshot: ${target}`)
+}
+
+// ---------------------------------------------------------------------------
+// Development aid: COMMANDPOST_WEB_DIST=path/to/web/dist serves that built
+// app in front of the server (static files plus a pass-through of /api, /ws
+// and /healthz), so the app can be tested against a binary that does not
+// embed it. Not used when the binary serves the app itself.
+
+const proxies = new Map()
+
+function devProxy(server) {
+  const key = server.listen
+  if (proxies.has(key)) return proxies.get(key)
+  const dist = path.resolve(process.env.COMMANDPOST_WEB_DIST)
+  const [host, port] = [server.listen.split(':')[0], Number(server.listen.split(':')[1])]
+  const types = { '.js': 'text/javascript', '.css': 'text/css', '.svg': 'image/svg+xml', '.html': 'text/html' }
+  const proxy = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x')
+    if (url.pathname.startsWith('/api') || url.pathname === '/healthz') {
+      const upstream = httpRequest({ host, port, path: req.url, method: req.method, headers: req.headers }, (answer) => {
+        res.writeHead(answer.statusCode, answer.headers)
+        res.flushHeaders()
+        answer.pipe(res)
+      })
+      upstream.on('error', () => {
+        res.destroy()
+      })
+      req.pipe(upstream)
+      return
+    }
+    let file = path.join(dist, url.pathname)
+    if (!url.pathname.startsWith('/assets/') || !existsSync(file) || !statSync(file).isFile()) file = path.join(dist, 'index.html')
+    res.writeHead(200, { 'Content-Type': types[path.extname(file)] ?? 'application/octet-stream' })
+    res.end(readFileSync(file))
+  })
+  proxy.on('upgrade', (req, socket, head) => {
+    const upstream = netConnect(port, host, () => {
+      const lines = [`${req.method} ${req.url} HTTP/1.1`, ...Object.entries(req.headers).map(([k, v]) => `${k}: ${v}`), '', '']
+      upstream.write(lines.join('\r\n'))
+      if (head.length) upstream.write(head)
+      upstream.pipe(socket)
+      socket.pipe(upstream)
+    })
+    upstream.on('error', () => socket.destroy())
+    socket.on('error', () => upstream.destroy())
+  })
+  const ready = new Promise((resolve) => proxy.listen(0, '127.0.0.1', () => resolve(`http://127.0.0.1:${proxy.address().port}`)))
+  proxy.unref()
+  proxies.set(key, ready)
+  return ready
+}
