@@ -10,7 +10,15 @@ const FIX: &str = "install Node.js 20 or later and npm (Debian/Ubuntu: `apt-get 
 
 fn main() {
     let web = Path::new(env!("CARGO_MANIFEST_DIR")).join("../web");
-    for input in ["src", "index.html", "package.json", "package-lock.json", "vite.config.ts", "tsconfig.json", "public"] {
+    for input in [
+        "src",
+        "index.html",
+        "package.json",
+        "package-lock.json",
+        "vite.config.ts",
+        "tsconfig.json",
+        "public",
+    ] {
         println!("cargo:rerun-if-changed={}", web.join(input).display());
     }
     println!("cargo:rerun-if-env-changed=COMMANDPOST_SKIP_WEB");
@@ -19,20 +27,39 @@ fn main() {
         return;
     }
     let version = match Command::new("node").arg("--version").output() {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout).trim().to_owned(),
-        _ => panic!("\n\nerror: building the browser app needs Node.js, which is not on PATH: {FIX}\n\n"),
+        Ok(output) if output.status.success() => {
+            String::from_utf8_lossy(&output.stdout).trim().to_owned()
+        }
+        _ => panic!(
+            "\n\nerror: building the browser app needs Node.js, which is not on PATH: {FIX}\n\n"
+        ),
     };
-    let major: u32 = version.trim_start_matches('v').split('.').next().and_then(|m| m.parse().ok()).unwrap_or(0);
+    let major: u32 = version
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
     if major < 20 {
-        panic!("\n\nerror: building the browser app needs Node.js 20 or later, found {version}: {FIX}\n\n");
+        panic!(
+            "\n\nerror: building the browser app needs Node.js 20 or later, found {version}: {FIX}\n\n"
+        );
     }
-    if Command::new("npm").arg("--version").output().map(|o| !o.status.success()).unwrap_or(true) {
+    if Command::new("npm")
+        .arg("--version")
+        .output()
+        .map(|o| !o.status.success())
+        .unwrap_or(true)
+    {
         panic!("\n\nerror: building the browser app needs npm, which is not on PATH: {FIX}\n\n");
     }
     // Install exactly what package-lock.json pins, when it changed.
     let installed = web.join("node_modules/.package-lock.json");
     let lock = web.join("package-lock.json");
-    let stale = match (installed.metadata().and_then(|m| m.modified()), lock.metadata().and_then(|m| m.modified())) {
+    let stale = match (
+        installed.metadata().and_then(|m| m.modified()),
+        lock.metadata().and_then(|m| m.modified()),
+    ) {
         (Ok(installed), Ok(lock)) => lock > installed,
         _ => true,
     };
