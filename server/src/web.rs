@@ -13,7 +13,7 @@ use axum::response::{Html, IntoResponse, Response};
 use crate::api::ApiError;
 
 #[derive(rust_embed::RustEmbed)]
-#[folder = "$CARGO_MANIFEST_DIR/../web/dist"]
+#[folder = "../web/dist"]
 #[allow_missing = true]
 struct App;
 

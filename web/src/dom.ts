@@ -53,12 +53,20 @@ function append(parent: Node, children: Child[]): void {
 export function replaceChildren(container: Element, ...children: Child[]): void {
   const active = document.activeElement
   const key = active instanceof HTMLElement && container.contains(active) ? active.dataset.key : undefined
+  const selection = active instanceof HTMLInputElement || active instanceof HTMLTextAreaElement ? [active.selectionStart, active.selectionEnd] : null
   const fragment = document.createDocumentFragment()
   append(fragment, children)
   container.replaceChildren(fragment)
   if (key) {
     const again = container.querySelector<HTMLElement>(`[data-key="${CSS.escape(key)}"]`)
     again?.focus()
+    if (selection && selection[0] !== null && (again instanceof HTMLInputElement || again instanceof HTMLTextAreaElement)) {
+      try {
+        again.setSelectionRange(selection[0], selection[1])
+      } catch {
+        // Not a text field (e.g. a number input): keep the default caret.
+      }
+    }
   }
 }
 

@@ -65,6 +65,7 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
   let session: DocSession | null = null
   const loadedAt = Date.now()
   const confirmations: Array<{ seq: number; text: string }> = []
+  const declineReasons = new Map<number, string>()
 
   // ------------------------------------------------------------ skeleton
   const linkIndicator = h('span', { class: 'indicator link', role: 'status', 'aria-live': 'polite' })
@@ -394,7 +395,15 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
       offersEl,
       mine.map((offer) => {
         const error = h('p', { class: 'form-error', role: 'alert', hidden: true })
-        const reason = h('input', { autocomplete: 'off', 'aria-label': 'Reason for declining (optional)', placeholder: 'Reason (optional)' })
+        // Re-rendered on every state change: keep what was typed.
+        const reason = h('input', {
+          autocomplete: 'off',
+          'aria-label': 'Reason for declining (optional)',
+          placeholder: 'Reason (optional)',
+          'data-key': `decline-reason-${offer.handoff}`,
+          value: declineReasons.get(offer.handoff) ?? '',
+        })
+        reason.addEventListener('input', () => declineReasons.set(offer.handoff, reason.value))
         return h(
           'section',
           { class: 'offer-banner', 'aria-labelledby': `offer-${offer.handoff}-h`, 'data-handoff': String(offer.handoff) },
