@@ -184,11 +184,15 @@ export async function screenshot(page, name, { fullPage = false } = {}) {
   return file
 }
 
+// Copies a screenshot to docs/ (the README shows them) only when asked with
+// COMMANDPOST_UPDATE_DOCS=1, so ordinary test runs leave the tree clean.
 export function publishScreenshot(file, name) {
+  console.log(`screenshot: ${file}`)
+  if (process.env.COMMANDPOST_UPDATE_DOCS !== '1') return
   mkdirSync(DOCS, { recursive: true })
   const target = path.join(DOCS, name)
   copyFileSync(file, target)
-  console.log(`screenshot: ${target}`)
+  console.log(`screenshot published: ${target}`)
 }
 
 // ---------------------------------------------------------------------------
