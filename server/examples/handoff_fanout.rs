@@ -85,14 +85,10 @@ async fn main() -> anyhow::Result<()> {
             let mut buffer = String::new();
             while let Some(Ok(chunk)) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buffer.find("\n\n") {
-                    let block: String = buffer.drain(..end + 2).collect();
-                    for data in block.lines().filter_map(|l| l.strip_prefix("data:")) {
-                        let event: Value = serde_json::from_str(data.trim_start()).unwrap();
-                        if event["type"] == "handoff_accepted" {
-                            let _ =
-                                arrivals.send((event["handoff"].as_u64().unwrap(), Instant::now()));
-                        }
+                for data in commandpost::remote::take_sse_data(&mut buffer) {
+                    let event: Value = serde_json::from_str(&data).unwrap();
+                    if event["type"] == "handoff_accepted" {
+                        let _ = arrivals.send((event["handoff"].as_u64().unwrap(), Instant::now()));
                     }
                 }
             }

@@ -181,6 +181,25 @@ impl Remote {
     }
 }
 
+/// Takes every complete Server-Sent Events block out of `buffer` (text read
+/// so far from an event stream) and returns each block's data; blocks
+/// without data (keep-alive comments) are dropped.
+pub fn take_sse_data(buffer: &mut String) -> Vec<String> {
+    let mut data = Vec::new();
+    while let Some(end) = buffer.find("\n\n") {
+        let block: String = buffer.drain(..end + 2).collect();
+        let lines: Vec<&str> = block
+            .lines()
+            .filter_map(|line| line.strip_prefix("data:"))
+            .map(str::trim_start)
+            .collect();
+        if !lines.is_empty() {
+            data.push(lines.join("\n"));
+        }
+    }
+    data
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -372,24 +391,41 @@ pub fn watch(remote: Remote, args: WatchArgs) -> anyhow::Result<()> {
             buffer.push_str(&String::from_utf8_lossy(
                 &chunk.context("the event stream broke")?,
             ));
-            while let Some(end) = buffer.find("\n\n") {
-                let block: String = buffer.drain(..end + 2).collect();
-                for data in block.lines().filter_map(|line| line.strip_prefix("data:")) {
-                    let event: Value = serde_json::from_str(data.trim_start())?;
-                    if remote.json {
-                        println!("{event}");
-                    } else {
-                        println!(
-                            "#{} {} {}: {}",
-                            event["seq"],
-                            event["at"].as_str().unwrap_or(""),
-                            event["actor"]["name"].as_str().unwrap_or("?"),
-                            event["type"].as_str().unwrap_or("?").replace('_', " "),
-                        );
-                    }
+            for data in take_sse_data(&mut buffer) {
+                let event: Value = serde_json::from_str(&data)?;
+                if remote.json {
+                    println!("{event}");
+                } else {
+                    println!(
+                        "#{} {} {}: {}",
+                        event["seq"],
+                        event["at"].as_str().unwrap_or(""),
+                        event["actor"]["name"].as_str().unwrap_or("?"),
+                        event["type"].as_str().unwrap_or("?").replace('_', " "),
+                    );
                 }
             }
         }
         bail!("the server closed the event stream")
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_sse_data;
+
+    #[test]
+    fn sse_blocks_are_taken_whole_and_keep_alives_dropped() {
+        let mut buffer = String::from(
+            "id: 1\ndata: {\"a\":1}\n\n: keep-alive\n\nid: 2\ndata: x\ndata: y\n\nid: 3\ndata: part",
+        );
+        assert_eq!(take_sse_data(&mut buffer), ["{\"a\":1}", "x\ny"]);
+        assert_eq!(
+            buffer, "id: 3\ndata: part",
+            "an incomplete block waits for more"
+        );
+        buffer.push_str("ial\n\n");
+        assert_eq!(take_sse_data(&mut buffer), ["partial"]);
+        assert!(buffer.is_empty());
+    }
 }

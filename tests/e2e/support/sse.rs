@@ -42,17 +42,8 @@ impl EventStream {
                 let mut buffer = String::new();
                 while let Some(Ok(chunk)) = body.next().await {
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
-                    while let Some(end) = buffer.find("\n\n") {
-                        let block: String = buffer.drain(..end + 2).collect();
-                        let data: String = block
-                            .lines()
-                            .filter_map(|line| line.strip_prefix("data:"))
-                            .map(str::trim_start)
-                            .collect::<Vec<_>>()
-                            .join("\n");
-                        if !data.is_empty() {
-                            events.lock().push(serde_json::from_str(&data).unwrap());
-                        }
+                    for data in commandpost::remote::take_sse_data(&mut buffer) {
+                        events.lock().push(serde_json::from_str(&data).unwrap());
                     }
                 }
             }
