@@ -372,6 +372,12 @@ pub enum Effect {
     Reply(Bytes),
     /// Send these bytes to every other connection of the room.
     Broadcast(Bytes),
+    /// Send these bytes to every connection of the room, this one included.
+    /// Awareness is echoed like the reference server does: the stock client
+    /// closes a connection that hears nothing for 30 s, and its own
+    /// awareness renewal (every 15 s) coming back is what keeps a lone
+    /// client's connection alive.
+    BroadcastAll(Bytes),
     /// Make this update durable; acknowledge change number `change` when done.
     Persist { update: Vec<u8>, change: u64 },
     /// Nothing new to store, but acknowledge change number `change` once
@@ -514,7 +520,7 @@ impl Session {
         awareness
             .apply_update(update)
             .map_err(|error| ProtocolError::InvalidAwareness(error.to_string()))?;
-        Ok(vec![Effect::Broadcast(message)])
+        Ok(vec![Effect::BroadcastAll(message)])
     }
 
     /// Removes this connection's awareness states; returns the message that

@@ -31,10 +31,15 @@ use crate::store::{Store, StoreError, StoredDoc};
 /// A message fanned out to a room's connections.
 #[derive(Clone, Debug)]
 pub struct Outbound {
-    /// The connection it came from (which does not need it back).
+    /// The connection it came from (which does not need it back), or
+    /// [`EVERYONE`].
     pub from: u64,
     pub bytes: Bytes,
 }
+
+/// The `from` of a message that every connection receives, its sender
+/// included (connection ids start at 1).
+pub const EVERYONE: u64 = 0;
 
 /// The mutable part of a room.
 pub struct RoomState {

@@ -132,6 +132,8 @@ pub struct Store {
     docs: sled::Tree,
     events: sled::Tree,
     writer: mpsc::UnboundedSender<WriteOp>,
+    /// The writer thread, joined by [`Store::close`].
+    thread: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
     stats: Arc<StoreStats>,
 }
 
@@ -159,7 +161,7 @@ impl Store {
             events: events.clone(),
             stats: stats.clone(),
         };
-        thread::Builder::new()
+        let thread = thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || worker.run(queue))
             .map_err(|error| StoreError::Corrupt(format!("cannot start writer thread: {error}")))?;
@@ -169,6 +171,7 @@ impl Store {
             docs,
             events,
             writer,
+            thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
             stats,
         })
     }
@@ -321,6 +324,26 @@ impl Store {
         let (done, wait) = oneshot::channel();
         self.send(WriteOp::Barrier { done })?;
         Ok(wait)
+    }
+
+    /// Closes the store: lets the writer finish what is queued, flush and
+    /// exit, so the database is unlocked when this returns. Only the last
+    /// handle closes; with other handles alive this just drops this one.
+    pub fn close(self) {
+        let Store {
+            db,
+            incidents,
+            docs,
+            events,
+            writer,
+            thread,
+            stats,
+        } = self;
+        // The queue's sender must go first: the writer exits when it closes.
+        drop((writer, db, incidents, docs, events, stats));
+        if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
+            let _ = thread.join();
+        }
     }
 
     /// Flushes sled synchronously (used at shutdown, after the writer drained).

@@ -303,6 +303,7 @@ fn handle_frame(
                 match effect {
                     Effect::Reply(bytes) => handled.replies.push(bytes),
                     Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
+                    Effect::BroadcastAll(bytes) => room.broadcast(crate::rooms::EVERYONE, bytes),
                     Effect::Persist { update, change } => {
                         let wait = room
                             .persist(state, update)

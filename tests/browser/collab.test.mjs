@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
-import { apiCall, appUrl, docText, launchBrowser, mint, openPage, startServer, stopServer, tempData, typeAtEnd, waitForDocText, waitForIndicator } from './support.mjs'
+import { apiCall, appUrl, docText, launchBrowser, mint, openPage, removeData, startServer, stopServer, tempData, typeAtEnd, waitForDocText, waitForIndicator } from './support.mjs'
 
 const log = []
 let server, base, browser, data, incident, alice, bob, vic, pageA, pageB
@@ -23,6 +23,7 @@ before(async () => {
 after(async () => {
   await browser?.close()
   if (server) await stopServer(server)
+  removeData(data)
 })
 
 test('two responders see each other’s text and named cursors', { timeout: 60_000 }, async () => {

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
-import { apiCall, appUrl, launchBrowser, mint, openPage, publishScreenshot, screenshot, startServer, stopServer, tempData, typeAtEnd, waitForIndicator } from './support.mjs'
+import { apiCall, appUrl, launchBrowser, mint, openPage, publishScreenshot, removeData, screenshot, startServer, stopServer, tempData, typeAtEnd, waitForIndicator } from './support.mjs'
 
 const log = []
 let server, base, browser, data, incident, alice, bob, vic
@@ -34,6 +34,7 @@ before(async () => {
 after(async () => {
   await browser?.close()
   if (server) await stopServer(server)
+  removeData(data)
 })
 
 const holderOf = (page, role) => page.locator(`.role-${role} .holder-name`).textContent()

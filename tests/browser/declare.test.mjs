@@ -3,7 +3,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
-import { appUrl, launchBrowser, mint, openPage, startServer, stopServer, tempData } from './support.mjs'
+import { appUrl, launchBrowser, mint, openPage, removeData, startServer, stopServer, tempData } from './support.mjs'
 
 const log = []
 let server, base, browser, data
@@ -18,6 +18,7 @@ before(async () => {
 after(async () => {
   await browser?.close()
   if (server) await stopServer(server)
+  removeData(data)
 })
 
 test('without a token the app says how to get one', { timeout: 30_000 }, async () => {

@@ -4,7 +4,7 @@
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
 
-import { apiCall, appUrl, launchBrowser, mint, openPage, startServer, stopServer, tempData, typeAtEnd, waitForDocText, waitForIndicator } from './support.mjs'
+import { apiCall, appUrl, launchBrowser, mint, openPage, removeData, startServer, stopServer, tempData, typeAtEnd, waitForDocText, waitForIndicator } from './support.mjs'
 
 const log = []
 let server, base, browser, data
@@ -19,6 +19,7 @@ before(async () => {
 after(async () => {
   await browser?.close()
   if (server) await stopServer(server)
+  removeData(data)
 })
 
 test('an edit typed while the server restarts is saved after it comes back', { timeout: 90_000 }, async () => {

@@ -6,8 +6,9 @@
 #   COMMANDPOST_BIN=/path/to/commandpost tests/browser/run.sh
 #
 # Build first: `cargo build -p commandpost` (its build script runs
-# `npm run build` in web/). Screenshots go to tests/browser/artifacts/ and
-# docs/screenshot-{responder,viewer}.png.
+# `npm run build` in web/). Screenshots go to tests/browser/artifacts/;
+# with COMMANDPOST_UPDATE_DOCS=1 the responder and viewer ones are also
+# copied to docs/screenshot-{responder,viewer}.png for the README.
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -4,7 +4,7 @@
 // console errors, and wait for conditions (never fixed sleeps).
 
 import { spawn, execFileSync } from 'node:child_process'
-import { mkdtempSync, mkdirSync, copyFileSync, existsSync, readFileSync, statSync } from 'node:fs'
+import { mkdtempSync, mkdirSync, copyFileSync, existsSync, readFileSync, rmSync, statSync } from 'node:fs'
 import { createServer, request as httpRequest } from 'node:http'
 import { connect as netConnect } from 'node:net'
 import { tmpdir } from 'node:os'
@@ -75,6 +75,11 @@ export async function stopServer(server) {
     server.proc.kill('SIGKILL')
     await server.exited
   }
+}
+
+/** Removes a temporary data directory (after its server stopped). */
+export function removeData(data) {
+  if (data) rmSync(data, { recursive: true, force: true })
 }
 
 /** Mints a token with the CLI, exactly as an operator would. */

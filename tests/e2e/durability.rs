@@ -208,7 +208,8 @@ async fn the_update_log_is_compacted_into_a_snapshot_and_reloads_exactly() {
         assert_eq!(
             stored.next_seq, 261,
             "sequence numbers continue across compactions"
-        );
+        ); // Unlock the database before the server opens it again.
+        store.close();
     }
     server.restart();
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada"));

@@ -306,6 +306,19 @@ async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_fr
     // A yrs client joining later gets Ada's state in the greeting.
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Rusty"));
     let rusty = YClient::connect(&url).await;
+    // Awareness is echoed to its sender too, as the reference server does:
+    // the stock client reconnects after 30 s without any message, and its
+    // own renewed awareness coming back is what keeps a lone client online.
+    rusty.send_awareness(777_001, 1, r#"{"user":{"name":"Rusty"}}"#);
+    let echoed = rusty.seen.clone();
+    wait_until("Rusty's own awareness echoed back", || {
+        echoed
+            .lock()
+            .awareness
+            .get(&777_001)
+            .is_some_and(|json| json.contains("Rusty"))
+    })
+    .await;
     let seen = rusty.seen.clone();
     wait_until("Ada's awareness in the greeting", || {
         seen.lock()

@@ -252,7 +252,7 @@ fn awareness_is_tracked_relayed_and_removed_on_leave_but_ignored_from_viewers() 
         .unwrap();
     assert_eq!(
         effects,
-        vec![Effect::Broadcast(encode(&Message::Awareness(update)))]
+        vec![Effect::BroadcastAll(encode(&Message::Awareness(update)))]
     );
     assert_eq!(
         room.state::<serde_json::Value>(ClientID::new(77)).unwrap()["user"]["name"],
