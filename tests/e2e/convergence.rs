@@ -46,16 +46,19 @@ async fn run_case(server: &TestServer, scripts: Vec<Vec<Op>>) {
         .map(|(client, script)| async move {
             for op in script {
                 match op {
+                    // Read the length and edit in one transaction: the
+                    // client applies remote changes concurrently.
                     Op::Insert { at, text } => {
-                        let length = client.len();
-                        client.insert(length * at / 1000, &text);
+                        let mut txn = client.doc.transact_mut();
+                        let length = client.text.len(&txn);
+                        client.text.insert(&mut txn, length * at / 1000, &text);
                     }
                     Op::Delete { at, len } => {
-                        let length = client.len();
+                        let mut txn = client.doc.transact_mut();
+                        let length = client.text.len(&txn);
                         if length > 0 {
                             let start = (length - 1) * at / 1000;
                             let len = len.min(length - start);
-                            let mut txn = client.doc.transact_mut();
                             client.text.remove_range(&mut txn, start, len);
                         }
                     }
