@@ -138,6 +138,10 @@ async fn the_commander_shares_incident_scoped_links_and_others_cannot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn app_routes_serve_the_browser_app_and_api_paths_stay_json() {
     let server = TestServer::start();
+    // Unless the build was told to skip it, the binary carries the built app
+    // (whose page loads hashed modules from /assets/), not the placeholder.
+    let app_expected = std::env::var_os("COMMANDPOST_SKIP_WEB").is_none();
+    assert_eq!(commandpost::web::is_embedded(), app_expected);
     for path in ["/", "/incidents/INC-1", "/anything/else"] {
         let response = reqwest::get(server.url(path)).await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
@@ -149,7 +153,34 @@ async fn app_routes_serve_the_browser_app_and_api_paths_stay_json() {
             content_type.starts_with("text/html"),
             "{path}: {content_type}"
         );
-        assert!(response.text().await.unwrap().contains("<html"), "{path}");
+        let page = response.text().await.unwrap();
+        assert!(page.contains("<html"), "{path}");
+        assert_eq!(
+            page.contains("src=\"/assets/"),
+            app_expected,
+            "{path}: {page}"
+        );
+        if app_expected {
+            let script = page.split("src=\"/assets/").nth(1).unwrap();
+            let script = script.split('"').next().unwrap();
+            let asset = reqwest::get(server.url(&format!("/assets/{script}")))
+                .await
+                .unwrap();
+            assert_eq!(asset.status(), 200);
+            let headers = asset.headers();
+            assert!(
+                headers["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .contains("javascript")
+            );
+            assert!(
+                headers["cache-control"]
+                    .to_str()
+                    .unwrap()
+                    .contains("immutable")
+            );
+        }
     }
     let response = reqwest::get(server.url("/assets/does-not-exist.js"))
         .await
