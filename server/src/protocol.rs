@@ -410,10 +410,6 @@ impl Session {
         }
     }
 
-    pub fn access(&self) -> Access {
-        self.access
-    }
-
     /// Handles one message against the room's awareness (and its document).
     pub fn handle(
         &mut self,

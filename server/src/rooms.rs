@@ -339,16 +339,6 @@ impl Rooms {
         .map_err(|error| StoreError::Corrupt(format!("reading a document panicked: {error}")))?
     }
 
-    /// How many rooms are loaded.
-    pub fn loaded(&self) -> usize {
-        self.inner
-            .slots
-            .lock()
-            .values()
-            .filter(|slot| slot.initialized())
-            .count()
-    }
-
     async fn load(&self, id: IncidentId) -> Result<Arc<Room>, StoreError> {
         let store = self.inner.store.clone();
         let started = Instant::now();

@@ -99,11 +99,6 @@ struct Inner {
     deadlines_changed: Notify,
 }
 
-/// The caller the server uses for timer-driven commands.
-pub fn system_caller() -> Caller {
-    Caller::system()
-}
-
 impl Sidecars {
     pub fn new(store: Store, clock: Arc<dyn Clock>, rules: Rules) -> Self {
         Self {
@@ -273,7 +268,7 @@ impl Sidecars {
         };
         let mut produced = Vec::new();
         for id in due {
-            match self.execute(&id, &Command::Tick, &system_caller()).await {
+            match self.execute(&id, &Command::Tick, &Caller::system()).await {
                 Ok(events) => produced.extend(events.into_iter().map(|event| (id.clone(), event))),
                 Err(error) => tracing::error!(incident = %id, %error, "timer command failed"),
             }

@@ -21,7 +21,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
-use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use commandpost_shared::{Actor, IncidentId};
@@ -78,7 +77,6 @@ pub struct StoredDoc {
 pub struct StoreStats {
     pub flushes: AtomicU64,
     pub writes_flushed: AtomicU64,
-    pub flush_micros_total: AtomicU64,
 }
 
 type Ack = oneshot::Sender<Result<(), StoreError>>;
@@ -432,7 +430,6 @@ impl Writer {
 
     /// Applies one group, flushes once, then completes every waiter.
     fn commit(&self, group: &mut Vec<WriteOp>) {
-        let started = Instant::now();
         let mut batch = sled::Batch::default();
         let mut event_batch = sled::Batch::default();
         let mut batched = false;
@@ -531,14 +528,10 @@ impl Writer {
         if result.is_ok() {
             result = self.db.flush().map(drop).map_err(StoreError::from);
         }
-        let elapsed = started.elapsed();
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats
             .writes_flushed
             .fetch_add(pending.len() as u64, Ordering::Relaxed);
-        self.stats
-            .flush_micros_total
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
         if let Err(error) = &result {
             tracing::error!(%error, writes = pending.len(), "group commit failed; no write of this group is acknowledged");
         }
