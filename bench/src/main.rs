@@ -117,6 +117,11 @@ pub struct RunArgs {
     pub server_cpu: String,
     #[arg(long, default_value = "target/release/commandpost")]
     pub commandpost: PathBuf,
+    /// Extra arguments for `commandpost serve` (repeat the flag), to
+    /// measure one design lever at a time, e.g.
+    /// `--commandpost-arg=--fanout-window-per-1000=0s`.
+    #[arg(long = "commandpost-arg", allow_hyphen_values = true)]
+    pub commandpost_args: Vec<String>,
     #[arg(long, default_value = "target/release/ceiling")]
     pub ceiling: PathBuf,
     #[arg(long, default_value = "bench/peers")]
@@ -291,6 +296,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
         ysweet: args.ysweet.clone(),
         work: args.work.clone(),
         server_cpu: args.server_cpu.clone(),
+        commandpost_args: args.commandpost_args.clone(),
     };
     let mut run = Run {
         results: Results {

@@ -94,6 +94,8 @@ pub struct Installed {
     pub work: PathBuf,
     /// The core servers are pinned to (`taskset -c`).
     pub server_cpu: String,
+    /// Extra arguments for `commandpost serve`.
+    pub commandpost_args: Vec<String>,
 }
 
 impl Installed {
@@ -215,6 +217,7 @@ impl Server {
                     .arg(self.dir.join("data"))
                     .env("COMMANDPOST_SECRET", SECRET)
                     .env("COMMANDPOST_LOG", "warn");
+                cmd.args(&i.commandpost_args);
                 if let Some(timeout) = tuning.room_idle_timeout {
                     cmd.arg("--room-idle-timeout")
                         .arg(format!("{}ms", timeout.as_millis()));

@@ -119,6 +119,15 @@ struct ServeArgs {
     /// behind is resynced with one merged update.
     #[arg(long, env = "COMMANDPOST_ROOM_BUFFER", default_value_t = 1024)]
     room_buffer: usize,
+    /// Fan-out batching: a document with n connections relays edits at
+    /// most once per n/1000 × this (e.g. 5ms: 25 ms at 5,000 connections),
+    /// merging what arrives in between into one message; an edit after a
+    /// quiet spell goes out at once. 0s disables batching.
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_PER_1000", default_value = "5ms", value_parser = humantime::parse_duration)]
+    fanout_window_per_1000: Duration,
+    /// Upper bound of the fan-out batching window.
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "50ms", value_parser = humantime::parse_duration)]
+    fanout_window_max: Duration,
     /// How long the admin token printed at start-up stays valid.
     #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
     admin_token_ttl: Duration,
@@ -237,6 +246,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         compact_after_updates: args.compact_after_updates.max(1),
         compact_after_bytes: args.compact_after_bytes.max(1),
         room_buffer_messages: args.room_buffer.max(16),
+        fanout_window_per_1000: args.fanout_window_per_1000,
+        fanout_window_max: args.fanout_window_max,
         admin_token_ttl: args.admin_token_ttl,
         handoff_ttl: args.handoff_ttl,
     };

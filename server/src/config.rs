@@ -28,6 +28,13 @@ pub struct ServerConfig {
     /// Messages a room buffers for each connection before that connection
     /// counts as lagging and is resynced with one merged update.
     pub room_buffer_messages: usize,
+    /// Fan-out batching: in a room with `n` connections, document updates
+    /// are relayed at most once per `n / 1000 × fanout_window_per_1000`
+    /// (capped at `fanout_window_max`); updates arriving in between are
+    /// merged into one message. The first update after a quiet spell goes
+    /// out at once. Zero disables batching.
+    pub fanout_window_per_1000: Duration,
+    pub fanout_window_max: Duration,
     /// How long the admin token printed at start-up stays valid.
     pub admin_token_ttl: Duration,
     /// How long a handoff offer waits for an answer before it expires.
@@ -47,6 +54,8 @@ impl ServerConfig {
             compact_after_updates: 1000,
             compact_after_bytes: 4 * 1024 * 1024,
             room_buffer_messages: 1024,
+            fanout_window_per_1000: Duration::from_millis(5),
+            fanout_window_max: Duration::from_millis(50),
             admin_token_ttl: Duration::from_secs(7 * 24 * 3600),
             handoff_ttl: Duration::from_secs(15 * 60),
         }

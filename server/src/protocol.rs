@@ -378,8 +378,10 @@ pub enum Effect {
     /// awareness renewal (every 15 s) coming back is what keeps a lone
     /// client's connection alive.
     BroadcastAll(Bytes),
-    /// Make this update durable; acknowledge change number `change` when done.
-    Persist { update: Vec<u8>, change: u64 },
+    /// The update changed the document: relay it to the room's other
+    /// connections, make it durable, and acknowledge change number `change`
+    /// once it is.
+    Commit { update: Vec<u8>, change: u64 },
     /// Nothing new to store, but acknowledge change number `change` once
     /// everything written before it is durable.
     AckWhenDurable { change: u64 },
@@ -487,13 +489,10 @@ impl Session {
         if unchanged {
             return Ok(vec![Effect::AckWhenDurable { change }]);
         }
-        Ok(vec![
-            Effect::Broadcast(encode_update(raw)),
-            Effect::Persist {
-                update: raw.to_vec(),
-                change,
-            },
-        ])
+        Ok(vec![Effect::Commit {
+            update: raw.to_vec(),
+            change,
+        }])
     }
 
     fn handle_awareness(

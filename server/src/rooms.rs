@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use commandpost_shared::{IncidentId, Presence};
@@ -52,6 +52,35 @@ pub struct RoomState {
     /// Set when a refused update may have been partly integrated: from then
     /// on nothing is applied or stored here, and the room is being replaced.
     pub poisoned: bool,
+    /// The whole document as a sync step 2 message, for joining clients
+    /// that have nothing yet; dropped whenever the document changes.
+    full_sync: Option<Bytes>,
+    /// Fan-out batching: updates waiting for the room's next relay, with
+    /// the connection each came from.
+    pending: Vec<(u64, Vec<u8>)>,
+    /// When the pending updates will be relayed (a flush is scheduled).
+    flush_at: Option<Instant>,
+    /// When updates were last relayed.
+    last_relay: Option<Instant>,
+}
+
+impl RoomState {
+    /// Sync step 2 for a client with an empty state vector: the whole
+    /// document, encoded once per change however many clients join.
+    pub fn full_sync(&mut self) -> Bytes {
+        let awareness = &self.awareness;
+        self.full_sync
+            .get_or_insert_with(|| {
+                let update = awareness
+                    .doc()
+                    .transact()
+                    .encode_state_as_update_v1(&StateVector::default());
+                crate::protocol::encode(&yrs::sync::Message::Sync(
+                    yrs::sync::SyncMessage::SyncStep2(update),
+                ))
+            })
+            .clone()
+    }
 }
 
 /// One live incident document.
@@ -71,6 +100,8 @@ pub struct Room {
     store: Store,
     compact_after_updates: u64,
     compact_after_bytes: u64,
+    fanout_window_per_1000: Duration,
+    fanout_window_max: Duration,
 }
 
 impl Room {
@@ -100,6 +131,7 @@ impl Room {
         state: &mut RoomState,
         update: Vec<u8>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        state.full_sync = None;
         let seq = state.next_seq;
         state.next_seq += 1;
         state.log_updates += 1;
@@ -120,6 +152,80 @@ impl Room {
             state.log_bytes = 0;
         }
         Ok(saved)
+    }
+
+    /// Relays a document update from connection `from` to the room. Call
+    /// inside [`Room::with_state`], after the update was applied.
+    ///
+    /// Small rooms relay every update at once. In a large room, relaying is
+    /// what costs (one socket write per connection per message), so updates
+    /// are relayed at most once per batching window: the first update after
+    /// a quiet spell goes out immediately, and those arriving within the
+    /// window are merged into one update that goes out when it ends.
+    pub fn relay_update(self: &Arc<Self>, state: &mut RoomState, from: u64, update: Vec<u8>) {
+        let window = self.fanout_window();
+        let now = Instant::now();
+        let quiet = state
+            .last_relay
+            .is_none_or(|last| now.saturating_duration_since(last) >= window);
+        if state.flush_at.is_none() && (window.is_zero() || quiet) {
+            state.last_relay = Some(now);
+            self.broadcast(from, crate::protocol::encode_update(&update));
+            return;
+        }
+        state.pending.push((from, update));
+        if state.flush_at.is_none() {
+            let at = state.last_relay.map_or(now, |last| last + window);
+            state.flush_at = Some(at);
+            let room = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                room.flush_pending();
+            });
+        }
+    }
+
+    /// Relays the updates batched since the last relay, as one message.
+    fn flush_pending(&self) {
+        let mut state = self.state.lock();
+        state.flush_at = None;
+        let pending = std::mem::take(&mut state.pending);
+        let Some((first_from, _)) = pending.first() else {
+            return;
+        };
+        state.last_relay = Some(Instant::now());
+        // The senders' own edits come back to them only when several
+        // connections' edits were merged (Yjs ignores what it has).
+        let from = if pending.iter().all(|(from, _)| from == first_from) {
+            *first_from
+        } else {
+            EVERYONE
+        };
+        if pending.len() == 1 {
+            self.broadcast(from, crate::protocol::encode_update(&pending[0].1));
+            return;
+        }
+        match yrs::merge_updates_v1(pending.iter().map(|(_, update)| update.as_slice())) {
+            Ok(merged) => self.broadcast(from, crate::protocol::encode_update(&merged)),
+            Err(error) => {
+                // Every update was applied by yrs, so this does not happen;
+                // relaying them one by one is still correct.
+                tracing::warn!(incident = %self.id, %error, "could not merge batched updates; relaying them one by one");
+                for (from, update) in pending {
+                    self.broadcast(from, crate::protocol::encode_update(&update));
+                }
+            }
+        }
+    }
+
+    /// The fan-out batching window for the room's current size.
+    fn fanout_window(&self) -> Duration {
+        let connections = self.connections();
+        self.fanout_window_per_1000
+            .saturating_mul(connections)
+            .checked_div(1000)
+            .unwrap_or_default()
+            .min(self.fanout_window_max)
     }
 
     /// Completes once every write queued so far is durable.
@@ -377,6 +483,10 @@ impl Rooms {
                 log_updates,
                 log_bytes,
                 poisoned: false,
+                full_sync: None,
+                pending: Vec::new(),
+                flush_at: None,
+                last_relay: None,
             }),
             sender,
             editors: AtomicU32::new(0),
@@ -386,6 +496,8 @@ impl Rooms {
             store: self.inner.store.clone(),
             compact_after_updates: self.inner.config.compact_after_updates,
             compact_after_bytes: self.inner.config.compact_after_bytes,
+            fanout_window_per_1000: self.inner.config.fanout_window_per_1000,
+            fanout_window_max: self.inner.config.fanout_window_max,
         }))
     }
 

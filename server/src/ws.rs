@@ -33,6 +33,11 @@ static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
 /// A send that takes longer than this means the peer stopped reading.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Per-connection socket buffers. tungstenite's defaults (128 KiB each, the
+/// read buffer allocated up front) would cost 128 KiB per idle viewer; the
+/// buffers grow as needed for a large message.
+const READ_BUFFER_BYTES: usize = 4 * 1024;
+const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 /// Broadcast messages written to the socket before one flush.
 const MAX_BATCH: usize = 256;
 
@@ -71,6 +76,8 @@ pub async fn upgrade(
     Ok(upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(READ_BUFFER_BYTES)
+        .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
             tasks.track_future(serve_connection(app, socket, id, claims, access))
         }))
@@ -163,13 +170,17 @@ async fn run(
     }
     let mut saved_acks = false;
     let mut saving: FuturesOrdered<SavedWait> = FuturesOrdered::new();
-    let shutdown = app.shutdown.clone();
+    // Created once, not per loop turn: registering with a cancellation
+    // token takes a lock, and this loop turns once per delivered message.
+    let shutdown = app.shutdown.clone().cancelled_owned();
+    let closing = room.closing.clone().cancelled_owned();
+    tokio::pin!(shutdown, closing);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
+            _ = &mut shutdown => {
                 return Closing::server(close_code::SERVICE_RESTART, "server restarting");
             }
-            _ = room.closing.cancelled() => {
+            _ = &mut closing => {
                 return Closing::server(close_code::SERVICE_RESTART, "document reloading; reconnect");
             }
             frame = stream.next() => {
@@ -289,6 +300,14 @@ fn handle_frame(
             )));
         }
         for message in messages {
+            // A client with nothing yet gets the whole document, encoded
+            // once per change for everyone who joins.
+            if let protocol::ClientMessage::SyncStep1(sv) = &message
+                && sv.is_empty()
+            {
+                handled.replies.push(state.full_sync());
+                continue;
+            }
             let effects = match session.handle(&state.awareness, message) {
                 Ok(effects) => effects,
                 Err(error) => {
@@ -304,7 +323,8 @@ fn handle_frame(
                     Effect::Reply(bytes) => handled.replies.push(bytes),
                     Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
                     Effect::BroadcastAll(bytes) => room.broadcast(crate::rooms::EVERYONE, bytes),
-                    Effect::Persist { update, change } => {
+                    Effect::Commit { update, change } => {
+                        room.relay_update(state, connection, update.clone());
                         let wait = room
                             .persist(state, update)
                             .map_err(|error| FrameError::Closing(storage_closing(error)))?;
@@ -384,6 +404,12 @@ async fn send_all(sink: &mut Sink, frames: Vec<Bytes>) -> Result<(), ()> {
         }
         sink.flush().await
     };
+    tokio::pin!(send);
+    // Usually the socket takes the bytes at once; only a send that has to
+    // wait gets a timer (arming one per delivery costs more than the send).
+    if let std::task::Poll::Ready(result) = futures::poll!(&mut send) {
+        return result.map_err(|_| ());
+    }
     match tokio::time::timeout(SEND_TIMEOUT, send).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),

@@ -120,13 +120,10 @@ fn editors_updates_are_applied_relayed_and_persisted_with_change_numbers() {
         .unwrap();
     assert_eq!(
         effects,
-        vec![
-            Effect::Broadcast(encode_update(&update)),
-            Effect::Persist {
-                update: update.clone(),
-                change: 1
-            },
-        ]
+        vec![Effect::Commit {
+            update: update.clone(),
+            change: 1
+        }]
     );
     assert_eq!(body(&room), "hello world");
 
