@@ -120,13 +120,13 @@ struct ServeArgs {
     #[arg(long, env = "COMMANDPOST_ROOM_BUFFER", default_value_t = 1024)]
     room_buffer: usize,
     /// Fan-out batching: a document with n connections relays edits at
-    /// most once per n/1000 × this (e.g. 5ms: 25 ms at 5,000 connections),
+    /// most once per n/1000 × this (12ms: 60 ms at 5,000 connections),
     /// merging what arrives in between into one message; an edit after a
     /// quiet spell goes out at once. 0s disables batching.
-    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_PER_1000", default_value = "5ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_PER_1000", default_value = "12ms", value_parser = humantime::parse_duration)]
     fanout_window_per_1000: Duration,
     /// Upper bound of the fan-out batching window.
-    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "50ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "150ms", value_parser = humantime::parse_duration)]
     fanout_window_max: Duration,
     /// How long the admin token printed at start-up stays valid.
     #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]

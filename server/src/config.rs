@@ -54,8 +54,8 @@ impl ServerConfig {
             compact_after_updates: 1000,
             compact_after_bytes: 4 * 1024 * 1024,
             room_buffer_messages: 1024,
-            fanout_window_per_1000: Duration::from_millis(5),
-            fanout_window_max: Duration::from_millis(50),
+            fanout_window_per_1000: Duration::from_millis(12),
+            fanout_window_max: Duration::from_millis(150),
             admin_token_ttl: Duration::from_secs(7 * 24 * 3600),
             handoff_ttl: Duration::from_secs(15 * 60),
         }

@@ -91,6 +91,14 @@ impl Server {
             stop.cancelled().await;
             connections_shutdown.cancel();
         });
+        // Without TCP_NODELAY, Nagle's algorithm holds a small write back
+        // until the previous one is acknowledged, and with the peer's
+        // delayed ACKs a keystroke can wait 40 ms on its way to a viewer.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
