@@ -45,6 +45,12 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// The command sidecars of all incidents.
     pub sidecars: Sidecars,
+    /// Revoked token ids.
+    pub revocations: crate::auth::Revocations,
+    /// Open connections, globally and per token.
+    pub connection_limits: Arc<crate::limits::ConnectionLimits>,
+    /// Commands per token.
+    pub command_limiter: Arc<crate::limits::CommandLimiter>,
 }
 
 /// Builds the router.
@@ -52,10 +58,16 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/assets/{*path}", get(crate::web::asset))
         .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(crate::metrics::handler))
         .route("/api/openapi.json", get(openapi))
         .route("/api/incidents", get(list_incidents).post(create_incident))
         .route("/api/incidents/{id}", get(get_incident))
         .route("/api/me", get(me))
+        .route("/api/admin/quarantine", get(crate::quarantine::list))
+        .route("/api/tokens/revoked", get(list_revoked))
+        .route("/api/admin/backup", get(crate::backup::handler))
+        .route("/api/tokens/{jti}/revoke", post(revoke_token))
         .route("/api/incidents/{id}/share", post(share))
         .route(
             "/api/incidents/{id}/commands/{name}",
@@ -76,6 +88,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws/{id}", get(crate::ws::upgrade))
         .fallback(crate::web::app)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(crate::security::headers))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
@@ -128,6 +141,7 @@ impl From<AuthError> for ApiError {
         let (status, code) = match error {
             AuthError::Missing => (StatusCode::UNAUTHORIZED, "missing_token"),
             AuthError::Expired => (StatusCode::UNAUTHORIZED, "expired_token"),
+            AuthError::Revoked => (StatusCode::UNAUTHORIZED, "revoked_token"),
             AuthError::Invalid => (StatusCode::UNAUTHORIZED, "invalid_token"),
             AuthError::WrongIncident(_) | AuthError::Forbidden(_) => {
                 (StatusCode::FORBIDDEN, "forbidden")
@@ -160,7 +174,16 @@ impl AppState {
         let token = bearer_token(headers)
             .or(query_token)
             .ok_or(AuthError::Missing)?;
-        self.keys.verify(&token)
+        self.verify(&token)
+    }
+
+    /// Verifies a token: signature, expiry, and not revoked.
+    pub fn verify(&self, token: &str) -> Result<TokenClaims, AuthError> {
+        let claims = self.keys.verify(token)?;
+        if self.revocations.is_revoked(&claims.jti) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(claims)
     }
 }
 
@@ -181,7 +204,7 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let token = bearer_token(&parts.headers).ok_or(AuthError::Missing)?;
-        Ok(Caller(state.keys.verify(&token)?))
+        Ok(Caller(state.verify(&token)?))
     }
 }
 
@@ -198,8 +221,41 @@ async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }
 
+/// Liveness: the process answers.
 async fn healthz() -> &'static str {
     "ok"
+}
+
+/// Readiness: storage takes a write and flushes it. 503 otherwise (or
+/// when the flush takes longer than 5 s), so a load balancer stops sending
+/// users to a node that could not save their work.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let probe = async {
+        state
+            .store
+            .barrier()?
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    };
+    match tokio::time::timeout(std::time::Duration::from_secs(5), probe).await {
+        Ok(Ok(())) => "ready".into_response(),
+        Ok(Err(error)) => {
+            tracing::error!(%error, "not ready: storage is not writable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("not ready: storage is not writable: {error}"),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            tracing::error!("not ready: a storage flush took longer than 5 s");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not ready: storage flush timed out",
+            )
+                .into_response()
+        }
+    }
 }
 
 async fn method_not_allowed() -> ApiError {
@@ -442,4 +498,52 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "http");
     response
+}
+
+pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
+    if caller.0.role != AccessRole::Admin {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "only an admin token can manage tokens",
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /api/tokens/{jti}/revoke` (admin): revokes a token by its id. It
+/// is refused from then on, and open connections using it close within a
+/// second (WebSockets with close code 4401).
+async fn revoke_token(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(jti): Path<String>,
+) -> Result<Json<crate::store::Revocation>, ApiError> {
+    require_admin(&caller)?;
+    let jti = jti.trim().to_owned();
+    if jti.is_empty() || jti.len() > 128 {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_token_id",
+            "a token id is 1 to 128 characters (the `jti` claim; `commandpost token` prints it)",
+        ));
+    }
+    let revocation = crate::store::Revocation {
+        jti: jti.clone(),
+        revoked_at: Utc::now(),
+        revoked_by: caller.0.sub.clone(),
+    };
+    state.store.revoke(&revocation).await?;
+    state.revocations.add(jti);
+    tracing::info!(jti = %revocation.jti, by = %revocation.revoked_by, "token revoked");
+    Ok(Json(revocation))
+}
+
+/// `GET /api/tokens/revoked` (admin).
+async fn list_revoked(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
+    require_admin(&caller)?;
+    Ok(Json(state.store.revocations()?))
 }

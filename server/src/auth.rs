@@ -7,6 +7,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use commandpost_shared::{AccessRole, IncidentId, TokenClaims};
@@ -22,6 +23,8 @@ pub enum AuthError {
     Missing,
     #[error("the access token has expired: ask for a new one")]
     Expired,
+    #[error("the access token has been revoked: ask for a new one")]
+    Revoked,
     #[error("the access token is not valid for this server")]
     Invalid,
     #[error("this token is limited to {0}")]
@@ -207,5 +210,38 @@ mod tests {
             check_incident_scope(&claims, &IncidentId::new(3)),
             Err(AuthError::WrongIncident(IncidentId::new(2)))
         );
+    }
+}
+
+/// Revoked token ids: loaded from storage at start, added to by the admin
+/// API, and announced live so open connections using a revoked token close.
+#[derive(Clone)]
+pub struct Revocations {
+    ids: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
+    live: tokio::sync::broadcast::Sender<String>,
+}
+
+impl Revocations {
+    pub fn new(ids: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            ids: Arc::new(parking_lot::RwLock::new(ids.into_iter().collect())),
+            live: tokio::sync::broadcast::channel(256).0,
+        }
+    }
+
+    pub fn is_revoked(&self, jti: &str) -> bool {
+        self.ids.read().contains(jti)
+    }
+
+    /// Marks a token revoked (after it was stored) and tells live
+    /// connections.
+    pub fn add(&self, jti: String) {
+        self.ids.write().insert(jti.clone());
+        let _ = self.live.send(jti);
+    }
+
+    /// Revocations from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.live.subscribe()
     }
 }

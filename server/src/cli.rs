@@ -32,8 +32,25 @@ pub struct Cli {
 enum Command {
     /// Run the server (HTTP API, document WebSockets, embedded storage).
     Serve(ServeArgs),
-    /// Print a signed access token for a user.
+    /// Print a signed access token for a user (`token revoke ID` revokes one).
     Token(TokenArgs),
+    /// Download a consistent backup of a running server's database.
+    Backup {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Where to write the backup file.
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// Restore a backup file into a new, empty data directory.
+    Restore {
+        /// The backup file (from `commandpost backup`).
+        #[arg(long)]
+        from: PathBuf,
+        /// The data directory to create (it must not hold a database yet).
+        #[arg(long)]
+        data: PathBuf,
+    },
     /// Declare an incident on a running server (you become its commander).
     Declare {
         #[command(flatten)]
@@ -128,6 +145,51 @@ struct ServeArgs {
     /// Upper bound of the fan-out batching window.
     #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "150ms", value_parser = humantime::parse_duration)]
     fanout_window_max: Duration,
+    /// Lower bound of the fan-out batching window, for rooms of any size
+    /// (bursts go out merged; a lone edit still goes out at once).
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MIN", default_value = "2ms", value_parser = humantime::parse_duration)]
+    fanout_window_min: Duration,
+    /// Open WebSockets and event streams the server accepts in all (the
+    /// process's open-files limit must allow them).
+    #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS", default_value_t = 50_000)]
+    max_connections: usize,
+    /// ... and per token (a share link's token is used by everyone who
+    /// opens the link).
+    #[arg(
+        long,
+        env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN",
+        default_value_t = 1_000
+    )]
+    max_connections_per_token: usize,
+    /// Sidecar commands (notes included) allowed per token per minute; 0
+    /// turns the limit off. Beyond it: 429 with the time to wait.
+    #[arg(long, env = "COMMANDPOST_COMMANDS_PER_MINUTE", default_value_t = 120)]
+    commands_per_minute: u32,
+    /// Commands a token may send in a burst above that rate.
+    #[arg(long, env = "COMMANDPOST_COMMAND_BURST", default_value_t = 30)]
+    command_burst: u32,
+    /// Largest stored size of one document in bytes; an edit that would
+    /// grow it further is refused (close code 4413) and the document stays
+    /// readable.
+    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
+    max_document_bytes: u64,
+    /// How often document WebSockets are pinged; a peer silent for two
+    /// intervals is dropped (its cursor disappears, an empty room unloads).
+    #[arg(long, env = "COMMANDPOST_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    ping_interval: Duration,
+    /// Time a client has to send its request headers (and token) after
+    /// connecting; slower connections are closed.
+    #[arg(long, env = "COMMANDPOST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    handshake_timeout: Duration,
+    /// A browser origin (scheme://host[:port]) allowed to open document
+    /// WebSockets besides the server's own; repeat, or comma-separate in
+    /// the environment variable. Pages on any other site are refused (403).
+    #[arg(
+        long = "allowed-origin",
+        env = "COMMANDPOST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
+    allowed_origins: Vec<String>,
     /// How long the admin token printed at start-up stays valid.
     #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
     admin_token_ttl: Duration,
@@ -145,19 +207,41 @@ struct ServeArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct TokenArgs {
+    #[command(subcommand)]
+    action: Option<TokenAction>,
+    #[command(flatten)]
+    mint: MintArgs,
+}
+
+#[derive(Subcommand, Debug)]
+enum TokenAction {
+    /// Revoke a token by its id (printed when it was minted, or the `jti`
+    /// claim) on a running server: it is refused from then on and open
+    /// connections using it close within a second. Needs an admin token.
+    Revoke {
+        /// The token id.
+        id: String,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+}
+
+#[derive(Args, Debug)]
+struct MintArgs {
     /// Data directory of the server whose secret signs the token.
     #[arg(long, env = "COMMANDPOST_DATA", default_value = "commandpost-data")]
     data: PathBuf,
     /// Access role: admin, responder or viewer.
-    #[arg(long, value_parser = parse_role)]
-    role: AccessRole,
+    #[arg(long, value_parser = parse_role, required = true)]
+    role: Option<AccessRole>,
     /// Limit the token to one incident (INC-<n>); without it, every incident.
     #[arg(long)]
     incident: Option<IncidentId>,
     /// Display name shown to other responders.
-    #[arg(long)]
-    name: String,
+    #[arg(long, required = true)]
+    name: Option<String>,
     /// User id (token subject); defaults to the name in lowercase with
     /// dashes.
     #[arg(long)]
@@ -185,7 +269,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
-        Command::Token(args) => token(args),
+        Command::Token(TokenArgs {
+            action: Some(TokenAction::Revoke { id, remote }),
+            ..
+        }) => remote::revoke(remote, &id),
+        Command::Token(TokenArgs { mint, .. }) => token(mint),
+        Command::Backup { remote, out } => remote::backup(remote, &out),
+        Command::Restore { from, data } => restore(&from, &data),
         Command::Declare { remote, args } => remote::declare(remote, args),
         Command::Note { remote, args } => remote::note(remote, args),
         Command::Pin { remote, args } => remote::pin(remote, args),
@@ -248,6 +338,17 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         room_buffer_messages: args.room_buffer.max(16),
         fanout_window_per_1000: args.fanout_window_per_1000,
         fanout_window_max: args.fanout_window_max,
+        fanout_window_min: args.fanout_window_min,
+        max_connections: args.max_connections.max(1),
+        max_connections_per_token: args.max_connections_per_token.max(1),
+        commands_per_minute: args.commands_per_minute,
+        command_burst: args.command_burst,
+        max_document_bytes: args.max_document_bytes,
+        ping_interval: args
+            .ping_interval
+            .max(std::time::Duration::from_millis(100)),
+        handshake_timeout: args.handshake_timeout,
+        allowed_origins: args.allowed_origins,
         admin_token_ttl: args.admin_token_ttl,
         handoff_ttl: args.handoff_ttl,
     };
@@ -313,11 +414,26 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     shutdown.cancel();
 }
 
-fn token(args: TokenArgs) -> anyhow::Result<()> {
+fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    let restored = crate::backup::restore(&bytes, data)?;
+    eprintln!(
+        "restored {} entries in {} trees into {}; start the server with --data {} (and the same secret: copy the old data directory's `secret` file or use COMMANDPOST_SECRET)",
+        restored.entries,
+        restored.trees,
+        data.join("db").display(),
+        data.display()
+    );
+    Ok(())
+}
+
+fn token(args: MintArgs) -> anyhow::Result<()> {
+    let (Some(role), Some(name)) = (args.role, args.name) else {
+        anyhow::bail!("--role and --name are required to mint a token");
+    };
     let keys = TokenKeys::load(&args.data, args.secret.as_deref())?;
     let user = args.user.unwrap_or_else(|| {
-        args.name
-            .trim()
+        name.trim()
             .to_lowercase()
             .split_whitespace()
             .collect::<Vec<_>>()
@@ -328,9 +444,13 @@ fn token(args: TokenArgs) -> anyhow::Result<()> {
         user != commandpost_shared::incident::SYSTEM_USER_ID,
         "the user id `system` is reserved for the server's timer; choose another --user"
     );
-    println!(
-        "{}",
-        keys.mint(&user, args.name.trim(), args.role, args.incident, args.ttl)
-    );
+    let token = keys.mint(&user, name.trim(), role, args.incident, args.ttl);
+    if let Ok(claims) = keys.verify(&token) {
+        eprintln!(
+            "token id {} (revoke it with `commandpost token revoke {}`)",
+            claims.jti, claims.jti
+        );
+    }
+    println!("{token}");
     Ok(())
 }

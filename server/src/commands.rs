@@ -104,6 +104,7 @@ pub async fn run_command(
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
+    state.command_limiter.check(&caller.0.jti)?;
     if !COMMAND_NAMES.contains(&name.as_str()) {
         return Err(ApiError::new(
             StatusCode::NOT_FOUND,
@@ -265,11 +266,16 @@ pub async fn stream_events(
     let mut live = state.sidecars.subscribe(&id).await?;
     let sidecars = state.sidecars.clone();
     let shutdown = state.shutdown.clone();
+    let permit = state.connection_limits.acquire(&claims.jti)?;
+    let revocations = state.revocations.clone();
+    let mut revoked = revocations.subscribe();
+    let jti = claims.jti.clone();
     tracing::info!(incident = %id, user = %claims.sub, after = last, "event stream opened");
     // A task follows the incident and feeds the response; it ends when the
     // client goes away (the send fails) or the server shuts down.
     let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(64);
     tokio::spawn(async move {
+        let _permit = permit;
         let mut backlog = true;
         loop {
             if backlog {
@@ -291,6 +297,16 @@ pub async fn stream_events(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = sender.closed() => return,
+                revocation = revoked.recv() => {
+                    let hit = match revocation {
+                        Ok(revoked_id) => revoked_id == jti,
+                        Err(_) => revocations.is_revoked(&jti),
+                    };
+                    if hit {
+                        tracing::info!(incident = %id, "event stream closed: access token revoked");
+                        return;
+                    }
+                }
                 received = live.recv() => match received {
                     Ok(event) if event.seq.0 > last => {
                         last = event.seq.0;

@@ -35,6 +35,28 @@ pub struct ServerConfig {
     /// out at once. Zero disables batching.
     pub fanout_window_per_1000: Duration,
     pub fanout_window_max: Duration,
+    /// The smallest window, for rooms of any size: a burst of edits (a
+    /// paste, a script, several typists at once) goes out merged.
+    pub fanout_window_min: Duration,
+    /// Open WebSockets and event streams, in all and per token.
+    pub max_connections: usize,
+    pub max_connections_per_token: usize,
+    /// Sidecar commands (notes included) per token per minute (0: no
+    /// limit), and the burst allowed above that rate.
+    pub commands_per_minute: u32,
+    pub command_burst: u32,
+    /// Largest stored size of one document (snapshot + log); updates that
+    /// would grow it past this are refused.
+    pub max_document_bytes: u64,
+    /// How often document WebSockets are pinged; a peer silent for two
+    /// intervals is dead and its connection is dropped.
+    pub ping_interval: Duration,
+    /// Time allowed for a client to send its HTTP request headers (which
+    /// carry the token) after connecting.
+    pub handshake_timeout: Duration,
+    /// Browser origins allowed to open document WebSockets besides the
+    /// server's own (the request's `Host`).
+    pub allowed_origins: Vec<String>,
     /// How long the admin token printed at start-up stays valid.
     pub admin_token_ttl: Duration,
     /// How long a handoff offer waits for an answer before it expires.
@@ -56,6 +78,15 @@ impl ServerConfig {
             room_buffer_messages: 1024,
             fanout_window_per_1000: Duration::from_millis(12),
             fanout_window_max: Duration::from_millis(150),
+            fanout_window_min: Duration::from_millis(2),
+            max_connections: 50_000,
+            max_connections_per_token: 1_000,
+            commands_per_minute: 120,
+            command_burst: 30,
+            max_document_bytes: 256 * 1024 * 1024,
+            ping_interval: Duration::from_secs(30),
+            handshake_timeout: Duration::from_secs(10),
+            allowed_origins: Vec::new(),
             admin_token_ttl: Duration::from_secs(7 * 24 * 3600),
             handoff_ttl: Duration::from_secs(15 * 60),
         }

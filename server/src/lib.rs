@@ -7,14 +7,19 @@
 
 pub mod api;
 pub mod auth;
+pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod limits;
+pub mod metrics;
 pub mod openapi;
 pub mod postmortem;
 pub mod protocol;
+pub mod quarantine;
 pub mod remote;
 pub mod rooms;
+pub mod security;
 pub mod server;
 pub mod sidecar;
 pub mod store;

@@ -124,6 +124,11 @@ pub mod close_code {
     pub const UPDATE_REJECTED: u16 = 4422;
     /// The connection fell too far behind the room and must resync.
     pub const LAGGING: u16 = 4408;
+    /// The connection's access token was revoked. Permanent for the stock
+    /// client (4400–4499): it stops reconnecting.
+    pub const REVOKED: u16 = 4401;
+    /// The document reached its size limit; the edit was not saved.
+    pub const DOCUMENT_TOO_LARGE: u16 = 4413;
 }
 
 /// A small lib0 reader over one frame that reports exactly what is wrong.
@@ -410,6 +415,11 @@ impl Session {
             announced: HashSet::new(),
             changes: 0,
         }
+    }
+
+    /// Whether this connection may change the document.
+    pub fn can_write(&self) -> bool {
+        self.access == Access::ReadWrite
     }
 
     /// Handles one message against the room's awareness (and its document).

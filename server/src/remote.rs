@@ -358,6 +358,41 @@ pub fn handoff(remote: Remote, args: Handoff) -> anyhow::Result<()> {
     })
 }
 
+/// `commandpost token revoke ID`.
+pub fn revoke(remote: Remote, id: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let answer = remote
+            .post(&format!("/api/tokens/{id}/revoke"), Value::Null)
+            .await?;
+        remote.print(&answer, || {
+            format!(
+                "revoked token {} at {}",
+                answer["jti"].as_str().unwrap_or(id),
+                answer["revoked_at"].as_str().unwrap_or("?")
+            )
+        });
+        Ok(())
+    })
+}
+
+/// `commandpost backup --out FILE`.
+pub fn backup(remote: Remote, out: &std::path::Path) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let bytes = remote.get("/api/admin/backup").await?.bytes().await?;
+        let partial = out.with_extension("partial");
+        std::fs::write(&partial, &bytes)
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        std::fs::rename(&partial, out)
+            .with_context(|| format!("cannot write {}", out.display()))?;
+        eprintln!(
+            "wrote a backup of {} bytes to {}",
+            bytes.len(),
+            out.display()
+        );
+        Ok(())
+    })
+}
+
 pub fn postmortem(remote: Remote, args: PostmortemArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let markdown = remote

@@ -49,6 +49,8 @@ pub struct RoomState {
     /// Updates and bytes in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
+    /// Size of the last snapshot.
+    snapshot_bytes: u64,
     /// Set when a refused update may have been partly integrated: from then
     /// on nothing is applied or stored here, and the room is being replaced.
     pub poisoned: bool,
@@ -65,6 +67,11 @@ pub struct RoomState {
 }
 
 impl RoomState {
+    /// The document's stored size: last snapshot plus the log after it.
+    pub fn stored_bytes(&self) -> u64 {
+        self.snapshot_bytes + self.log_bytes
+    }
+
     /// Sync step 2 for a client with an empty state vector: the whole
     /// document, encoded once per change however many clients join.
     pub fn full_sync(&mut self) -> Bytes {
@@ -102,6 +109,7 @@ pub struct Room {
     compact_after_bytes: u64,
     fanout_window_per_1000: Duration,
     fanout_window_max: Duration,
+    fanout_window_min: Duration,
 }
 
 impl Room {
@@ -146,6 +154,7 @@ impl Room {
                 .doc()
                 .transact()
                 .encode_state_as_update_v1(&StateVector::default());
+            state.snapshot_bytes = snapshot.len() as u64;
             self.store.compact(&self.id, seq, snapshot)?;
             tracing::debug!(incident = %self.id, upto = seq, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
             state.log_updates = 0;
@@ -220,12 +229,16 @@ impl Room {
 
     /// The fan-out batching window for the room's current size.
     fn fanout_window(&self) -> Duration {
+        if self.fanout_window_per_1000.is_zero() {
+            return Duration::ZERO;
+        }
         let connections = self.connections();
         self.fanout_window_per_1000
             .saturating_mul(connections)
             .checked_div(1000)
             .unwrap_or_default()
             .min(self.fanout_window_max)
+            .max(self.fanout_window_min)
     }
 
     /// Completes once every write queued so far is durable.
@@ -254,44 +267,261 @@ impl Room {
     }
 }
 
-/// Rebuilds a document from its snapshot and log.
-///
-/// Storage only ever holds updates that yrs accepted, so a failure here is
-/// corruption: it is reported, never skipped.
+impl Drop for Room {
+    fn drop(&mut self) {
+        crate::metrics::METRICS.rooms_loaded.dec();
+    }
+}
+
+/// A stored part of a document.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DocPart {
+    /// The snapshot, covering the log up to `upto`.
+    Snapshot { upto: u64 },
+    /// The log entry with this seq.
+    Update(u64),
+}
+
+impl std::fmt::Display for DocPart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocPart::Snapshot { upto } => write!(f, "snapshot (up to update {upto})"),
+            DocPart::Update(seq) => write!(f, "update {seq}"),
+        }
+    }
+}
+
+/// A stored part that does not load, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Damaged {
+    pub part: DocPart,
+    pub reason: String,
+}
+
+/// A document rebuilt from storage without the parts that do not load.
+pub struct Rebuilt {
+    pub doc: Doc,
+    /// In storage order.
+    pub damaged: Vec<Damaged>,
+}
+
+/// Rebuilds a document from its snapshot and log, strictly: the first part
+/// that does not load is an error (for tools and benchmarks; the server
+/// loads with [`rebuild_doc`] and quarantines what it skips).
 pub fn build_doc(id: &IncidentId, stored: &StoredDoc) -> Result<Doc, StoreError> {
-    let doc = Doc::new();
-    {
-        let mut txn = doc.transact_mut();
-        let parts = stored
-            .snapshot
-            .iter()
-            .map(|snapshot| (0, snapshot))
-            .chain(stored.updates.iter().map(|(seq, update)| (*seq, update)));
-        for (seq, bytes) in parts {
-            // Stored updates passed the same check on the way in; checking
-            // again protects against damage on disk and older data.
-            if let Err(error) = crate::update_check::check_update_v1(bytes) {
-                return Err(StoreError::Corrupt(format!("{id} update {seq}: {error}")));
+    let rebuilt = rebuild_doc(stored);
+    match rebuilt.damaged.into_iter().next() {
+        None => Ok(rebuilt.doc),
+        Some(damaged) => Err(StoreError::Corrupt(format!(
+            "{id} {}: {}",
+            damaged.part, damaged.reason
+        ))),
+    }
+}
+
+/// Rebuilds a document from its snapshot and log, leaving out every part
+/// that does not load: one that fails the structural check or does not
+/// decode is skipped; one that yrs refuses or panics on while integrating
+/// may have been applied in part, so the document is rebuilt from scratch
+/// without it. The result never holds part of a skipped update.
+///
+/// A document abandoned half-built is leaked rather than dropped: dropping
+/// it would run yrs code (the transaction's commit) on a state yrs already
+/// panicked on. That happens once per damaged entry, which the caller moves
+/// aside.
+pub fn rebuild_doc(stored: &StoredDoc) -> Rebuilt {
+    let parts: Vec<(DocPart, &[u8])> = stored
+        .snapshot
+        .iter()
+        .map(|snapshot| {
+            (
+                DocPart::Snapshot {
+                    upto: stored.snapshot_upto,
+                },
+                snapshot.as_slice(),
+            )
+        })
+        .chain(
+            stored
+                .updates
+                .iter()
+                .map(|(seq, update)| (DocPart::Update(*seq), update.as_slice())),
+        )
+        .collect();
+    let mut skip = vec![false; parts.len()];
+    let mut damaged: Vec<(usize, Damaged)> = Vec::new();
+    let mut one_transaction_per_part = false;
+    loop {
+        let doc = Doc::new();
+        let outcome = if one_transaction_per_part {
+            apply_each(&doc, &parts, &mut skip, &mut damaged)
+        } else {
+            apply_all(&doc, &parts, &mut skip, &mut damaged)
+        };
+        match outcome {
+            Ok(()) => {
+                damaged.sort_by_key(|(index, _)| *index);
+                return Rebuilt {
+                    doc,
+                    damaged: damaged.into_iter().map(|(_, damaged)| damaged).collect(),
+                };
             }
-            let applied = catch_unwind(AssertUnwindSafe(|| {
-                Update::decode_v1(bytes)
-                    .map_err(|error| error.to_string())
-                    .and_then(|update| txn.apply_update(update).map_err(|error| error.to_string()))
-            }));
-            match applied {
-                Ok(Ok(())) => {}
-                Ok(Err(error)) => {
-                    return Err(StoreError::Corrupt(format!("{id} update {seq}: {error}")));
-                }
-                Err(_) => {
-                    return Err(StoreError::Corrupt(format!(
-                        "{id} update {seq} does not integrate"
-                    )));
+            Err(failure) => {
+                std::mem::forget(doc);
+                match failure {
+                    Failure::Part(index, reason) => {
+                        skip[index] = true;
+                        damaged.push((
+                            index,
+                            Damaged {
+                                part: parts[index].0,
+                                reason,
+                            },
+                        ));
+                    }
+                    // Some part broke the document in a way only the commit
+                    // noticed: find which, one transaction per part.
+                    Failure::Commit => one_transaction_per_part = true,
                 }
             }
         }
     }
-    Ok(doc)
+}
+
+/// Why an attempt to rebuild a document was abandoned.
+enum Failure {
+    /// Integrating this part failed; the document may hold part of it.
+    Part(usize, String),
+    /// Committing the single transaction panicked.
+    Commit,
+}
+
+/// Checks and decodes a stored update; neither touches a document.
+fn decode_stored(bytes: &[u8]) -> Result<Update, String> {
+    // Stored updates passed the same check on the way in; checking again
+    // protects against damage on disk and older data.
+    crate::update_check::check_update_v1(bytes)
+        .map_err(|error| format!("not a valid Yjs update: {error}"))?;
+    match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
+        Ok(Ok(update)) => Ok(update),
+        Ok(Err(error)) => Err(format!("does not decode: {error}")),
+        Err(_) => Err("decoding it panicked".to_owned()),
+    }
+}
+
+/// Decodes the part at `index`, recording it as damaged when it does not.
+fn decode_part(
+    parts: &[(DocPart, &[u8])],
+    index: usize,
+    skip: &mut [bool],
+    damaged: &mut Vec<(usize, Damaged)>,
+) -> Option<Update> {
+    match decode_stored(parts[index].1) {
+        Ok(update) => Some(update),
+        Err(reason) => {
+            skip[index] = true;
+            damaged.push((
+                index,
+                Damaged {
+                    part: parts[index].0,
+                    reason,
+                },
+            ));
+            None
+        }
+    }
+}
+
+/// Applies every part in one transaction (the fast path).
+fn apply_all(
+    doc: &Doc,
+    parts: &[(DocPart, &[u8])],
+    skip: &mut [bool],
+    damaged: &mut Vec<(usize, Damaged)>,
+) -> Result<(), Failure> {
+    let mut txn = doc.transact_mut();
+    for index in 0..parts.len() {
+        if skip[index] {
+            continue;
+        }
+        let Some(update) = decode_part(parts, index, skip, damaged) else {
+            continue;
+        };
+        if let Err(reason) = integrate(&mut txn, update) {
+            std::mem::forget(txn);
+            return Err(Failure::Part(index, reason));
+        }
+    }
+    catch_unwind(AssertUnwindSafe(move || drop(txn))).map_err(|_| Failure::Commit)
+}
+
+/// Applies each part in a transaction of its own, so a failing commit
+/// names its part.
+fn apply_each(
+    doc: &Doc,
+    parts: &[(DocPart, &[u8])],
+    skip: &mut [bool],
+    damaged: &mut Vec<(usize, Damaged)>,
+) -> Result<(), Failure> {
+    for index in 0..parts.len() {
+        if skip[index] {
+            continue;
+        }
+        let Some(update) = decode_part(parts, index, skip, damaged) else {
+            continue;
+        };
+        let mut txn = doc.transact_mut();
+        if let Err(reason) = integrate(&mut txn, update) {
+            std::mem::forget(txn);
+            return Err(Failure::Part(index, reason));
+        }
+        catch_unwind(AssertUnwindSafe(move || drop(txn)))
+            .map_err(|_| Failure::Part(index, "committing it panicked".to_owned()))?;
+    }
+    Ok(())
+}
+
+/// Integrates one decoded update, turning a refusal or a panic into why.
+fn integrate(txn: &mut yrs::TransactionMut<'_>, update: Update) -> Result<(), String> {
+    match catch_unwind(AssertUnwindSafe(|| txn.apply_update(update))) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("yrs refuses to integrate it: {error}")),
+        Err(_) => Err("integrating it panicked".to_owned()),
+    }
+}
+
+/// Reads a document from storage and rebuilds it, moving every part that
+/// does not load to the quarantine (the store logs each move). Blocking.
+fn load_stored(
+    store: &Store,
+    id: &IncidentId,
+) -> Result<(Doc, StoredDoc, Vec<Damaged>), StoreError> {
+    let stored = store.load_doc(id)?;
+    let Rebuilt { doc, damaged } = rebuild_doc(&stored);
+    for damage in &damaged {
+        let queued = match damage.part {
+            DocPart::Snapshot { upto } => store.quarantine_snapshot(
+                id,
+                upto,
+                stored.snapshot.as_deref().unwrap_or_default(),
+                damage.reason.clone(),
+            ),
+            DocPart::Update(seq) => {
+                let update = stored
+                    .updates
+                    .iter()
+                    .find(|(stored_seq, _)| *stored_seq == seq)
+                    .map(|(_, update)| update.as_slice())
+                    .unwrap_or_default();
+                store.quarantine_update(id, seq, update, damage.reason.clone())
+            }
+        };
+        // The receiver is dropped: the writer logs the move.
+        if let Err(error) = queued {
+            tracing::error!(incident = %id, part = %damage.part, reason = %damage.reason, %error, "skipped a stored part that does not load, but cannot move it to the quarantine");
+        }
+    }
+    Ok((doc, stored, damaged))
 }
 
 type Slot = Arc<OnceCell<Arc<Room>>>;
@@ -438,7 +668,7 @@ impl Rooms {
         let store = self.inner.store.clone();
         let id = id.clone();
         tokio::task::spawn_blocking(move || {
-            let doc = build_doc(&id, &store.load_doc(&id)?)?;
+            let (doc, _, _) = load_stored(&store, &id)?;
             Ok(read(&doc))
         })
         .await
@@ -455,25 +685,40 @@ impl Rooms {
             .await
             .map_err(|_| StoreError::WriterGone)??;
         let load_id = id.clone();
-        let (awareness, next_seq, log_updates, log_bytes) =
+        let (awareness, next_seq, log_updates, log_bytes, snapshot_bytes, skipped) =
             tokio::task::spawn_blocking(move || {
-                let stored = store.load_doc(&load_id)?;
-                let doc = build_doc(&load_id, &stored)?;
-                let log_bytes = stored
+                let (doc, stored, damaged) = load_stored(&store, &load_id)?;
+                // What stays in storage: skipped parts are moved out.
+                let kept = |part: DocPart| !damaged.iter().any(|damage| damage.part == part);
+                let log: Vec<&Vec<u8>> = stored
                     .updates
                     .iter()
-                    .map(|(_, update)| update.len() as u64)
-                    .sum();
+                    .filter(|(seq, _)| kept(DocPart::Update(*seq)))
+                    .map(|(_, update)| update)
+                    .collect();
+                let log_bytes = log.iter().map(|update| update.len() as u64).sum();
+                let snapshot_bytes = stored
+                    .snapshot
+                    .as_ref()
+                    .filter(|_| {
+                        kept(DocPart::Snapshot {
+                            upto: stored.snapshot_upto,
+                        })
+                    })
+                    .map_or(0, |s| s.len() as u64);
                 Ok::<_, StoreError>((
                     Awareness::new(doc),
                     stored.next_seq,
-                    stored.updates.len() as u64,
+                    log.len() as u64,
                     log_bytes,
+                    snapshot_bytes,
+                    damaged.len(),
                 ))
             })
             .await
             .map_err(|error| StoreError::Corrupt(format!("loading {id} panicked: {error}")))??;
-        tracing::info!(incident = %id, log_updates, elapsed_ms = started.elapsed().as_millis() as u64, "room loaded");
+        tracing::info!(incident = %id, log_updates, skipped, elapsed_ms = started.elapsed().as_millis() as u64, "room loaded");
+        crate::metrics::METRICS.rooms_loaded.inc();
         let (sender, _) = broadcast::channel(self.inner.config.room_buffer_messages);
         Ok(Arc::new(Room {
             id,
@@ -482,6 +727,7 @@ impl Rooms {
                 next_seq,
                 log_updates,
                 log_bytes,
+                snapshot_bytes,
                 poisoned: false,
                 full_sync: None,
                 pending: Vec::new(),
@@ -498,7 +744,40 @@ impl Rooms {
             compact_after_bytes: self.inner.config.compact_after_bytes,
             fanout_window_per_1000: self.inner.config.fanout_window_per_1000,
             fanout_window_max: self.inner.config.fanout_window_max,
+            fanout_window_min: self.inner.config.fanout_window_min,
         }))
+    }
+
+    /// Compacts the log of every loaded document into a snapshot, so the
+    /// next start loads snapshots without replaying logs. Called on clean
+    /// shutdown, after the connections closed; the caller then waits for the
+    /// writes to be durable.
+    pub fn compact_all(&self) -> Result<usize, StoreError> {
+        let rooms: Vec<Arc<Room>> = self
+            .inner
+            .slots
+            .lock()
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect();
+        let mut compacted = 0;
+        for room in rooms {
+            let mut state = room.state.lock();
+            if state.poisoned || state.log_updates == 0 {
+                continue;
+            }
+            let snapshot = state
+                .awareness
+                .doc()
+                .transact()
+                .encode_state_as_update_v1(&StateVector::default());
+            state.snapshot_bytes = snapshot.len() as u64;
+            room.store.compact(&room.id, state.next_seq - 1, snapshot)?;
+            state.log_updates = 0;
+            state.log_bytes = 0;
+            compacted += 1;
+        }
+        Ok(compacted)
     }
 
     async fn unload_when_idle(&self, room: Arc<Room>, epoch: u64) {
@@ -519,5 +798,139 @@ impl Rooms {
             drop(slots);
             tracing::info!(incident = %room.id, "room unloaded after idle timeout");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use yrs::{Text, TextRef};
+
+    use super::*;
+
+    /// The update a change to `doc` makes.
+    fn edit(doc: &Doc, change: impl FnOnce(&mut yrs::TransactionMut<'_>, &TextRef)) -> Vec<u8> {
+        let text = doc.get_or_insert_text(crate::template::BODY);
+        let before = doc.transact().state_vector();
+        change(&mut doc.transact_mut(), &text);
+        doc.transact().encode_state_as_update_v1(&before)
+    }
+
+    fn body(doc: &Doc) -> String {
+        doc.get_or_insert_text(crate::template::BODY)
+            .get_string(&doc.transact())
+    }
+
+    /// A v1 update with one string item per `(client, parent, text)`; the
+    /// parent is a root type's name or an item's id.
+    fn raw_update(items: &[(u8, Result<&str, (u8, u8)>, &str)]) -> Vec<u8> {
+        let mut bytes = vec![items.len() as u8];
+        for (client, parent, text) in items {
+            // One struct, of `client`, at clock 0: a string item (content 4)
+            // without origins, so its parent follows.
+            bytes.extend_from_slice(&[1, *client, 0, 0x04]);
+            match parent {
+                Ok(name) => {
+                    bytes.extend_from_slice(&[1, name.len() as u8]);
+                    bytes.extend_from_slice(name.as_bytes());
+                }
+                Err((client, clock)) => bytes.extend_from_slice(&[0, *client, *clock]),
+            }
+            bytes.push(text.len() as u8);
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        bytes.push(0); // empty delete set
+        bytes
+    }
+
+    #[test]
+    fn undecodable_log_entries_are_skipped_and_later_ones_still_load() {
+        let source = Doc::new();
+        let snapshot = edit(&source, |txn, text| text.insert(txn, 0, "base "));
+        let one = edit(&source, |txn, text| text.push(txn, "one "));
+        let three = edit(&source, |txn, text| text.push(txn, "three"));
+        let stored = StoredDoc {
+            snapshot: Some(snapshot),
+            snapshot_upto: 0,
+            updates: vec![
+                (1, one),
+                (2, vec![0xff, 0xff, 0xff, 0x01]),
+                (3, three),
+                (4, Vec::new()),
+            ],
+            next_seq: 5,
+        };
+        let rebuilt = rebuild_doc(&stored);
+        assert_eq!(body(&rebuilt.doc), "base one three");
+        let parts: Vec<DocPart> = rebuilt.damaged.iter().map(|d| d.part).collect();
+        assert_eq!(parts, [DocPart::Update(2), DocPart::Update(4)]);
+        assert!(
+            rebuilt.damaged[0].reason.contains("not a valid Yjs update"),
+            "{:?}",
+            rebuilt.damaged
+        );
+        let strict = build_doc(&IncidentId::new(1), &stored).map(drop);
+        assert!(
+            matches!(&strict, Err(StoreError::Corrupt(reason)) if reason.contains("update 2")),
+            "{strict:?}"
+        );
+    }
+
+    #[test]
+    fn a_corrupt_snapshot_is_skipped_and_the_log_after_it_loads() {
+        let source = Doc::new();
+        let other = source.get_or_insert_text("other");
+        let before = source.transact().state_vector();
+        other.insert(&mut source.transact_mut(), 0, "independent");
+        let update = source.transact().encode_state_as_update_v1(&before);
+        let stored = StoredDoc {
+            snapshot: Some(b"garbage, not an update".to_vec()),
+            snapshot_upto: 7,
+            updates: vec![(8, update)],
+            next_seq: 9,
+        };
+        let rebuilt = rebuild_doc(&stored);
+        let parts: Vec<DocPart> = rebuilt.damaged.iter().map(|d| d.part).collect();
+        assert_eq!(parts, [DocPart::Snapshot { upto: 7 }]);
+        let other = rebuilt.doc.get_or_insert_text("other");
+        assert_eq!(other.get_string(&rebuilt.doc.transact()), "independent");
+    }
+
+    #[test]
+    fn an_update_yrs_refuses_midway_leaves_nothing_of_itself_behind() {
+        // Client 1's item "x" in the body; then an update whose client 7
+        // item is fine but whose client 2 item names "x" (a string) as its
+        // parent, which yrs refuses after integrating client 7's.
+        let parent = raw_update(&[(1, Ok("body"), "x")]);
+        let bad = raw_update(&[(7, Ok("body"), "q"), (2, Err((1, 0)), "y")]);
+        let later = raw_update(&[(9, Ok("body"), "z")]);
+        crate::update_check::check_update_v1(&bad).expect("structurally valid");
+
+        // The premise: applied naively, the bad update is half-applied.
+        let naive = Doc::new();
+        {
+            let mut txn = naive.transact_mut();
+            txn.apply_update(Update::decode_v1(&parent).unwrap())
+                .unwrap();
+            assert!(txn.apply_update(Update::decode_v1(&bad).unwrap()).is_err());
+        }
+        assert!(body(&naive).contains('q'), "{:?}", body(&naive));
+
+        let stored = StoredDoc {
+            snapshot: None,
+            snapshot_upto: 0,
+            updates: vec![(1, parent), (2, bad), (3, later)],
+            next_seq: 4,
+        };
+        let rebuilt = rebuild_doc(&stored);
+        let text = body(&rebuilt.doc);
+        assert!(text.contains('x') && text.contains('z'), "{text:?}");
+        assert!(!text.contains('q') && !text.contains('y'), "{text:?}");
+        assert_eq!(rebuilt.damaged.len(), 1);
+        assert_eq!(rebuilt.damaged[0].part, DocPart::Update(2));
+        assert!(
+            rebuilt.damaged[0].reason.contains("refuses"),
+            "{:?}",
+            rebuilt.damaged
+        );
     }
 }

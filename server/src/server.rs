@@ -44,15 +44,31 @@ impl Server {
             "--handoff-ttl must be longer than zero"
         );
         let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
+        let revocations = crate::auth::Revocations::new(
+            store
+                .revocations()
+                .context("cannot read the revoked tokens")?
+                .into_iter()
+                .map(|revocation| revocation.jti),
+        );
         Ok(Self {
             state: AppState {
                 store,
                 rooms,
                 keys,
-                config: Arc::new(config),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 sidecars,
+                revocations,
+                connection_limits: crate::limits::ConnectionLimits::new(
+                    config.max_connections,
+                    config.max_connections_per_token,
+                ),
+                command_limiter: Arc::new(crate::limits::CommandLimiter::new(
+                    config.commands_per_minute,
+                    config.command_burst,
+                )),
+                config: Arc::new(config),
             },
         })
     }
@@ -91,18 +107,13 @@ impl Server {
             stop.cancelled().await;
             connections_shutdown.cancel();
         });
-        // Without TCP_NODELAY, Nagle's algorithm holds a small write back
-        // until the previous one is acknowledged, and with the peer's
-        // delayed ACKs a keystroke can wait 40 ms on its way to a viewer.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY");
-            }
-        });
-        axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context("server failed")?;
+        accept_loop(
+            listener,
+            app,
+            state.config.handshake_timeout,
+            shutdown.clone(),
+        )
+        .await;
         state.shutdown.cancel();
         let _ = timer.await;
         state.tasks.close();
@@ -111,6 +122,13 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some connections did not close within {SHUTDOWN_GRACE:?}");
+        }
+        // Snapshots instead of logs: the next start replays nothing.
+        match state.rooms.compact_all() {
+            Ok(compacted) => tracing::info!(documents = compacted, "compacted document logs"),
+            Err(error) => {
+                tracing::error!(%error, "cannot compact document logs (the logs are intact)")
+            }
         }
         let barrier = state
             .store
@@ -121,5 +139,68 @@ impl Server {
         tokio::task::spawn_blocking(move || store.flush_blocking()).await??;
         tracing::info!("storage flushed; shut down cleanly");
         Ok(())
+    }
+}
+
+/// Accepts connections until `shutdown`, serving each with hyper (HTTP/1.1
+/// with upgrades, for WebSockets), then waits (up to the grace period) for
+/// in-flight HTTP requests to finish.
+///
+/// Written out rather than `axum::serve` for two settings it does not
+/// expose: TCP_NODELAY (without it, Nagle's algorithm holds a small write
+/// back until the previous one is acknowledged, and with the peer's delayed
+/// ACKs a keystroke can wait 40 ms on its way to a viewer), and a timeout on
+/// reading the request headers, so a client that connects and sends nothing
+/// (or trickles bytes) cannot hold a connection open.
+async fn accept_loop(
+    listener: TcpListener,
+    app: axum::Router,
+    handshake_timeout: Duration,
+    shutdown: CancellationToken,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(handshake_timeout);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => break,
+        };
+        let (tcp, _) = match accepted {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                // Out of file descriptors, usually: say so and breathe.
+                tracing::warn!(%error, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "cannot set TCP_NODELAY");
+        }
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(error = %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some HTTP requests did not finish within {SHUTDOWN_GRACE:?}");
     }
 }

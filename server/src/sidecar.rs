@@ -15,12 +15,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
-use commandpost_shared::incident::{Caller, Command, Event, IncidentState};
+use commandpost_shared::incident::{Caller, Command, Event, EventKind, EventSeq, IncidentState};
 use commandpost_shared::machine::{self, Rules};
 use commandpost_shared::{Actor, IncidentId, UserId};
 use tokio::sync::{Notify, broadcast};
 
-use crate::store::{Store, StoreError};
+use crate::quarantine::QuarantineKind;
+use crate::store::{IncidentRecord, Store, StoreError};
 
 /// Where time comes from; injectable so timers are deterministic in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -160,6 +161,9 @@ impl Sidecars {
             .await
             .map_err(|_| StoreError::WriterGone)??;
         // Durable: now the state moves and everyone hears of it.
+        for event in &events {
+            crate::metrics::METRICS.event(event.kind.name());
+        }
         let mut next = state.clone();
         for event in &events {
             next = machine::evolve(Some(next), event);
@@ -188,26 +192,134 @@ impl Sidecars {
         Ok(self.load(id).await?.live.subscribe())
     }
 
-    /// Durable events with `seq > after`, at most `limit`.
+    /// Durable events with `seq > after`, at most `limit`. A stored event
+    /// that does not decode is left out and moved to the quarantine.
     pub async fn events_after(
         &self,
         id: &IncidentId,
         after: u64,
         limit: usize,
     ) -> Result<Vec<Event>, SidecarError> {
+        let (events, _) = self.read_events(id, after, limit).await?;
+        Ok(events.into_iter().map(|(event, _)| event).collect())
+    }
+
+    /// Stored events with `seq > after` that decode, at most `limit`, each
+    /// with its stored bytes; and the highest seq read, decoded or not.
+    async fn read_events(
+        &self,
+        id: &IncidentId,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<(Event, Vec<u8>)>, u64), SidecarError> {
         let store = self.inner.store.clone();
         let read_id = id.clone();
         let stored = tokio::task::spawn_blocking(move || store.events_after(&read_id, after))
             .await
             .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))??;
-        stored
-            .into_iter()
-            .take(limit)
-            .map(|(_, bytes)| {
-                serde_json::from_slice(&bytes)
-                    .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))
-            })
-            .collect()
+        let mut events = Vec::new();
+        let mut highest = 0;
+        for (seq, bytes) in stored {
+            if events.len() >= limit {
+                break;
+            }
+            highest = highest.max(seq);
+            match decode_event(seq, &bytes) {
+                Ok(event) => events.push((event, bytes)),
+                Err(reason) => self.quarantine(id, seq, &bytes, reason),
+            }
+        }
+        Ok((events, highest))
+    }
+
+    /// Moves a stored event that does not load to the quarantine (the store
+    /// logs the move).
+    fn quarantine(&self, id: &IncidentId, seq: u64, bytes: &[u8], reason: String) {
+        if let Err(error) = self
+            .inner
+            .store
+            .quarantine_event(id, seq, bytes, reason.clone())
+        {
+            tracing::error!(incident = %id, seq, %reason, %error, "skipped a stored event that does not load, but cannot move it to the quarantine");
+        }
+    }
+
+    /// Folds the incident's stored events into its state. Events that do not
+    /// load are skipped and quarantined; if the declaration is among them,
+    /// the state starts from the incident record instead. The next event's
+    /// seq follows every seq ever stored, quarantined ones included.
+    async fn rebuild_state(&self, id: &IncidentId) -> Result<IncidentState, SidecarError> {
+        let (stored, highest) = self.read_events(id, 0, usize::MAX).await?;
+        let mut events = Vec::with_capacity(stored.len() + 1);
+        for (event, bytes) in stored {
+            let declaration = matches!(event.kind, EventKind::Declared { .. });
+            if declaration && !events.is_empty() {
+                let reason = format!("event {} declares the incident a second time", event.seq);
+                self.quarantine(id, event.seq.0, &bytes, reason);
+                continue;
+            }
+            if !declaration && events.is_empty() {
+                events.push(self.declaration_from_record(id, Some(&event))?);
+            }
+            events.push(event);
+        }
+        if events.is_empty() {
+            events.push(self.declaration_from_record(id, None)?);
+        }
+        let folded =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| machine::fold(&events)));
+        let mut state = match folded {
+            Ok(Some(state)) => state,
+            Ok(None) => return Err(SidecarError::NotFound(id.clone())),
+            Err(_) => {
+                return Err(SidecarError::Corrupt(
+                    id.clone(),
+                    "folding its events panicked".into(),
+                ));
+            }
+        };
+        let quarantined = self
+            .inner
+            .store
+            .quarantined_max_seq(id.number(), &[QuarantineKind::Event])?
+            .unwrap_or(0);
+        let floor = highest.max(quarantined);
+        if floor > state.last_seq.0 {
+            state.last_seq = EventSeq(floor);
+        }
+        Ok(state)
+    }
+
+    /// A stand-in for an incident's declaration that does not load, from
+    /// its record (title, declarer, time; not the declared severity,
+    /// criteria or summary). `NotFound` when there is no record either.
+    fn declaration_from_record(
+        &self,
+        id: &IncidentId,
+        first: Option<&Event>,
+    ) -> Result<Event, SidecarError> {
+        let Some(IncidentRecord {
+            title,
+            created_at,
+            created_by,
+            ..
+        }) = self.inner.store.get_incident(id)?
+        else {
+            return Err(SidecarError::NotFound(id.clone()));
+        };
+        tracing::error!(incident = %id, first_loaded = first.map(|event| event.seq.0), "the incident's declaration does not load; its state starts from the incident record, without the declared severity, criteria and summary");
+        Ok(Event {
+            seq: EventSeq(1),
+            at: created_at,
+            actor: created_by.clone(),
+            kind: EventKind::Declared {
+                title,
+                severity: None,
+                criteria: None,
+                summary: None,
+                commander: created_by,
+            },
+        })
     }
 
     async fn load(&self, id: &IncidentId) -> Result<Arc<Sidecar>, SidecarError> {
@@ -220,9 +332,7 @@ impl Sidecars {
             .clone();
         let sidecar = cell
             .get_or_try_init(|| async {
-                let events = self.events_after(id, 0, usize::MAX).await?;
-                let state =
-                    machine::fold(&events).ok_or_else(|| SidecarError::NotFound(id.clone()))?;
+                let state = self.rebuild_state(id).await?;
                 let (live, _) = broadcast::channel(256);
                 Ok::<_, SidecarError>(Arc::new(Sidecar {
                     latest: parking_lot::RwLock::new(Arc::new(state.clone())),
@@ -247,8 +357,15 @@ impl Sidecars {
     /// Loads every incident so their deadlines are armed (at start-up).
     pub async fn arm_all(&self, incidents: &[IncidentId]) -> Result<(), SidecarError> {
         for id in incidents {
-            let state = self.state(id).await?;
-            self.schedule(id, &state);
+            match self.state(id).await {
+                Ok(state) => self.schedule(id, &state),
+                Err(SidecarError::Store(error)) => return Err(SidecarError::Store(error)),
+                // One incident that does not load must not keep the server
+                // from starting.
+                Err(error) => {
+                    tracing::error!(incident = %id, %error, "cannot load the incident's sidecar; its deadlines are not armed");
+                }
+            }
         }
         Ok(())
     }
@@ -314,6 +431,19 @@ impl Sidecars {
             }
         }
     }
+}
+
+/// Decodes a stored event stored under `seq`.
+fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
+    let event: Event =
+        serde_json::from_slice(bytes).map_err(|error| format!("not a valid event: {error}"))?;
+    if event.seq.0 != seq {
+        return Err(format!(
+            "the event says it is seq {} but is stored as seq {seq}",
+            event.seq
+        ));
+    }
+    Ok(event)
 }
 
 /// An actor from a token's claims.
@@ -459,5 +589,136 @@ mod tests {
             2,
             "both announcements are durable"
         );
+    }
+
+    fn note(text: &str) -> Command {
+        Command::PostNote { text: text.into() }
+    }
+
+    fn seqs(events: &[Event]) -> Vec<u64> {
+        events.iter().map(|event| event.seq.0).collect()
+    }
+
+    #[tokio::test]
+    async fn events_that_do_not_decode_are_quarantined_and_their_seqs_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let store = Store::open(dir.path()).unwrap();
+        let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let declare = Command::Declare {
+            title: "Damaged".into(),
+            severity: None,
+            criteria: None,
+            summary: None,
+        };
+        let events = sidecars.declare(&declare, &ada()).unwrap();
+        let encoded: Vec<Vec<u8>> = events
+            .iter()
+            .map(|e| serde_json::to_vec(e).unwrap())
+            .collect();
+        let id = store
+            .create_incident("Damaged".into(), ada().actor, start, move |_| {
+                InitialContent {
+                    doc: crate::template::initial_update(""),
+                    events: encoded.clone(),
+                }
+            })
+            .await
+            .unwrap()
+            .id;
+        sidecars.execute(&id, &note("first"), &ada()).await.unwrap();
+        // Two damaged events at the end of the log: invalid JSON, and an
+        // event stored under the wrong seq.
+        let mut misplaced = sidecars.events_after(&id, 1, 1).await.unwrap()[0].clone();
+        misplaced.seq = EventSeq(9);
+        store
+            .append_events(
+                &id,
+                3,
+                vec![
+                    b"{not json".to_vec(),
+                    serde_json::to_vec(&misplaced).unwrap(),
+                ],
+            )
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A fresh service (as after a restart) loads the rest.
+        let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let state = sidecars.state(&id).await.unwrap();
+        assert_eq!(state.title, "Damaged");
+        assert_eq!(state.recent_notes.len(), 1);
+        assert_eq!(
+            state.last_seq,
+            EventSeq(4),
+            "numbering continues after them"
+        );
+        let posted = sidecars
+            .execute(&id, &note("second"), &ada())
+            .await
+            .unwrap();
+        assert_eq!(seqs(&posted), [5]);
+        assert_eq!(
+            seqs(&sidecars.events_after(&id, 0, usize::MAX).await.unwrap()),
+            [1, 2, 5]
+        );
+        let quarantined = store.quarantined().unwrap();
+        let reasons: Vec<(Option<u64>, &str)> = quarantined
+            .iter()
+            .map(|(_, record)| (record.seq, record.reason.as_str()))
+            .collect();
+        assert_eq!(reasons.len(), 2, "{reasons:?}");
+        assert_eq!(reasons[0].0, Some(3));
+        assert!(reasons[0].1.contains("not a valid event"), "{reasons:?}");
+        assert_eq!(reasons[1].0, Some(4));
+        assert!(reasons[1].1.contains("stored as seq 4"), "{reasons:?}");
+
+        // Quarantining the last event must not free its seq either.
+        let last = sidecars.events_after(&id, 4, 1).await.unwrap();
+        assert_eq!(seqs(&last), [5]);
+        store
+            .append_events(&id, 6, vec![b"garbage".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        sidecars.state(&id).await.unwrap();
+        store.barrier().unwrap().await.unwrap().unwrap();
+        assert_eq!(store.quarantined().unwrap().len(), 3);
+        let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        assert_eq!(sidecars.state(&id).await.unwrap().last_seq, EventSeq(6));
+        let posted = sidecars.execute(&id, &note("third"), &ada()).await.unwrap();
+        assert_eq!(seqs(&posted), [7]);
+    }
+
+    #[tokio::test]
+    async fn an_incident_whose_declaration_does_not_load_starts_from_its_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let store = Store::open(dir.path()).unwrap();
+        let id = store
+            .create_incident("Headless".into(), ada().actor, start, |_| InitialContent {
+                doc: crate::template::initial_update(""),
+                events: vec![b"{\"declared\": broken".to_vec()],
+            })
+            .await
+            .unwrap()
+            .id;
+        let sidecars = Sidecars::new(store.clone(), clock, Rules::default());
+        sidecars.arm_all(std::slice::from_ref(&id)).await.unwrap();
+        let state = sidecars.state(&id).await.unwrap();
+        assert_eq!(state.title, "Headless");
+        assert_eq!(state.commander().id, ada().actor.id);
+        assert_eq!(state.last_seq, EventSeq(1));
+        let posted = sidecars
+            .execute(&id, &note("still works"), &ada())
+            .await
+            .unwrap();
+        assert_eq!(seqs(&posted), [2]);
     }
 }

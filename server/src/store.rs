@@ -13,6 +13,14 @@
 //!   A snapshot covers every log entry with `seq <= upto_seq`; compaction
 //!   writes the snapshot and removes those entries in one atomic batch.
 //!
+//! - `revoked`: token id (`jti`) → [`Revocation`] as JSON.
+//! - `quarantine`: `quarantined_at (µs since the epoch, u64 BE) | incident
+//!   (u64 BE) | kind (b'u' update, b's' snapshot, b'e' event) | seq (u64 BE;
+//!   a snapshot's `upto_seq`) | original key` →
+//!   [`QuarantineRecord`](crate::quarantine::QuarantineRecord) as JSON, which
+//!   keeps the original bytes. A stored record that no longer loads is moved
+//!   here: inserted and removed from its tree in one transaction.
+//!
 //! Invariants: nothing is acknowledged before `flush` returned; a failed
 //! write or flush is reported to every waiter, never swallowed; rooms never
 //! touch sled, only this module does.
@@ -26,6 +34,8 @@ use chrono::{DateTime, Utc};
 use commandpost_shared::{Actor, IncidentId};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
+
+use crate::quarantine::{QuarantineKind, QuarantineRecord, hex};
 
 /// Storage failures. Always carries the cause.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -66,6 +76,8 @@ pub struct IncidentRecord {
 #[derive(Debug, Default)]
 pub struct StoredDoc {
     pub snapshot: Option<Vec<u8>>,
+    /// The last log seq the snapshot covers (0 without a snapshot).
+    pub snapshot_upto: u64,
     /// `(seq, v1 update)` in sequence order.
     pub updates: Vec<(u64, Vec<u8>)>,
     /// The sequence number the next appended update must use.
@@ -120,6 +132,35 @@ enum WriteOp {
     Barrier {
         done: Ack,
     },
+    /// Moves `key` (still holding `expected`) into the quarantine.
+    Quarantine {
+        incident: IncidentId,
+        kind: QuarantineKind,
+        seq: Option<u64>,
+        key: Vec<u8>,
+        expected: Vec<u8>,
+        reason: String,
+        done: Option<oneshot::Sender<Result<bool, StoreError>>>,
+    },
+    Revoke {
+        jti: String,
+        record: Vec<u8>,
+        done: Ack,
+    },
+    /// Holds the writer after everything queued before it is durable, until
+    /// the backup that asked for it is done (consistent online backups).
+    Hold {
+        held: oneshot::Sender<()>,
+        release: std::sync::mpsc::Receiver<()>,
+    },
+}
+
+/// A revoked token, as stored.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Revocation {
+    pub jti: String,
+    pub revoked_at: DateTime<Utc>,
+    pub revoked_by: String,
 }
 
 /// Handle to the store. Cheap to clone.
@@ -129,6 +170,8 @@ pub struct Store {
     incidents: sled::Tree,
     docs: sled::Tree,
     events: sled::Tree,
+    revoked: sled::Tree,
+    quarantine: sled::Tree,
     writer: mpsc::UnboundedSender<WriteOp>,
     /// The writer thread, joined by [`Store::close`].
     thread: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
@@ -149,6 +192,8 @@ impl Store {
         let incidents = db.open_tree("incidents")?;
         let docs = db.open_tree("docs")?;
         let events = db.open_tree("events")?;
+        let revoked = db.open_tree("revoked")?;
+        let quarantine = db.open_tree("quarantine")?;
         let (writer, queue) = mpsc::unbounded_channel();
         let stats = Arc::new(StoreStats::default());
         let worker = Writer {
@@ -157,6 +202,8 @@ impl Store {
             incidents: incidents.clone(),
             docs: docs.clone(),
             events: events.clone(),
+            revoked: revoked.clone(),
+            quarantine: quarantine.clone(),
             stats: stats.clone(),
         };
         let thread = thread::Builder::new()
@@ -168,10 +215,60 @@ impl Store {
             incidents,
             docs,
             events,
+            revoked,
+            quarantine,
             writer,
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
             stats,
         })
+    }
+
+    /// Runs `f` on the database while no write happens: everything queued
+    /// before is durable, and writes queued meanwhile wait. For consistent
+    /// online backups.
+    pub async fn while_held<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&sled::Db) -> R + Send + 'static,
+    ) -> Result<R, StoreError> {
+        let (held, is_held) = oneshot::channel();
+        let (release, released) = std::sync::mpsc::channel();
+        self.send(WriteOp::Hold {
+            held,
+            release: released,
+        })?;
+        is_held.await.map_err(|_| StoreError::WriterGone)?;
+        let db = self.db.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let out = f(&db);
+            let _ = release.send(());
+            out
+        })
+        .await
+        .map_err(|error| StoreError::Corrupt(format!("backup task failed: {error}")))?;
+        Ok(out)
+    }
+
+    /// Records a revoked token durably.
+    pub async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::Revoke {
+            jti: revocation.jti.clone(),
+            record: serde_json::to_vec(revocation).expect("revocations serialise"),
+            done,
+        })?;
+        wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Every revoked token.
+    pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
+        self.revoked
+            .iter()
+            .map(|entry| {
+                let (_, bytes) = entry?;
+                serde_json::from_slice(&bytes)
+                    .map_err(|error| StoreError::Corrupt(format!("revocation: {error}")))
+            })
+            .collect()
     }
 
     pub fn stats(&self) -> &StoreStats {
@@ -222,24 +319,50 @@ impl Store {
         let incident = id.number();
         let mut doc = StoredDoc::default();
         if let Some(value) = self.docs.get(snapshot_key(incident))? {
-            if value.len() < 8 {
-                return Err(StoreError::Corrupt(format!(
-                    "snapshot of {id} is truncated"
-                )));
+            match value.get(..8) {
+                Some(upto) => {
+                    let upto = u64::from_be_bytes(upto.try_into().expect("8 bytes"));
+                    doc.snapshot = Some(value[8..].to_vec());
+                    doc.snapshot_upto = upto;
+                    doc.next_seq = upto.saturating_add(1);
+                }
+                // Not even its header: the document loads from the log.
+                None => self.move_aside(
+                    id,
+                    QuarantineKind::Snapshot,
+                    None,
+                    snapshot_key(incident).to_vec(),
+                    value.to_vec(),
+                    format!("the snapshot is truncated to {} bytes", value.len()),
+                ),
             }
-            let upto = u64::from_be_bytes(value[..8].try_into().expect("8 bytes"));
-            doc.snapshot = Some(value[8..].to_vec());
-            doc.next_seq = upto + 1;
         }
         for entry in self.docs.scan_prefix(log_prefix(incident)) {
             let (key, value) = entry?;
-            let seq = u64::from_be_bytes(
-                key[9..17]
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("bad log key for {id}")))?,
-            );
-            doc.next_seq = doc.next_seq.max(seq + 1);
+            let Some(seq) = key
+                .get(9..)
+                .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
+                .map(u64::from_be_bytes)
+            else {
+                self.move_aside(
+                    id,
+                    QuarantineKind::Update,
+                    None,
+                    key.to_vec(),
+                    value.to_vec(),
+                    format!("a log key of {} bytes instead of 17", key.len()),
+                );
+                continue;
+            };
+            doc.next_seq = doc.next_seq.max(seq.saturating_add(1));
             doc.updates.push((seq, value.to_vec()));
+        }
+        // A sequence number moved to the quarantine is never used again.
+        if let Some(seq) = self.quarantined_max_seq(
+            incident,
+            &[QuarantineKind::Update, QuarantineKind::Snapshot],
+        )? {
+            doc.next_seq = doc.next_seq.max(seq.saturating_add(1));
         }
         Ok(doc)
     }
@@ -288,18 +411,24 @@ impl Store {
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let start = event_key(id.number(), after.saturating_add(1));
         let end = event_key(id.number(), u64::MAX);
-        self.events
-            .range(start..=end)
-            .map(|entry| {
-                let (key, value) = entry?;
-                let seq = u64::from_be_bytes(
-                    key[8..16]
-                        .try_into()
-                        .map_err(|_| StoreError::Corrupt(format!("bad event key for {id}")))?,
+        let mut events = Vec::new();
+        for entry in self.events.range(start..=end) {
+            let (key, value) = entry?;
+            if key.len() != 16 {
+                self.move_aside(
+                    id,
+                    QuarantineKind::Event,
+                    None,
+                    key.to_vec(),
+                    value.to_vec(),
+                    format!("an event key of {} bytes instead of 16", key.len()),
                 );
-                Ok((seq, value.to_vec()))
-            })
-            .collect()
+                continue;
+            }
+            let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
+            events.push((seq, value.to_vec()));
+        }
+        Ok(events)
     }
 
     /// Replaces the log up to `upto_seq` with `snapshot`, atomically, after
@@ -333,12 +462,14 @@ impl Store {
             incidents,
             docs,
             events,
+            quarantine,
             writer,
             thread,
             stats,
+            ..
         } = self;
         // The queue's sender must go first: the writer exits when it closes.
-        drop((writer, db, incidents, docs, events, stats));
+        drop((writer, db, incidents, docs, events, quarantine, stats));
         if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
             let _ = thread.join();
         }
@@ -393,12 +524,19 @@ struct Writer {
     incidents: sled::Tree,
     docs: sled::Tree,
     events: sled::Tree,
+    revoked: sled::Tree,
+    quarantine: sled::Tree,
     stats: Arc<StoreStats>,
 }
 
 /// A completion to send once the group is durable.
 enum Pending {
     Ack(Ack),
+    /// A quarantine request: whether the record was moved.
+    Quarantined(
+        oneshot::Sender<Result<bool, StoreError>>,
+        Result<bool, StoreError>,
+    ),
     Created(
         oneshot::Sender<Result<IncidentRecord, StoreError>>,
         IncidentRecord,
@@ -516,6 +654,62 @@ impl Writer {
                     pending.push(Pending::Ack(done));
                 }
                 WriteOp::Barrier { done } => pending.push(Pending::Ack(done)),
+                WriteOp::Quarantine {
+                    incident,
+                    kind,
+                    seq,
+                    key,
+                    expected,
+                    reason,
+                    done,
+                } => {
+                    // Earlier writes of this group land first, so the record
+                    // compared below is the one the loader would read now.
+                    if batched {
+                        if let Err(error) = self
+                            .docs
+                            .apply_batch(std::mem::take(&mut batch))
+                            .and_then(|()| {
+                                self.events.apply_batch(std::mem::take(&mut event_batch))
+                            })
+                        {
+                            result = Err(error.into());
+                        }
+                        appended.clear();
+                        batched = false;
+                    }
+                    let moved = self.quarantine(&incident, kind, seq, &key, &expected, &reason);
+                    if let Some(done) = done {
+                        pending.push(Pending::Quarantined(done, moved));
+                    }
+                }
+                WriteOp::Hold { held, release } => {
+                    // Make everything before the hold durable, then wait.
+                    if batched {
+                        if let Err(error) = self
+                            .docs
+                            .apply_batch(std::mem::take(&mut batch))
+                            .and_then(|()| {
+                                self.events.apply_batch(std::mem::take(&mut event_batch))
+                            })
+                        {
+                            result = Err(error.into());
+                        }
+                        appended.clear();
+                        batched = false;
+                    }
+                    if let Err(error) = self.db.flush() {
+                        result = Err(error.into());
+                    }
+                    let _ = held.send(());
+                    let _ = release.recv();
+                }
+                WriteOp::Revoke { jti, record, done } => {
+                    if let Err(error) = self.revoked.insert(jti.as_bytes(), record) {
+                        result = Err(error.into());
+                    }
+                    pending.push(Pending::Ack(done));
+                }
             }
         }
         if batched && result.is_ok() {
@@ -526,7 +720,11 @@ impl Writer {
                 .map_err(StoreError::from);
         }
         if result.is_ok() {
+            let started = std::time::Instant::now();
             result = self.db.flush().map(drop).map_err(StoreError::from);
+            crate::metrics::METRICS
+                .store_flush_seconds
+                .observe(started.elapsed().as_secs_f64());
         }
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats
@@ -539,6 +737,9 @@ impl Writer {
             match waiter {
                 Pending::Ack(done) => {
                     let _ = done.send(result.clone());
+                }
+                Pending::Quarantined(done, moved) => {
+                    let _ = done.send(result.clone().and(moved));
                 }
                 Pending::Created(done, record) => {
                     let _ = done.send(result.clone().map(|()| record));
@@ -594,6 +795,247 @@ impl Writer {
             },
         )?;
         Ok(record)
+    }
+}
+
+/// The key of a quarantine record: ordered by time, unique because the
+/// original key it ends with is removed when the record is written.
+fn quarantine_key(
+    at: DateTime<Utc>,
+    incident: u64,
+    kind: QuarantineKind,
+    seq: u64,
+    original: &[u8],
+) -> Vec<u8> {
+    let micros = u64::try_from(at.timestamp_micros()).unwrap_or(0);
+    let mut key = Vec::with_capacity(25 + original.len());
+    key.extend_from_slice(&micros.to_be_bytes());
+    key.extend_from_slice(&incident.to_be_bytes());
+    key.push(kind.tag());
+    key.extend_from_slice(&seq.to_be_bytes());
+    key.extend_from_slice(original);
+    key
+}
+
+/// Where a quarantine key keeps the incident, the kind and the seq.
+const QUARANTINE_INCIDENT: std::ops::Range<usize> = 8..16;
+const QUARANTINE_KIND: usize = 16;
+const QUARANTINE_SEQ: std::ops::Range<usize> = 17..25;
+
+/// Moving stored records that no longer load into the quarantine.
+impl Store {
+    /// Moves a log entry that does not load into the quarantine, if it still
+    /// holds `update`. The receiver tells whether it was moved (it is not
+    /// when another load moved it first); dropping it is fine.
+    pub fn quarantine_update(
+        &self,
+        id: &IncidentId,
+        seq: u64,
+        update: &[u8],
+        reason: String,
+    ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
+        self.quarantine(
+            id,
+            QuarantineKind::Update,
+            Some(seq),
+            log_key(id.number(), seq).to_vec(),
+            update.to_vec(),
+            reason,
+        )
+    }
+
+    /// Moves a snapshot that does not load into the quarantine, if it still
+    /// is the one covering `upto` with `snapshot` (the v1 update part).
+    pub fn quarantine_snapshot(
+        &self,
+        id: &IncidentId,
+        upto: u64,
+        snapshot: &[u8],
+        reason: String,
+    ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
+        let mut value = Vec::with_capacity(8 + snapshot.len());
+        value.extend_from_slice(&upto.to_be_bytes());
+        value.extend_from_slice(snapshot);
+        self.quarantine(
+            id,
+            QuarantineKind::Snapshot,
+            Some(upto),
+            snapshot_key(id.number()).to_vec(),
+            value,
+            reason,
+        )
+    }
+
+    /// Moves a sidecar event that does not load into the quarantine, if it
+    /// still holds `event`.
+    pub fn quarantine_event(
+        &self,
+        id: &IncidentId,
+        seq: u64,
+        event: &[u8],
+        reason: String,
+    ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
+        self.quarantine(
+            id,
+            QuarantineKind::Event,
+            Some(seq),
+            event_key(id.number(), seq).to_vec(),
+            event.to_vec(),
+            reason,
+        )
+    }
+
+    fn quarantine(
+        &self,
+        id: &IncidentId,
+        kind: QuarantineKind,
+        seq: Option<u64>,
+        key: Vec<u8>,
+        expected: Vec<u8>,
+        reason: String,
+    ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::Quarantine {
+            incident: id.clone(),
+            kind,
+            seq,
+            key,
+            expected,
+            reason,
+            done: Some(done),
+        })?;
+        Ok(wait)
+    }
+
+    /// Queues a move to the quarantine without waiting for it.
+    fn move_aside(
+        &self,
+        id: &IncidentId,
+        kind: QuarantineKind,
+        seq: Option<u64>,
+        key: Vec<u8>,
+        expected: Vec<u8>,
+        reason: String,
+    ) {
+        let queued = self.send(WriteOp::Quarantine {
+            incident: id.clone(),
+            kind,
+            seq,
+            key,
+            expected,
+            reason: reason.clone(),
+            done: None,
+        });
+        if let Err(error) = queued {
+            tracing::error!(incident = %id, kind = kind.name(), %reason, %error, "skipped a stored record that does not load, but cannot move it to the quarantine");
+        }
+    }
+
+    /// Every quarantined record with its key, oldest first. Blocking.
+    pub fn quarantined(&self) -> Result<Vec<(Vec<u8>, QuarantineRecord)>, StoreError> {
+        let mut records = Vec::new();
+        for entry in self.quarantine.iter() {
+            let (key, value) = entry?;
+            match serde_json::from_slice(&value) {
+                Ok(record) => records.push((key.to_vec(), record)),
+                Err(error) => {
+                    tracing::warn!(key = %hex(&key), %error, "a quarantine record does not decode; leaving it out of the listing");
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// The highest seq of this incident's quarantined records of `kinds`.
+    /// Reads keys only. Blocking.
+    pub fn quarantined_max_seq(
+        &self,
+        incident: u64,
+        kinds: &[QuarantineKind],
+    ) -> Result<Option<u64>, StoreError> {
+        let mut highest = None;
+        for key in self.quarantine.iter().keys() {
+            let key = key?;
+            if key.len() < QUARANTINE_SEQ.end
+                || key[QUARANTINE_INCIDENT] != incident.to_be_bytes()
+                || !kinds.iter().any(|kind| kind.tag() == key[QUARANTINE_KIND])
+            {
+                continue;
+            }
+            let seq = u64::from_be_bytes(key[QUARANTINE_SEQ].try_into().expect("8 bytes"));
+            highest = highest.max(Some(seq));
+        }
+        Ok(highest)
+    }
+}
+
+impl Writer {
+    /// Moves `key` into the quarantine in one transaction, if it still holds
+    /// `expected`; logs the move. Whether it moved.
+    fn quarantine(
+        &self,
+        incident: &IncidentId,
+        kind: QuarantineKind,
+        seq: Option<u64>,
+        key: &[u8],
+        expected: &[u8],
+        reason: &str,
+    ) -> Result<bool, StoreError> {
+        use sled::Transactional;
+        use sled::transaction::ConflictableTransactionResult;
+        let now = Utc::now();
+        let record = QuarantineRecord {
+            incident: incident.clone(),
+            kind,
+            seq,
+            original_key: hex(key),
+            reason: reason.to_owned(),
+            quarantined_at: now,
+            size: expected.len(),
+            bytes: hex(expected),
+        };
+        let json = serde_json::to_vec(&record).expect("quarantine records serialise");
+        let record_key = quarantine_key(now, incident.number(), kind, seq.unwrap_or(0), key);
+        let source = match kind {
+            QuarantineKind::Update | QuarantineKind::Snapshot => &self.docs,
+            QuarantineKind::Event => &self.events,
+        };
+        let moved = (&self.quarantine, source)
+            .transaction(
+                |(quarantine, source)| -> ConflictableTransactionResult<bool, StoreError> {
+                    if source.get(key)?.as_deref() != Some(expected) {
+                        return Ok(false);
+                    }
+                    quarantine.insert(record_key.as_slice(), json.as_slice())?;
+                    source.remove(key)?;
+                    Ok(true)
+                },
+            )
+            .map_err(StoreError::from);
+        let seq_text = seq.map_or_else(|| "unknown".to_owned(), |seq| seq.to_string());
+        match &moved {
+            Ok(true) => tracing::error!(
+                incident = %incident,
+                kind = kind.name(),
+                seq = %seq_text,
+                %reason,
+                key = %record.original_key,
+                "{}",
+                kind.consequence()
+            ),
+            Ok(false) => {
+                tracing::debug!(incident = %incident, kind = kind.name(), seq = %seq_text, "already moved to the quarantine");
+            }
+            Err(error) => tracing::error!(
+                incident = %incident,
+                kind = kind.name(),
+                seq = %seq_text,
+                %reason,
+                %error,
+                "cannot move a stored record that does not load to the quarantine; it stays where it is and is skipped again on the next load"
+            ),
+        }
+        moved
     }
 }
 
@@ -719,5 +1161,115 @@ mod tests {
             51,
             "1 creation + 50 appends acknowledged"
         );
+    }
+
+    #[tokio::test]
+    async fn quarantining_moves_a_record_aside_keeping_its_bytes_and_its_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = incident(&store, "damaged").await.id;
+        for seq in 1..=3u64 {
+            store
+                .append(&id, seq, vec![seq as u8; 4])
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store
+            .append_events(&id, 2, vec![b"not json".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+
+        // A stale request (the entry changed since it was read) moves nothing.
+        let stale = store.quarantine_update(&id, 2, b"other", "stale".into());
+        assert!(!stale.unwrap().await.unwrap().unwrap());
+        // The last log entry and the second event are moved.
+        let moved = store.quarantine_update(&id, 3, &[3; 4], "does not decode".into());
+        assert!(moved.unwrap().await.unwrap().unwrap());
+        let moved = store.quarantine_event(&id, 2, b"not json", "not an event".into());
+        assert!(moved.unwrap().await.unwrap().unwrap());
+        // Asking again finds nothing left to move.
+        let again = store.quarantine_event(&id, 2, b"not json", "not an event".into());
+        assert!(!again.unwrap().await.unwrap().unwrap());
+
+        let stored = store.load_doc(&id).unwrap();
+        let seqs: Vec<u64> = stored.updates.iter().map(|(seq, _)| *seq).collect();
+        assert_eq!(seqs, [1, 2]);
+        assert_eq!(stored.next_seq, 4, "a quarantined seq is never reused");
+        let events: Vec<u64> = store
+            .events_after(&id, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(seq, _)| seq)
+            .collect();
+        assert_eq!(events, [1]);
+        assert_eq!(
+            store
+                .quarantined_max_seq(id.number(), &[QuarantineKind::Event])
+                .unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            store
+                .quarantined_max_seq(id.number() + 1, &[QuarantineKind::Event])
+                .unwrap(),
+            None
+        );
+
+        let records = store.quarantined().unwrap();
+        assert_eq!(records.len(), 2);
+        let (_, update) = &records[0];
+        assert_eq!(update.kind, QuarantineKind::Update);
+        assert_eq!(update.incident, id);
+        assert_eq!(update.seq, Some(3));
+        assert_eq!(update.reason, "does not decode");
+        assert_eq!(update.size, 4);
+        assert_eq!(
+            crate::quarantine::unhex(&update.bytes).unwrap(),
+            [3; 4],
+            "the bytes are kept"
+        );
+        assert_eq!(
+            crate::quarantine::unhex(&update.original_key).unwrap(),
+            log_key(id.number(), 3)
+        );
+        let (_, event) = &records[1];
+        assert_eq!(event.kind, QuarantineKind::Event);
+        assert_eq!(crate::quarantine::unhex(&event.bytes).unwrap(), b"not json");
+    }
+
+    #[tokio::test]
+    async fn a_truncated_snapshot_is_moved_aside_and_the_log_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let id = incident(&store, "truncated").await.id;
+        for seq in 1..=2u64 {
+            store
+                .append(&id, seq, vec![seq as u8])
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store
+            .docs
+            .insert(snapshot_key(id.number()), &[1u8, 2, 3][..])
+            .unwrap();
+        let stored = store.load_doc(&id).unwrap();
+        assert_eq!(stored.snapshot, None);
+        assert_eq!(stored.updates.len(), 2);
+        store.barrier().unwrap().await.unwrap().unwrap();
+        let records = store.quarantined().unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(records[0].1.kind, QuarantineKind::Snapshot);
+        assert_eq!(records[0].1.seq, None);
+        assert_eq!(
+            crate::quarantine::unhex(&records[0].1.bytes).unwrap(),
+            [1, 2, 3]
+        );
+        assert_eq!(store.docs.get(snapshot_key(id.number())).unwrap(), None);
     }
 }

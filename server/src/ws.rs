@@ -25,6 +25,7 @@ use tracing::Instrument;
 
 use crate::api::{ApiError, AppState};
 use crate::auth::check_incident_scope;
+use crate::metrics::METRICS;
 use crate::protocol::{self, Access, Effect, Session, close_code};
 use crate::rooms::RoomGuard;
 use crate::store::StoreError;
@@ -54,6 +55,13 @@ pub async fn upgrade(
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    if let Err(reason) = crate::security::origin_allowed(&headers, &app.config.allowed_origins) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            reason,
+        ));
+    }
     let claims = app.authenticate(&headers, query.token)?;
     let id: IncidentId = raw_id
         .parse()
@@ -66,6 +74,7 @@ pub async fn upgrade(
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
     };
+    let permit = app.connection_limits.acquire(&claims.jti)?;
     let access = if claims.role.can_write() {
         Access::ReadWrite
     } else {
@@ -79,7 +88,10 @@ pub async fn upgrade(
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .on_upgrade(move |socket| {
-            tasks.track_future(serve_connection(app, socket, id, claims, access))
+            tasks.track_future(async move {
+                let _permit = permit;
+                serve_connection(app, socket, id, claims, access).await
+            })
         }))
 }
 
@@ -110,8 +122,23 @@ async fn serve_connection(
             }
         };
         tracing::info!("connected");
+        let role = match access {
+            Access::ReadWrite => "editor",
+            Access::ReadOnly => "viewer",
+        };
+        METRICS.connection_opened(role);
         let mut session = Session::new(access);
-        let outcome = run(&app, &room, &mut session, connection, &mut sink, stream).await;
+        let outcome = run(
+            &app,
+            &room,
+            &mut session,
+            connection,
+            &claims.jti,
+            &mut sink,
+            stream,
+        )
+        .await;
+        METRICS.connection_closed(role, outcome.reason());
         // Leaving: remove this connection's awareness states and tell the rest.
         room.with_state(|state| {
             if let Some(message) = session.leave(&state.awareness) {
@@ -120,6 +147,7 @@ async fn serve_connection(
         });
         match outcome {
             Closing::Peer => tracing::info!("disconnected"),
+            Closing::Dead => tracing::info!("dropped a dead connection"),
             Closing::Server { code, reason } => {
                 if code == close_code::SERVICE_RESTART {
                     tracing::info!(%reason, "told the client to reconnect");
@@ -135,11 +163,33 @@ async fn serve_connection(
 enum Closing {
     /// The peer closed or the transport failed; nothing to send.
     Peer,
+    /// The peer stopped answering pings (or reading); nothing to send.
+    Dead,
     /// The server closes with this code and reason.
     Server { code: u16, reason: String },
 }
 
 impl Closing {
+    /// The metrics label for this way of closing.
+    fn reason(&self) -> &'static str {
+        match self {
+            Closing::Peer => "peer",
+            Closing::Dead => "dead",
+            Closing::Server { code, .. } => match *code {
+                close_code::SERVICE_RESTART => "restart",
+                close_code::UNSUPPORTED_DATA => "text_frame",
+                close_code::MESSAGE_TOO_BIG => "too_big",
+                close_code::INTERNAL_ERROR => "storage",
+                close_code::MALFORMED => "malformed",
+                close_code::UPDATE_REJECTED => "refused",
+                close_code::LAGGING => "stalled",
+                close_code::REVOKED => "revoked",
+                close_code::DOCUMENT_TOO_LARGE => "document_too_large",
+                _ => "other",
+            },
+        }
+    }
+
     fn server(code: u16, reason: impl Into<String>) -> Self {
         Closing::Server {
             code,
@@ -159,9 +209,15 @@ async fn run(
     room: &RoomGuard,
     session: &mut Session,
     connection: u64,
+    jti: &str,
     sink: &mut Sink,
     mut stream: futures::stream::SplitStream<WebSocket>,
 ) -> Closing {
+    let mut revoked = app.revocations.subscribe();
+    // Revoked between the upgrade's check and the subscription?
+    if app.revocations.is_revoked(jti) {
+        return Closing::server(close_code::REVOKED, "access token revoked");
+    }
     // Subscribe before reading the document, so no update falls between.
     let mut updates = room.subscribe();
     let greeting = room.with_state(|state| protocol::greeting(&state.awareness));
@@ -175,15 +231,41 @@ async fn run(
     let shutdown = app.shutdown.clone().cancelled_owned();
     let closing = room.closing.clone().cancelled_owned();
     tokio::pin!(shutdown, closing);
+    // Dead peers: ping every interval; silence for two intervals is death.
+    let ping_every = app.config.ping_interval;
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + ping_every, ping_every);
+    let mut last_heard = tokio::time::Instant::now();
     loop {
         tokio::select! {
+            _ = ping.tick() => {
+                if last_heard.elapsed() >= ping_every * 2 {
+                    tracing::info!(silent_ms = last_heard.elapsed().as_millis() as u64, "closing: peer stopped answering pings");
+                    return Closing::Dead;
+                }
+                let sent = tokio::time::timeout(ping_every, sink.send(Message::Ping(Bytes::new()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    tracing::info!("closing: cannot ping the peer");
+                    return Closing::Dead;
+                }
+            }
             _ = &mut shutdown => {
                 return Closing::server(close_code::SERVICE_RESTART, "server restarting");
+            }
+            revocation = revoked.recv() => {
+                let hit = match revocation {
+                    Ok(id) => id == jti,
+                    Err(_) => app.revocations.is_revoked(jti),
+                };
+                if hit {
+                    tracing::info!(code = close_code::REVOKED, "closing: access token revoked");
+                    return Closing::server(close_code::REVOKED, "access token revoked");
+                }
             }
             _ = &mut closing => {
                 return Closing::server(close_code::SERVICE_RESTART, "document reloading; reconnect");
             }
             frame = stream.next() => {
+                last_heard = tokio::time::Instant::now();
                 let bytes = match frame {
                     None | Some(Ok(Message::Close(_))) => return Closing::Peer,
                     Some(Ok(Message::Binary(bytes))) => bytes,
@@ -194,7 +276,7 @@ async fn run(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Err(error)) => return transport_error(error, app.config.max_message_bytes),
                 };
-                match handle_frame(room, session, connection, &bytes) {
+                match handle_frame(room, session, connection, &bytes, app.config.max_document_bytes) {
                     Ok(handled) => {
                         if handled.enable_saved {
                             saved_acks = true;
@@ -266,6 +348,7 @@ fn resync(room: &RoomGuard, skipped: u64) -> Bytes {
         skipped,
         "connection lagged behind its room; sending one merged update instead"
     );
+    METRICS.lagging_resyncs.inc();
     room.with_state(|state| protocol::full_state(&state.awareness))
 }
 
@@ -281,6 +364,7 @@ fn handle_frame(
     session: &mut Session,
     connection: u64,
     frame: &[u8],
+    max_document_bytes: u64,
 ) -> Result<Handled, Closing> {
     let messages = protocol::decode_frame(frame).map_err(|error| {
         tracing::warn!(code = error.close_code(), %error, bytes = frame.len(), "closing: malformed frame");
@@ -308,6 +392,29 @@ fn handle_frame(
                 handled.replies.push(state.full_sync());
                 continue;
             }
+            // The document size limit: refuse an edit that would grow the
+            // stored document past it (empty updates are 2 bytes).
+            if let protocol::ClientMessage::Update(update)
+            | protocol::ClientMessage::SyncStep2(update) = &message
+                && session.can_write()
+                && update.len() > 2
+                && state.stored_bytes() + update.len() as u64 > max_document_bytes
+            {
+                tracing::warn!(
+                    code = close_code::DOCUMENT_TOO_LARGE,
+                    limit = max_document_bytes,
+                    stored = state.stored_bytes(),
+                    update = update.len(),
+                    "closing: document size limit"
+                );
+                return Err(FrameError::Closing(Closing::server(
+                    close_code::DOCUMENT_TOO_LARGE,
+                    format!(
+                        "the document reached its size limit ({} MiB); this edit was not saved",
+                        max_document_bytes / (1024 * 1024)
+                    ),
+                )));
+            }
             let effects = match session.handle(&state.awareness, message) {
                 Ok(effects) => effects,
                 Err(error) => {
@@ -324,6 +431,7 @@ fn handle_frame(
                     Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
                     Effect::BroadcastAll(bytes) => room.broadcast(crate::rooms::EVERYONE, bytes),
                     Effect::Commit { update, change } => {
+                        METRICS.updates.inc();
                         room.relay_update(state, connection, update.clone());
                         let wait = room
                             .persist(state, update)
@@ -398,6 +506,8 @@ async fn send_all(sink: &mut Sink, frames: Vec<Bytes>) -> Result<(), ()> {
     if frames.is_empty() {
         return Ok(());
     }
+    let bytes: usize = frames.iter().map(Bytes::len).sum();
+    METRICS.bytes_out.inc_by(bytes as u64);
     let send = async {
         for frame in frames {
             sink.feed(Message::Binary(frame)).await?;

@@ -36,6 +36,8 @@ pub struct TestServer {
     args: Vec<String>,
     /// Start-up count, so each run logs to its own file.
     runs: u32,
+    /// `COMMANDPOST_LOG` for this server (else TEST_SERVER_LOG or info).
+    log_level: Option<String>,
 }
 
 impl TestServer {
@@ -43,8 +45,17 @@ impl TestServer {
         Self::start_with(&[])
     }
 
+    /// Starts with extra `serve` arguments and the given log filter.
+    pub fn start_logging(level: &str, args: &[&str]) -> Self {
+        Self::start_inner(args, Some(level.to_owned()))
+    }
+
     /// Starts with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::start_inner(args, None)
+    }
+
+    fn start_inner(args: &[&str], log_level: Option<String>) -> Self {
         let data = Arc::new(
             tempfile::Builder::new()
                 .prefix("commandpost-test")
@@ -63,6 +74,7 @@ impl TestServer {
             keys,
             args: args.iter().map(|s| s.to_string()).collect(),
             runs: 0,
+            log_level,
         };
         server.spawn(SocketAddr::from(([127, 0, 0, 1], 0)));
         server
@@ -86,7 +98,9 @@ impl TestServer {
             .env("COMMANDPOST_SECRET", &self.secret)
             .env(
                 "COMMANDPOST_LOG",
-                std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into()),
+                self.log_level.clone().unwrap_or_else(|| {
+                    std::env::var("TEST_SERVER_LOG").unwrap_or_else(|_| "info".into())
+                }),
             )
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
@@ -160,6 +174,11 @@ impl TestServer {
         (1..=self.runs)
             .map(|run| std::fs::read_to_string(self.log_path(run)).unwrap_or_default())
             .collect()
+    }
+
+    /// The token signing secret this server runs with.
+    pub fn secret(&self) -> &str {
+        &self.secret
     }
 
     pub fn data_dir(&self) -> &Path {

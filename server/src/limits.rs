@@ -1,0 +1,182 @@
+//! Limits that keep one client (or a crowd) from taking the server down:
+//! open connections, globally and per token, and the rate of commands per
+//! token. The frame-size and document-size limits live where frames and
+//! documents are handled (`ws`, `rooms`).
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+use axum::http::StatusCode;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::api::ApiError;
+
+/// Counts open WebSockets and event streams.
+pub struct ConnectionLimits {
+    max_total: usize,
+    max_per_token: usize,
+    open: parking_lot::Mutex<(usize, HashMap<String, usize>)>,
+}
+
+/// One counted connection; dropping it releases the slot.
+pub struct ConnectionPermit {
+    limits: Arc<ConnectionLimits>,
+    jti: String,
+}
+
+impl ConnectionLimits {
+    pub fn new(max_total: usize, max_per_token: usize) -> Arc<Self> {
+        Arc::new(Self {
+            max_total,
+            max_per_token,
+            open: parking_lot::Mutex::new((0, HashMap::new())),
+        })
+    }
+
+    /// Takes a slot for a connection made with token `jti`, or says which
+    /// limit is reached.
+    pub fn acquire(self: &Arc<Self>, jti: &str) -> Result<ConnectionPermit, ApiError> {
+        let mut open = self.open.lock();
+        if open.0 >= self.max_total {
+            tracing::warn!(
+                limit = self.max_total,
+                "refused a connection: server connection limit reached"
+            );
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_connections",
+                format!(
+                    "the server holds its maximum of {} connections; try again later (operators: --max-connections)",
+                    self.max_total
+                ),
+            ));
+        }
+        let for_token = open.1.get(jti).copied().unwrap_or(0);
+        if for_token >= self.max_per_token {
+            tracing::warn!(
+                limit = self.max_per_token,
+                "refused a connection: per-token connection limit reached"
+            );
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections_for_token",
+                format!(
+                    "this token already has {} open connections, the maximum; close some (operators: --max-connections-per-token)",
+                    self.max_per_token
+                ),
+            ));
+        }
+        open.0 += 1;
+        *open.1.entry(jti.to_owned()).or_default() += 1;
+        Ok(ConnectionPermit {
+            limits: self.clone(),
+            jti: jti.to_owned(),
+        })
+    }
+
+    /// Open connections now.
+    pub fn open(&self) -> usize {
+        self.open.lock().0
+    }
+}
+
+impl Drop for ConnectionPermit {
+    fn drop(&mut self) {
+        let mut open = self.limits.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(count) = open.1.get_mut(&self.jti) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.jti);
+            }
+        }
+    }
+}
+
+/// Sidecar commands (notes included) per token: a sustained rate with a
+/// burst allowance.
+pub struct CommandLimiter {
+    limiter: Option<DefaultKeyedRateLimiter<String>>,
+    per_minute: u32,
+}
+
+impl CommandLimiter {
+    /// `per_minute` 0 disables the limit.
+    pub fn new(per_minute: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(per_minute).map(|rate| {
+            let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+            RateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst))
+        });
+        Self {
+            limiter,
+            per_minute,
+        }
+    }
+
+    /// Counts one command for token `jti`, or refuses it (429, with the
+    /// seconds to wait).
+    pub fn check(&self, jti: &str) -> Result<(), ApiError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        match limiter.check_key(&jti.to_owned()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                tracing::warn!(
+                    limit_per_minute = self.per_minute,
+                    "refused a command: rate limit"
+                );
+                Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!(
+                        "too many commands from this token (limit {} per minute); retry in {:.1} s",
+                        self.per_minute,
+                        wait.as_secs_f64().max(0.1)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_are_counted_per_token_and_released_on_drop() {
+        let limits = ConnectionLimits::new(3, 2);
+        let a1 = limits.acquire("a").unwrap();
+        let _a2 = limits.acquire("a").unwrap();
+        let refused = limits.acquire("a").err().unwrap();
+        assert!(format!("{refused:?}").contains("too_many_connections_for_token"));
+        let _b1 = limits.acquire("b").unwrap();
+        let refused = limits.acquire("c").err().unwrap();
+        assert!(format!("{refused:?}").contains("\"too_many_connections\""));
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        limits.acquire("c").unwrap();
+    }
+
+    #[test]
+    fn commands_beyond_the_burst_are_refused_per_token() {
+        let limiter = CommandLimiter::new(60, 3);
+        for _ in 0..3 {
+            limiter.check("a").unwrap();
+        }
+        let refused = limiter.check("a").err().unwrap();
+        assert!(format!("{refused:?}").contains("rate_limited"));
+        // Another token has its own allowance.
+        limiter.check("b").unwrap();
+        // Disabled: never refuses.
+        let off = CommandLimiter::new(0, 0);
+        for _ in 0..100 {
+            off.check("a").unwrap();
+        }
+    }
+}

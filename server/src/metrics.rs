@@ -1,0 +1,168 @@
+//! Prometheus metrics, served at `GET /metrics` (OpenMetrics text format).
+//!
+//! One registry per process, filled where things happen: connections and
+//! deliveries in `ws`, rooms in `rooms`, flushes in `store`, events in
+//! `sidecar`. Counters only count; rates are the scraper's job
+//! (`rate(commandpost_updates_total[1m])` is updates per second).
+
+use std::sync::LazyLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RoleLabel {
+    pub role: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TypeLabel {
+    pub event_type: &'static str,
+}
+
+pub struct Metrics {
+    /// Open document WebSockets, by access (`editor`, `viewer`).
+    pub connections: Family<RoleLabel, Gauge>,
+    /// Documents loaded in memory.
+    pub rooms_loaded: Gauge,
+    /// Document updates applied (and stored).
+    pub updates: Counter,
+    /// Bytes written to document WebSockets.
+    pub bytes_out: Counter,
+    /// Connections that fell behind their room and were resynced with one
+    /// merged update.
+    pub lagging_resyncs: Counter,
+    /// Document WebSockets closed, by reason (`peer`, `shutdown`,
+    /// `malformed`, `refused`, `too_big`, `storage`, `stalled`, `revoked`, ...).
+    pub disconnects: Family<ReasonLabel, Counter>,
+    /// Time of one storage group commit (write and fsync), seconds.
+    pub store_flush_seconds: Histogram,
+    /// Sidecar events made durable, by event type.
+    pub events: Family<TypeLabel, Counter>,
+    /// Status updates that became overdue (announced by the timer).
+    pub overdue_updates: Counter,
+    registry: Registry,
+}
+
+pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+
+impl Metrics {
+    fn new() -> Self {
+        let connections = Family::<RoleLabel, Gauge>::default();
+        let rooms_loaded = Gauge::default();
+        let updates = Counter::default();
+        let bytes_out = Counter::default();
+        let lagging_resyncs = Counter::default();
+        let disconnects = Family::<ReasonLabel, Counter>::default();
+        // 50 µs to ~1.6 s.
+        let store_flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
+        let events = Family::<TypeLabel, Counter>::default();
+        let overdue_updates = Counter::default();
+        let mut registry = Registry::with_prefix("commandpost");
+        registry.register(
+            "connections",
+            "Open document WebSockets by access role",
+            connections.clone(),
+        );
+        registry.register(
+            "rooms_loaded",
+            "Documents loaded in memory",
+            rooms_loaded.clone(),
+        );
+        registry.register(
+            "updates",
+            "Document updates applied and stored",
+            updates.clone(),
+        );
+        registry.register(
+            "bytes_out",
+            "Bytes written to document WebSockets",
+            bytes_out.clone(),
+        );
+        registry.register(
+            "lagging_resyncs",
+            "Connections that fell behind and were resynced with one merged update",
+            lagging_resyncs.clone(),
+        );
+        registry.register(
+            "disconnects",
+            "Document WebSockets closed, by reason",
+            disconnects.clone(),
+        );
+        registry.register(
+            "store_flush_seconds",
+            "Duration of one storage group commit (write and fsync)",
+            store_flush_seconds.clone(),
+        );
+        registry.register(
+            "events",
+            "Sidecar events made durable, by type",
+            events.clone(),
+        );
+        registry.register(
+            "overdue_updates",
+            "Status updates that became overdue",
+            overdue_updates.clone(),
+        );
+        Metrics {
+            connections,
+            rooms_loaded,
+            updates,
+            bytes_out,
+            lagging_resyncs,
+            disconnects,
+            store_flush_seconds,
+            events,
+            overdue_updates,
+            registry,
+        }
+    }
+
+    pub fn connection_opened(&self, role: &'static str) {
+        self.connections.get_or_create(&RoleLabel { role }).inc();
+    }
+
+    pub fn connection_closed(&self, role: &'static str, reason: &'static str) {
+        self.connections.get_or_create(&RoleLabel { role }).dec();
+        self.disconnects
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    }
+
+    pub fn event(&self, kind: &'static str) {
+        self.events
+            .get_or_create(&TypeLabel { event_type: kind })
+            .inc();
+        if kind == "update_overdue" {
+            self.overdue_updates.inc();
+        }
+    }
+
+    /// The metrics in OpenMetrics text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("writing to a String cannot fail");
+        out
+    }
+}
+
+/// `GET /metrics`.
+pub async fn handler() -> impl axum::response::IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        METRICS.render(),
+    )
+}

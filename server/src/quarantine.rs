@@ -1,0 +1,204 @@
+//! The quarantine: stored records that no longer load, moved aside.
+//!
+//! A document update, a document snapshot or a sidecar event that fails to
+//! decode when an incident loads is not fatal. The loader skips it and asks
+//! the store to move it into the `quarantine` tree (see `store.rs`): one
+//! sled transaction inserts a [`QuarantineRecord`] (which keeps the original
+//! bytes, so nothing is ever lost) and removes the original, and the writer
+//! logs one error line naming the incident, the sequence number and the
+//! reason. The rest of the incident keeps loading; the next load does not see
+//! the entry again.
+//!
+//! Admins read the quarantine with `GET /api/admin/quarantine` (the raw bytes
+//! only with `?bytes=true`).
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use commandpost_shared::{AccessRole, IncidentId};
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ApiError, AppState, Caller};
+use crate::auth::AuthError;
+
+/// What kind of stored record was moved aside.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineKind {
+    /// One v1 update of a document's log (`docs` tree).
+    Update,
+    /// A document's snapshot (`docs` tree).
+    Snapshot,
+    /// One sidecar event (`events` tree).
+    Event,
+}
+
+impl QuarantineKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            QuarantineKind::Update => "update",
+            QuarantineKind::Snapshot => "snapshot",
+            QuarantineKind::Event => "event",
+        }
+    }
+
+    /// The byte that stands for the kind in a quarantine key.
+    pub(crate) fn tag(self) -> u8 {
+        match self {
+            QuarantineKind::Update => b'u',
+            QuarantineKind::Snapshot => b's',
+            QuarantineKind::Event => b'e',
+        }
+    }
+
+    /// What losing a record of this kind means, for the log line.
+    pub(crate) fn consequence(self) -> &'static str {
+        match self {
+            QuarantineKind::Update => {
+                "moved a stored document update that does not load to the quarantine; the rest of the document loads without it"
+            }
+            QuarantineKind::Snapshot => {
+                "moved a stored document snapshot that does not load to the quarantine; the document loads from the log after it and is missing the snapshot's content (the quarantine keeps its bytes)"
+            }
+            QuarantineKind::Event => {
+                "moved a stored event that does not load to the quarantine; the incident's other events still load"
+            }
+        }
+    }
+}
+
+/// One quarantined record, as stored (JSON) in the `quarantine` tree.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct QuarantineRecord {
+    pub incident: IncidentId,
+    pub kind: QuarantineKind,
+    /// The record's sequence number: the log or event seq, or for a snapshot
+    /// the last log seq it covers. `None` when the key itself was damaged.
+    pub seq: Option<u64>,
+    /// The key it was stored under, hex.
+    pub original_key: String,
+    /// Why it did not load.
+    pub reason: String,
+    pub quarantined_at: DateTime<Utc>,
+    /// The original value's length in bytes.
+    pub size: usize,
+    /// The original value, hex: restoring it means writing these bytes back
+    /// under `original_key`.
+    pub bytes: String,
+}
+
+/// One entry of `GET /api/admin/quarantine`.
+#[derive(Clone, Debug, Serialize)]
+pub struct QuarantineEntry {
+    /// The entry's key in the `quarantine` tree, hex.
+    pub id: String,
+    pub incident: IncidentId,
+    pub kind: QuarantineKind,
+    pub seq: Option<u64>,
+    pub original_key: String,
+    pub reason: String,
+    pub quarantined_at: DateTime<Utc>,
+    pub size: usize,
+    /// Only with `?bytes=true`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// Include each entry's original bytes (hex).
+    #[serde(default)]
+    bytes: bool,
+}
+
+/// `GET /api/admin/quarantine` (admin): every quarantined record, oldest
+/// first, without the original bytes unless `?bytes=true`.
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<Vec<QuarantineEntry>>, ApiError> {
+    if caller.0.role != AccessRole::Admin {
+        return Err(
+            AuthError::Forbidden("only an admin token can read the quarantine".into()).into(),
+        );
+    }
+    if let Some(scope) = &caller.0.incident {
+        return Err(AuthError::WrongIncident(scope.clone()).into());
+    }
+    let Query(query) = query.map_err(|rejection| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            rejection.body_text(),
+        )
+    })?;
+    let store = state.store.clone();
+    let records = tokio::task::spawn_blocking(move || store.quarantined())
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "reading the quarantine failed",
+            )
+        })??;
+    Ok(Json(
+        records
+            .into_iter()
+            .map(|(key, record)| QuarantineEntry {
+                id: hex(&key),
+                incident: record.incident,
+                kind: record.kind,
+                seq: record.seq,
+                original_key: record.original_key,
+                reason: record.reason,
+                quarantined_at: record.quarantined_at,
+                size: record.size,
+                bytes: query.bytes.then_some(record.bytes),
+            })
+            .collect(),
+    ))
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
+    }
+    text
+}
+
+/// The bytes of lower- or upper-case hex; `None` if it is not hex.
+pub fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    text.as_bytes()
+        .chunks(2)
+        .map(|pair| {
+            let digit = |c: u8| (c as char).to_digit(16);
+            Some((digit(pair[0])? * 16 + digit(pair[1])?) as u8)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        assert_eq!(unhex(&hex(&bytes)).unwrap(), bytes);
+        assert_eq!(hex(&[0x00, 0xab, 0x7f]), "00ab7f");
+        assert_eq!(unhex("00AB7f").unwrap(), [0x00, 0xab, 0x7f]);
+        assert_eq!(unhex("abc"), None);
+        assert_eq!(unhex("zz"), None);
+    }
+}
