@@ -186,12 +186,24 @@ async fn accept_loop(
             tracing::debug!(%error, "cannot set TCP_NODELAY");
         }
         let service = TowerToHyperService::new(app.clone());
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(error) = connection.await {
+            // hyper's header timeout starts with the first byte: a client
+            // that connects and sends nothing is dropped here.
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(handshake_timeout, tcp.peek(&mut first)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(_) => return,
+                Err(_) => {
+                    tracing::debug!("closed a connection that sent nothing");
+                    return;
+                }
+            }
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+                .into_owned();
+            if let Err(error) = watcher.watch(connection).await {
                 tracing::debug!(error = %error, "connection ended with an error");
             }
         });

@@ -116,24 +116,29 @@ async fn a_corrupt_update_and_event_are_quarantined_and_the_rest_of_the_incident
     let incident = server.create_incident("Corrupt storage").await;
     let ada = server.token(AccessRole::Responder, "Ada");
     let writer = YClient::connect_with(&server.ws_url(&incident, &ada), SAVED).await;
+    let other = YClient::connect_with(&server.ws_url(&incident, &ada), SAVED).await;
     // One update (one log entry) per edit. Appended text depends only on
-    // the text before it; the doomed edit goes to the very start, where
-    // nothing written later refers to it.
-    for (index, edit) in ["\nkept-1", "\nkept-2", "doomed-3 ", "\nkept-4", "\nkept-5"]
-        .into_iter()
-        .enumerate()
-    {
-        if index == 2 {
-            writer.insert(0, edit);
+    // the text before it. The doomed edit comes from another client (a
+    // client's later updates depend on its earlier ones) and goes to the
+    // very start, where nothing written later refers to it.
+    for edit in ["\nkept-1", "\nkept-2", "doomed-3 ", "\nkept-4", "\nkept-5"] {
+        if edit.starts_with("doomed") {
+            other.insert(0, edit);
+            other.wait_saved().await;
         } else {
             writer.push(edit);
+            writer.wait_saved().await;
         }
-        writer.wait_saved().await;
     }
+    // The writer has every edit once the other client's reached it.
+    wait_until("the doomed edit to reach the writer", || {
+        writer.read().starts_with("doomed-3 ")
+    })
+    .await;
     let full = writer.read();
-    assert!(full.starts_with("doomed-3 "), "{full:?}");
+    assert!(full.ends_with("\nkept-1\nkept-2\nkept-4\nkept-5"), "{full:?}");
     let expected = full.replacen("doomed-3 ", "", 1);
-    drop(writer);
+    drop((writer, other));
     let first_note = post_note(&server, &incident, &ada, "note kept").await;
     let doomed_note = post_note(&server, &incident, &ada, "note doomed").await;
     let last_note = post_note(&server, &incident, &ada, "note after").await;
