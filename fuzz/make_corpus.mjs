@@ -325,3 +325,5 @@ for (const [target, files] of Object.entries(corpus)) {
   }
   console.log(`${target}: ${Object.keys(files).length} seeds`)
 }
+// The awareness instances keep an interval timer running.
+process.exit(0)

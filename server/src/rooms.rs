@@ -820,20 +820,25 @@ mod tests {
             .get_string(&doc.transact())
     }
 
-    /// A v1 update with one string item per `(client, parent, text)`; the
-    /// parent is a root type's name or an item's id.
-    fn raw_update(items: &[(u8, Result<&str, (u8, u8)>, &str)]) -> Vec<u8> {
+    /// Where a raw item goes: a root type by name, or an item by id.
+    enum Parent {
+        Root(&'static str),
+        Item(u8, u8),
+    }
+
+    /// A v1 update with one string item per `(client, parent, text)`.
+    fn raw_update(items: &[(u8, Parent, &str)]) -> Vec<u8> {
         let mut bytes = vec![items.len() as u8];
         for (client, parent, text) in items {
             // One struct, of `client`, at clock 0: a string item (content 4)
             // without origins, so its parent follows.
             bytes.extend_from_slice(&[1, *client, 0, 0x04]);
             match parent {
-                Ok(name) => {
+                Parent::Root(name) => {
                     bytes.extend_from_slice(&[1, name.len() as u8]);
                     bytes.extend_from_slice(name.as_bytes());
                 }
-                Err((client, clock)) => bytes.extend_from_slice(&[0, *client, *clock]),
+                Parent::Item(client, clock) => bytes.extend_from_slice(&[0, *client, *clock]),
             }
             bytes.push(text.len() as u8);
             bytes.extend_from_slice(text.as_bytes());
@@ -900,9 +905,9 @@ mod tests {
         // Client 1's item "x" in the body; then an update whose client 7
         // item is fine but whose client 2 item names "x" (a string) as its
         // parent, which yrs refuses after integrating client 7's.
-        let parent = raw_update(&[(1, Ok("body"), "x")]);
-        let bad = raw_update(&[(7, Ok("body"), "q"), (2, Err((1, 0)), "y")]);
-        let later = raw_update(&[(9, Ok("body"), "z")]);
+        let parent = raw_update(&[(1, Parent::Root("body"), "x")]);
+        let bad = raw_update(&[(7, Parent::Root("body"), "q"), (2, Parent::Item(1, 0), "y")]);
+        let later = raw_update(&[(9, Parent::Root("body"), "z")]);
         crate::update_check::check_update_v1(&bad).expect("structurally valid");
 
         // The premise: applied naively, the bad update is half-applied.

@@ -48,10 +48,10 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String]) -> Result<(), Str
         return Ok(());
     };
     let origin = origin.to_str().unwrap_or("").trim_end_matches('/');
-    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
-        if origin == format!("http://{host}") || origin == format!("https://{host}") {
-            return Ok(());
-        }
+    if let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok())
+        && (origin == format!("http://{host}") || origin == format!("https://{host}"))
+    {
+        return Ok(());
     }
     if allowed
         .iter()

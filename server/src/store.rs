@@ -462,14 +462,16 @@ impl Store {
             incidents,
             docs,
             events,
+            revoked,
             quarantine,
             writer,
             thread,
             stats,
-            ..
         } = self;
         // The queue's sender must go first: the writer exits when it closes.
-        drop((writer, db, incidents, docs, events, quarantine, stats));
+        drop((
+            writer, db, incidents, docs, events, revoked, quarantine, stats,
+        ));
         if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
             let _ = thread.join();
         }

@@ -233,9 +233,21 @@ async fn kill_9_in_a_loop_loses_nothing_acknowledged_and_clients_reconverge() {
 
         // --- Restart: the store must open as it is. ---
         server.restart();
-        for path in ["/healthz", "/readyz"] {
-            let status = reqwest::get(server.url(path)).await.unwrap().status();
-            assert_eq!(status, 200, "cycle {cycle}: {path} after restart");
+        let status = reqwest::get(server.url("/healthz")).await.unwrap().status();
+        assert_eq!(status, 200, "cycle {cycle}: /healthz after restart");
+        // Ready = storage takes a write and flushes it (503 while a flush
+        // takes over 5 s, which a loaded machine may see: wait, bounded).
+        let ready_since = Instant::now();
+        loop {
+            let status = reqwest::get(server.url("/readyz")).await.unwrap().status();
+            if status == 200 {
+                break;
+            }
+            assert!(
+                ready_since.elapsed() < WAIT,
+                "cycle {cycle}: /readyz answers {status} after restart"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let logs = server.logs();
         let errors: Vec<&str> = logs.lines().filter(|line| line.contains("ERROR")).collect();

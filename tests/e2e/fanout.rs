@@ -96,3 +96,104 @@ async fn a_busy_room_merges_edits_into_fewer_messages_and_everyone_converges() {
         "with batching the viewer must receive merged messages ({frames} frames for {updates} edits)"
     );
 }
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+/// Rounds of "the editor types, every live viewer has it"; returns the
+/// slowest round but one (a p97 of 30 rounds), in seconds. Compares text
+/// lengths, which is cheap even for a large document.
+async fn round_trip_p97(editor: &YClient, viewers: &[YClient], tag: &str) -> f64 {
+    let mut rounds = Vec::new();
+    for i in 0..30 {
+        let started = std::time::Instant::now();
+        editor.push(&format!("<{tag}{i}>"));
+        let target = editor.len();
+        crate::support::wait_until("every live viewer has the edit", || {
+            viewers.iter().all(|v| v.len() == target)
+        })
+        .await;
+        rounds.push(started.elapsed().as_secs_f64());
+    }
+    rounds.sort_by(f64::total_cmp);
+    rounds[rounds.len() - 2]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_viewer_neither_slows_the_others_nor_grows_memory_without_bound() {
+    let server = TestServer::start_with(&["--room-buffer", "16"]);
+    let incident = server.create_incident("Stalled viewer").await;
+    let editor = YClient::connect_with(
+        &server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada")),
+        Connect {
+            saved_acks: true,
+            client_id: None,
+        },
+    )
+    .await;
+    let viewer_url = server.ws_url(&incident, &server.token(AccessRole::Viewer, "Vic"));
+    let mut viewers = Vec::new();
+    for _ in 0..6 {
+        viewers.push(YClient::connect(&viewer_url).await);
+    }
+    // A viewer stops reading; 16 MB of edits fill its socket buffers and
+    // run the room's buffer past it.
+    let stalled = YClient::connect(&viewer_url).await;
+    stalled.pause_reading();
+    let rss_start = rss_kib(server.pid());
+    let chunk = "y".repeat(64 * 1024);
+    for round in 0..2 {
+        for i in 0..128 {
+            editor.push(&format!("[{round}.{i}]{chunk}"));
+        }
+        editor.wait_saved().await;
+    }
+    let target = editor.len();
+    crate::support::wait_until("the live viewers caught up", || {
+        viewers.iter().all(|v| v.len() == target)
+    })
+    .await;
+    let rss_after = rss_kib(server.pid());
+
+    // The others' latency with the stalled viewer present, then without it,
+    // on the same document: a ratio measured in one run.
+    let with_stalled = round_trip_p97(&editor, &viewers, "b").await;
+    stalled.close();
+    drop(stalled);
+    let without = round_trip_p97(&editor, &viewers, "a").await;
+    let ratio = with_stalled / without;
+    eprintln!(
+        "live viewers' round trip p97: {:.1} ms with a stalled viewer, {:.1} ms without (ratio {ratio:.2}); server RSS {} → {} MiB for 16 MiB of edits",
+        with_stalled * 1000.0,
+        without * 1000.0,
+        rss_start / 1024,
+        rss_after / 1024
+    );
+    assert!(
+        ratio < 4.0,
+        "a stalled viewer slowed the others {ratio:.1}×"
+    );
+    // The document is 16 MiB; what the server holds for the stalled viewer
+    // is bounded by the room buffer and one send batch, not by what it missed.
+    let grown_mib = rss_after.saturating_sub(rss_start) / 1024;
+    assert!(
+        grown_mib < 16 * 8,
+        "server memory grew {grown_mib} MiB for 16 MiB of edits"
+    );
+    // The stalled viewer was resynced or dropped, never waited for.
+    let logs = server.logs();
+    assert!(
+        logs.contains("lagged behind its room")
+            || logs.contains("peer stopped reading")
+            || logs.contains("peer stopped answering pings")
+            || logs.contains("disconnected"),
+        "the stalled viewer must have been resynced or dropped"
+    );
+}

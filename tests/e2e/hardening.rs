@@ -641,16 +641,21 @@ async fn an_online_backup_restores_into_a_working_server() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
-    let addr = {
+    // Keep reading its stdout until the end: a closed pipe would make the
+    // server's next banner line fail.
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        loop {
-            let line = lines.next().expect("restored server exited").unwrap();
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
             if let Some(rest) = line.trim().strip_prefix("Listening on:") {
-                break rest.trim().trim_start_matches("http://").to_owned();
+                let _ = addr_tx.send(rest.trim().trim_start_matches("http://").to_owned());
             }
         }
-    };
+    });
+    let addr = addr_rx
+        .recv_timeout(crate::support::WAIT)
+        .expect("the restored server did not start");
     let viewer_token = server.token(AccessRole::Viewer, "Vic");
     let url = format!("ws://{addr}/ws/{incident}?token={viewer_token}");
     let viewer = YClient::connect(&url).await;
@@ -669,4 +674,35 @@ async fn an_online_backup_restores_into_a_working_server() {
     assert!(timeline.to_string().contains("before the backup"));
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_incident_and_connection_of_each_socket() {
+    let server = TestServer::start_with(&["--log-format", "json"]);
+    let incident = server.create_incident("Structured logs").await;
+    let client =
+        YClient::connect(&server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada")))
+            .await;
+    client.close();
+    wait_until("the connection's lines are logged", || {
+        server.logs().contains("disconnected")
+    })
+    .await;
+    let logs = server.logs();
+    let mut socket_lines = 0;
+    for line in logs.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|error| panic!("not a JSON log line ({error}): {line}"));
+        if value["fields"]["message"] == "connected" || value["fields"]["message"] == "disconnected"
+        {
+            socket_lines += 1;
+            let span = &value["span"];
+            assert_eq!(span["incident"], incident.to_string(), "{line}");
+            assert!(
+                span["conn"].as_u64().is_some() || span["conn"].as_str().is_some(),
+                "{line}"
+            );
+        }
+    }
+    assert_eq!(socket_lines, 2, "{logs}");
 }

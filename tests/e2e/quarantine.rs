@@ -136,7 +136,10 @@ async fn a_corrupt_update_and_event_are_quarantined_and_the_rest_of_the_incident
     })
     .await;
     let full = writer.read();
-    assert!(full.ends_with("\nkept-1\nkept-2\nkept-4\nkept-5"), "{full:?}");
+    assert!(
+        full.ends_with("\nkept-1\nkept-2\nkept-4\nkept-5"),
+        "{full:?}"
+    );
     let expected = full.replacen("doomed-3 ", "", 1);
     drop((writer, other));
     let first_note = post_note(&server, &incident, &ada, "note kept").await;

@@ -176,6 +176,11 @@ impl TestServer {
             .collect()
     }
 
+    /// The server process id (to read its memory from /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server is running").id()
+    }
+
     /// The token signing secret this server runs with.
     pub fn secret(&self) -> &str {
         &self.secret
