@@ -67,12 +67,11 @@ pub async fn sync(ws: &mut Ws, flavor: &Flavor) -> Result<Vec<u8>> {
     if let Some(auth) = flavor.auth("benchmark") {
         ws.send(Message::binary(auth)).await?;
         loop {
-            match next_binary(ws).await? {
-                bytes => match flavor.decode(&bytes)? {
-                    Incoming::AuthOk => break,
-                    Incoming::AuthDenied => bail!("authentication denied"),
-                    _ => {}
-                },
+            let bytes = next_binary(ws).await?;
+            match flavor.decode(&bytes)? {
+                Incoming::AuthOk => break,
+                Incoming::AuthDenied => bail!("authentication denied"),
+                _ => {}
             }
         }
     }

@@ -36,7 +36,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the scenarios and write the JSON results and the Markdown report.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Rewrite the Markdown report from a JSON results file.
     Report {
         #[arg(long, default_value = "bench/results.json")]
@@ -191,7 +191,7 @@ fn main() -> Result<()> {
                 .enable_all()
                 .build()?;
             let local = tokio::task::LocalSet::new();
-            local.block_on(&runtime, run(args))
+            local.block_on(&runtime, run(*args))
         }
     }
 }

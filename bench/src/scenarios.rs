@@ -594,10 +594,10 @@ async fn upload(server: &Server, doc: &DocTarget, update: &[u8]) -> Result<JoinH
     if server.kind == Kind::Commandpost {
         loop {
             let frame = client::next_binary(&mut ws).await?;
-            if let Incoming::Saved(n) = doc.flavor.decode(&frame)? {
-                if n >= 1 {
-                    break;
-                }
+            if let Incoming::Saved(n) = doc.flavor.decode(&frame)?
+                && n >= 1
+            {
+                break;
             }
         }
     }

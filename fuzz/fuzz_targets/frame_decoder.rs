@@ -10,7 +10,8 @@
 //!   refused frame preceded by a good one, is refused (with the same error,
 //!   its offsets shifted by the good message's length);
 //! - every refusal is a "malformed" close code, never one that reloads the
-//!   document, and its offsets point inside the frame.
+//!   document, and its offsets point inside the frame (or at its end, for a
+//!   varint that is missing altogether).
 
 #![no_main]
 
@@ -108,7 +109,11 @@ fn refused(frame: &[u8], error: &ProtocolError) {
             assert!(frame.is_empty());
             return;
         }
-        ProtocolError::TruncatedVarint { offset } | ProtocolError::OverlongVarint { offset } => {
+        // Where the varint starts: the end of the frame when it is missing.
+        ProtocolError::TruncatedVarint { offset } => {
+            assert!(offset <= frame.len(), "{error:?} for {} bytes", frame.len());
+        }
+        ProtocolError::OverlongVarint { offset } => {
             assert!(offset < frame.len(), "{error:?} for {} bytes", frame.len());
         }
         ProtocolError::LengthBeyondFrame {

@@ -38,6 +38,8 @@ async fn main() -> anyhow::Result<()> {
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let mut path = String::new();
+            // The error type is tungstenite's; its size is not ours to pick.
+            #[allow(clippy::result_large_err)]
             let callback = |request: &Request, response: Response| {
                 path = request.uri().path().to_owned();
                 Ok(response)
