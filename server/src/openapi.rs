@@ -100,6 +100,11 @@ pub fn document() -> Value {
             "parameters": [id, {"name": "after", "in": "query", "schema": {"type": "integer"}}, {"name": "token", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "an endless text/event-stream of Event objects", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/Event"}}}}}}}),
     );
+    let jti = json!({"name": "jti", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the token id (`jti` claim)"});
+    paths.insert("/api/tokens/{jti}/revoke".into(), json!({"post": {"summary": "Revoke a token (admin): refused from now on, its open sockets close (4401)", "parameters": [jti], "responses": responses("200", "the revocation", json!({"type": "object", "properties": {"jti": {"type": "string"}, "revoked_at": {"type": "string", "format": "date-time"}, "revoked_by": {"type": "string"}}}))}}));
+    paths.insert("/api/tokens/revoked".into(), json!({"get": {"summary": "Revoked tokens (admin)", "responses": responses("200", "revocations", json!({"type": "array", "items": {"type": "object"}}))}}));
+    paths.insert("/api/admin/backup".into(), json!({"get": {"summary": "A consistent online backup of the database (admin); restore with `commandpost restore`", "responses": {"200": {"description": "gzip backup file", "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}}}));
+    paths.insert("/api/admin/quarantine".into(), json!({"get": {"summary": "Stored updates and events that no longer decode, moved aside at load (admin); `?bytes=true` includes their bytes", "responses": responses("200", "quarantined records", json!({"type": "array", "items": {"type": "object"}}))}}));
     paths.insert("/api/incidents/{id}/postmortem.md".into(), json!({"get": {"summary": "The postmortem draft, Markdown", "parameters": [id], "responses": {"200": {"description": "Markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}}}}}));
     for name in COMMAND_NAMES {
         let mut body = variant(&command, name)
