@@ -81,6 +81,9 @@ if ! (cd "$root" && "${cargo[@]}" fuzz build "${flags[@]}") >"$build_log" 2>&1; 
     exit 1
 fi
 echo "    built in $(elapsed "$build_started")s"
+# Where cargo fuzz build puts the binaries (its default --target is the host).
+host=$(rustc "+$toolchain" -vV | sed -n 's/^host: //p')
+bin_dir="${CARGO_TARGET_DIR:-$fuzz/target}/$host/release"
 
 failures=()
 summaries=()
@@ -101,9 +104,14 @@ for target in "${targets[@]}"; do
     fi
     echo "==> fuzzing $target for ${seconds}s (log: ${log#"$root"/})"
     run_started=$(date +%s)
-    # libFuzzer writes new inputs into the FIRST corpus folder only.
+    mkdir -p "$fuzz/artifacts/$target"
+    # The binary `cargo fuzz build` made, run the way `cargo fuzz run` runs
+    # it, without `cargo fuzz run`'s two extra cargo invocations (each
+    # rebuilds the server whenever its build script reruns). libFuzzer
+    # writes new inputs into the FIRST corpus folder only.
     status=0
-    (cd "$root" && "${cargo[@]}" fuzz run "${flags[@]}" "$target" "$work" "$seeds" -- "${args[@]}") \
+    (cd "$root" && ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_odr_violation=0" \
+        "$bin_dir/$target" -artifact_prefix="$fuzz/artifacts/$target/" "${args[@]}" "$work" "$seeds") \
         >"$log" 2>&1 || status=$?
     took=$(elapsed "$run_started")
 
@@ -122,12 +130,15 @@ for target in "${targets[@]}"; do
         crash=$(grep -oE 'Test unit written to [^ ]+' "$log" | tail -n 1 | sed 's/^Test unit written to //' || true)
         line+="  CRASH: ${crash:-see ${log#"$root"/}}"
         failures+=("$target: ${crash:-no crash file; exit status $status, see $log}")
+        echo "---- what failed ----"
+        grep -m 1 -A 3 -E 'panicked at|ERROR: (AddressSanitizer|LeakSanitizer|libFuzzer)' "$log" || true
         echo "---- last lines of $log ----"
-        tail -n 80 "$log"
+        tail -n 60 "$log"
         echo "----"
         if [[ -n "$crash" ]]; then
-            echo "reproduce: (cd $root && COMMANDPOST_SKIP_WEB=1 cargo +$toolchain fuzz run ${flags[*]} $target $crash)"
-            echo "minimize:  (cd $root && COMMANDPOST_SKIP_WEB=1 cargo +$toolchain fuzz tmin ${flags[*]} $target $crash)"
+            echo "reproduce: $bin_dir/$target $crash"
+            echo "           (or: cd $root && COMMANDPOST_SKIP_WEB=1 cargo +$toolchain fuzz run ${flags[*]} $target $crash)"
+            echo "minimize:  $bin_dir/$target -minimize_crash=1 -runs=100000 -exact_artifact_path=$crash.min $crash"
         fi
     fi
     echo "$line"

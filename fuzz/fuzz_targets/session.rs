@@ -33,14 +33,17 @@
 //!   bytes) or `AckWhenDurable` per document change from an editor, numbered
 //!   1, 2, 3... per connection; nothing but a denial for a viewer's edit; ...
 //! - every frame the server sends (replies, broadcasts, relayed updates, the
-//!   greeting, a resync, the leave message) is one the server itself would
-//!   accept: it decodes, and every update in it passes `update_check`;
+//!   greeting, a resync, the leave message, a merged batch of relayed
+//!   updates) is one the server itself would accept: it decodes, and every
+//!   update in it passes `update_check`; merging a batch never panics;
 //! - when a connection leaves, its awareness states are gone, and once every
 //!   fuzzed connection has left, only the people present before remain;
 //! - a refusal that leaves the document suspect comes only from an editor,
 //!   and the room then reloads from storage, as the server does;
 //! - storage (the snapshot and every committed update, in order) reloads
-//!   with `build_doc` without error, to the same document as the live one.
+//!   with `build_doc` without error, to the same document as the live one
+//!   (state vector, deletions, `body` text), and so does the snapshot that
+//!   compaction (`Room::persist`) would write of the live document.
 
 #![no_main]
 
@@ -81,6 +84,10 @@ const PRESENT: [(u64, u32, &str); 2] = [
     (1002, 1, r##"{"user":{"name":"Bob","color":"#6eeb83"}}"##),
 ];
 
+/// `FUZZ_DEBUG=1`: print what each message did (to read what an input does).
+static DEBUG: LazyLock<bool> =
+    LazyLock::new(|| std::env::var_os("FUZZ_DEBUG").is_some_and(|v| v != "0"));
+
 /// The stored snapshot every room starts from: the seed text.
 static SEED_UPDATE: LazyLock<Vec<u8>> = LazyLock::new(|| {
     let doc = Doc::with_client_id(SEED_CLIENT);
@@ -117,7 +124,12 @@ fn run(data: &[u8]) {
         let connection = &mut connections[usize::from(header & 3)];
         match handle_frame(&room, connection, &mut stored, frame) {
             Outcome::Open if header & 4 == 0 => {}
-            Outcome::Open | Outcome::Closed => connection.leave(&room),
+            Outcome::Open | Outcome::Closed => {
+                if *DEBUG {
+                    eprintln!("{:?} leaves", connection.access);
+                }
+                connection.leave(&room)
+            }
             Outcome::Reload => {
                 // ws.rs: the room is evicted, every connection is closed and
                 // leaves the old room, and the next join loads it anew.
@@ -294,6 +306,13 @@ enum Kind {
 }
 
 impl Kind {
+    fn name(&self) -> String {
+        match self {
+            Kind::DocChange(update) => format!("update ({} bytes)", update.len()),
+            other => format!("{other:?}"),
+        }
+    }
+
     fn of(message: &ClientMessage<'_>) -> Self {
         match message {
             ClientMessage::SyncStep1(_) => Kind::SyncStep1,
@@ -304,6 +323,24 @@ impl Kind {
             ClientMessage::QueryAwareness => Kind::QueryAwareness,
             ClientMessage::Auth => Kind::Auth,
             ClientMessage::SavedOptIn => Kind::SavedOptIn,
+        }
+    }
+}
+
+trait EffectName {
+    fn name(&self) -> &'static str;
+}
+
+impl EffectName for Effect {
+    fn name(&self) -> &'static str {
+        match self {
+            Effect::Reply(_) => "reply",
+            Effect::Broadcast(_) => "broadcast",
+            Effect::BroadcastAll(_) => "broadcast to all",
+            Effect::Commit { .. } => "commit",
+            Effect::AckWhenDurable { .. } => "ack",
+            Effect::EnableSavedAcks => "saved acks on",
+            Effect::Denied => "denied",
         }
     }
 }
@@ -327,6 +364,13 @@ fn handle_frame(
         let viewer = connection.access == Access::ReadOnly;
         let before = viewer.then(|| Observed::of(room));
         let result = connection.session.handle(room, message);
+        if *DEBUG {
+            let shown = match &result {
+                Ok(effects) => effects.iter().map(Effect::name).collect::<Vec<_>>().join(", "),
+                Err(error) => format!("error: {error}"),
+            };
+            eprintln!("{:?} {}: {shown}", connection.access, kind.name());
+        }
         if let Some(before) = before {
             let after = Observed::of(room);
             assert!(
@@ -432,6 +476,10 @@ impl Observed {
     }
 }
 
+/// Same content: state vector, deletions and the `body` text. (Not
+/// `has_missing_updates`: after a deletion that reaches past the known
+/// clock, yrs 0.26 keeps an empty pending delete set that a reload does not
+/// reproduce, with the same content.)
 fn assert_same_document(live: &Doc, reloaded: &Doc) {
     {
         let (live, reloaded) = (live.transact(), reloaded.transact());
@@ -439,11 +487,6 @@ fn assert_same_document(live: &Doc, reloaded: &Doc) {
             live.state_vector(),
             reloaded.state_vector(),
             "the reloaded document has another state vector"
-        );
-        assert_eq!(
-            live.has_missing_updates(),
-            reloaded.has_missing_updates(),
-            "the reloaded document has other pending updates"
         );
         assert!(
             live.snapshot().delete_set == reloaded.snapshot().delete_set,
