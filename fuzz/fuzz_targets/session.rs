@@ -27,7 +27,7 @@
 //! - nothing panics outside the `catch_unwind` the protocol core keeps for
 //!   yrs (panics inside it are the containment working; set
 //!   `FUZZ_STRICT_GUARDED=1` to treat them as crashes too);
-//! - a viewer's message never changes the document (its encoded state, state
+//! - a viewer's message never changes the document (its encoding, state
 //!   vector, pending updates) nor any awareness state;
 //! - effects match the message: one `Commit` (carrying exactly the received
 //!   bytes) or `AckWhenDurable` per document change from an editor, numbered
@@ -454,9 +454,14 @@ fn check_server_frame(frame: &[u8]) {
 /// What a viewer must not change.
 #[derive(Debug, PartialEq)]
 struct Observed {
+    /// The integrated document (`encode_diff_v1`: the same bytes for the same
+    /// document).
     state: Vec<u8>,
     state_vector: StateVector,
     pending: bool,
+    /// With pending updates. Only its length: the encoding re-decodes and
+    /// merges them, and `Any` maps come out in a different order each time.
+    full_state_len: usize,
     /// client -> (clock, state)
     awareness: BTreeMap<u64, (u32, Option<Arc<str>>)>,
 }
@@ -465,9 +470,12 @@ impl Observed {
     fn of(room: &Awareness) -> Self {
         let txn = room.doc().transact();
         Self {
-            state: txn.encode_state_as_update_v1(&StateVector::default()),
+            state: txn.encode_diff_v1(&StateVector::default()),
             state_vector: txn.state_vector(),
             pending: txn.has_missing_updates(),
+            full_state_len: txn
+                .encode_state_as_update_v1(&StateVector::default())
+                .len(),
             awareness: room
                 .iter()
                 .map(|(client, state)| (client.get(), (state.clock, state.data)))
