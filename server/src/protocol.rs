@@ -281,6 +281,12 @@ fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
             .ok_or_else(|| invalid("client id exceeds 53 bits"))?;
         let clock = u32::try_from(reader.varuint().map_err(cut_short)?)
             .map_err(|_| invalid("clock exceeds 32 bits"))?;
+        // yrs adds one to a client's clock when it removes the state (on
+        // leave); at u32::MAX that overflows (a panic with overflow checks).
+        // Found by the `session` fuzz target.
+        if clock == u32::MAX {
+            return Err(invalid("clock at its maximum"));
+        }
         let json = std::str::from_utf8(reader.var_bytes().map_err(cut_short)?)
             .map_err(|_| invalid("state is not UTF-8"))?;
         if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {

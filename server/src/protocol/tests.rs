@@ -84,11 +84,14 @@ fn malformed_frames_name_what_is_wrong() {
         );
         assert_eq!(expected.close_code(), close_code::MALFORMED);
     }
-    // Awareness: an absurd client count, invalid UTF-8, non-JSON state.
+    // Awareness: an absurd client count, invalid UTF-8, non-JSON state, and
+    // (found by the `session` fuzz target) a clock at u32::MAX, which yrs
+    // would overflow when the client leaves.
     for payload in [
         vec![0xff, 0xff, 0xff, 0xff, 0x0f],
         vec![1, 5, 1, 2, 0xc3, 0x28],
         vec![1, 5, 1, 3, b'n', b'o', b'!'],
+        vec![1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f, 2, b'{', b'}'],
     ] {
         let mut frame = vec![1, payload.len() as u8];
         frame.extend(&payload);
