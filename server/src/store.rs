@@ -568,6 +568,30 @@ impl Writer {
         }
     }
 
+    /// Applies the group's batched writes so far, for an operation that
+    /// must see them (a transaction, a quarantine check, a backup hold).
+    fn apply_batched(
+        &self,
+        batch: &mut sled::Batch,
+        event_batch: &mut sled::Batch,
+        appended: &mut Vec<(u64, u64)>,
+        batched: &mut bool,
+        result: &mut Result<(), StoreError>,
+    ) {
+        if !*batched {
+            return;
+        }
+        if let Err(error) = self
+            .docs
+            .apply_batch(std::mem::take(batch))
+            .and_then(|()| self.events.apply_batch(std::mem::take(event_batch)))
+        {
+            *result = Err(error.into());
+        }
+        appended.clear();
+        *batched = false;
+    }
+
     /// Applies one group, flushes once, then completes every waiter.
     fn commit(&self, group: &mut Vec<WriteOp>) {
         let mut batch = sled::Batch::default();
@@ -625,19 +649,13 @@ impl Writer {
                 } => {
                     // Earlier appends of this group must land first, so the
                     // batch is applied before the transaction.
-                    if batched {
-                        if let Err(error) = self
-                            .docs
-                            .apply_batch(std::mem::take(&mut batch))
-                            .and_then(|()| {
-                                self.events.apply_batch(std::mem::take(&mut event_batch))
-                            })
-                        {
-                            result = Err(error.into());
-                        }
-                        appended.clear();
-                        batched = false;
-                    }
+                    self.apply_batched(
+                        &mut batch,
+                        &mut event_batch,
+                        &mut appended,
+                        &mut batched,
+                        &mut result,
+                    );
                     match self.create_incident(title, created_by, created_at, initial_doc) {
                         Ok(record) => pending.push(Pending::Created(done, record)),
                         Err(error) => pending.push(Pending::CreateFailed(done, error)),
@@ -667,19 +685,13 @@ impl Writer {
                 } => {
                     // Earlier writes of this group land first, so the record
                     // compared below is the one the loader would read now.
-                    if batched {
-                        if let Err(error) = self
-                            .docs
-                            .apply_batch(std::mem::take(&mut batch))
-                            .and_then(|()| {
-                                self.events.apply_batch(std::mem::take(&mut event_batch))
-                            })
-                        {
-                            result = Err(error.into());
-                        }
-                        appended.clear();
-                        batched = false;
-                    }
+                    self.apply_batched(
+                        &mut batch,
+                        &mut event_batch,
+                        &mut appended,
+                        &mut batched,
+                        &mut result,
+                    );
                     let moved = self.quarantine(&incident, kind, seq, &key, &expected, &reason);
                     if let Some(done) = done {
                         pending.push(Pending::Quarantined(done, moved));
@@ -687,19 +699,13 @@ impl Writer {
                 }
                 WriteOp::Hold { held, release } => {
                     // Make everything before the hold durable, then wait.
-                    if batched {
-                        if let Err(error) = self
-                            .docs
-                            .apply_batch(std::mem::take(&mut batch))
-                            .and_then(|()| {
-                                self.events.apply_batch(std::mem::take(&mut event_batch))
-                            })
-                        {
-                            result = Err(error.into());
-                        }
-                        appended.clear();
-                        batched = false;
-                    }
+                    self.apply_batched(
+                        &mut batch,
+                        &mut event_batch,
+                        &mut appended,
+                        &mut batched,
+                        &mut result,
+                    );
                     if let Err(error) = self.db.flush() {
                         result = Err(error.into());
                     }
