@@ -50,7 +50,7 @@ if [[ -z "$toolchain" ]]; then
 fi
 if [[ "$toolchain" != nightly* ]]; then
     export RUSTC_BOOTSTRAP=1
-    echo "==> no nightly toolchain: using $toolchain with RUSTC_BOOTSTRAP=1"
+    echo "==> using the $toolchain toolchain with RUSTC_BOOTSTRAP=1 (cargo-fuzz needs nightly flags)"
 fi
 cargo=(cargo "+$toolchain")
 
@@ -72,8 +72,8 @@ mkdir -p "$fuzz/artifacts/logs"
 build_log="$fuzz/artifacts/logs/build.log"
 echo "==> building the fuzz targets (log: ${build_log#"$root"/})"
 echo "    the first build compiles the server and all its dependencies with"
-echo "    coverage instrumentation and AddressSanitizer: several minutes on"
-echo "    2 cores; after that a build takes seconds"
+echo "    coverage instrumentation and AddressSanitizer: about 5 minutes on"
+echo "    2 cores; after that only what changed is rebuilt"
 build_started=$(date +%s)
 if ! (cd "$root" && "${cargo[@]}" fuzz build "${flags[@]}") >"$build_log" 2>&1; then
     tail -n 60 "$build_log"

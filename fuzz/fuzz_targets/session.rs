@@ -190,7 +190,9 @@ fn run(data: &[u8]) {
     }
 }
 
-/// Loads the room from storage exactly as the server does.
+/// Loads the room from storage the strict way (`build_doc`): a stored part
+/// that does not load is a bug here (the server would quarantine it, losing
+/// what it holds).
 fn load(stored: &StoredDoc) -> Awareness {
     let doc = build_doc(&IncidentId::new(1), stored).unwrap_or_else(|error| {
         panic!("updates the server stored no longer load: {error}");
