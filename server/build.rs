@@ -19,7 +19,12 @@ fn main() {
         "tsconfig.json",
         "public",
     ] {
-        println!("cargo:rerun-if-changed={}", web.join(input).display());
+        // Cargo treats a missing path as always changed (rebuilding the
+        // server on every build): name only inputs that exist.
+        let path = web.join(input);
+        if path.exists() {
+            println!("cargo:rerun-if-changed={}", path.display());
+        }
     }
     println!("cargo:rerun-if-env-changed=COMMANDPOST_SKIP_WEB");
     if std::env::var_os("COMMANDPOST_SKIP_WEB").is_some() {

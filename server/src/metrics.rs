@@ -50,6 +50,9 @@ pub struct Metrics {
     pub events: Family<TypeLabel, Counter>,
     /// Status updates that became overdue (announced by the timer).
     pub overdue_updates: Counter,
+    /// Compactions skipped because the snapshot would not reload as the
+    /// live document (the log is kept instead).
+    pub compactions_refused: Counter,
     registry: Registry,
 }
 
@@ -67,6 +70,7 @@ impl Metrics {
         let store_flush_seconds = Histogram::new(exponential_buckets(0.000_05, 2.0, 16));
         let events = Family::<TypeLabel, Counter>::default();
         let overdue_updates = Counter::default();
+        let compactions_refused = Counter::default();
         let mut registry = Registry::with_prefix("commandpost");
         registry.register(
             "connections",
@@ -113,6 +117,11 @@ impl Metrics {
             "Status updates that became overdue",
             overdue_updates.clone(),
         );
+        registry.register(
+            "compactions_refused",
+            "Compactions skipped because the snapshot would not reload as the live document",
+            compactions_refused.clone(),
+        );
         Metrics {
             connections,
             rooms_loaded,
@@ -123,6 +132,7 @@ impl Metrics {
             store_flush_seconds,
             events,
             overdue_updates,
+            compactions_refused,
             registry,
         }
     }

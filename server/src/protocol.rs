@@ -520,17 +520,36 @@ impl Session {
             // Viewers are not shown to others; their awareness goes nowhere.
             return Ok(Vec::new());
         }
-        for (client, entry) in &update.clients {
-            if entry.json.as_ref() == "null" {
-                self.announced.remove(client);
-            } else {
-                self.announced.insert(*client);
-            }
-        }
+        let sent: Vec<(ClientID, AwarenessUpdateEntry)> = update
+            .clients
+            .iter()
+            .map(|(client, entry)| (*client, entry.clone()))
+            .collect();
         let message = encode(&Message::Awareness(update.clone()));
         awareness
             .apply_update(update)
             .map_err(|error| ProtocolError::InvalidAwareness(error.to_string()))?;
+        // Track what yrs actually stored, not what was sent: an entry with a
+        // stale clock is ignored by yrs, and must not make this connection
+        // forget (or claim) a state it did not change. Otherwise a stale
+        // removal would leave the client's cursor behind after it leaves.
+        for (client, entry) in sent {
+            let Some(stored) = awareness
+                .update_with_clients([client])
+                .ok()
+                .and_then(|update| update.clients.get(&client).cloned())
+            else {
+                continue;
+            };
+            if stored.clock != entry.clock || stored.json != entry.json {
+                continue;
+            }
+            if entry.json.as_ref() == "null" {
+                self.announced.remove(&client);
+            } else {
+                self.announced.insert(client);
+            }
+        }
         Ok(vec![Effect::BroadcastAll(message)])
     }
 

@@ -148,19 +148,32 @@ impl Room {
         if state.log_updates >= self.compact_after_updates
             || state.log_bytes >= self.compact_after_bytes
         {
-            let started = Instant::now();
-            let snapshot = state
-                .awareness
-                .doc()
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            state.snapshot_bytes = snapshot.len() as u64;
-            self.store.compact(&self.id, seq, snapshot)?;
-            tracing::debug!(incident = %self.id, upto = seq, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
-            state.log_updates = 0;
-            state.log_bytes = 0;
+            self.compact(state, seq)?;
         }
         Ok(saved)
+    }
+
+    /// Replaces the log up to `upto` with a snapshot of the live document,
+    /// unless that snapshot would not reload as the live document (see
+    /// [`compaction_snapshot`]): then the log stays as it is, and is tried
+    /// again after as many updates.
+    fn compact(&self, state: &mut RoomState, upto: u64) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let outcome = compaction_snapshot(state.awareness.doc());
+        state.log_updates = 0;
+        state.log_bytes = 0;
+        match outcome {
+            Ok(snapshot) => {
+                state.snapshot_bytes = snapshot.len() as u64;
+                self.store.compact(&self.id, upto, snapshot)?;
+                tracing::debug!(incident = %self.id, upto, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
+            }
+            Err(why) => {
+                crate::metrics::METRICS.compactions_refused.inc();
+                tracing::error!(incident = %self.id, upto, %why, "not compacting the document log: a snapshot would not reload as the live document (an update with inconsistent origins, which no Yjs client sends); the log is kept, so a restart still loads what everyone sees");
+            }
+        }
+        Ok(())
     }
 
     /// Relays a document update from connection `from` to the room. Call
@@ -296,6 +309,83 @@ impl std::fmt::Display for DocPart {
 pub struct Damaged {
     pub part: DocPart,
     pub reason: String,
+}
+
+/// The snapshot compaction writes of `doc`, once it is known to reload as
+/// `doc`: the same state vector, deletions and content of every root (read
+/// as a sequence and as a map, whatever its type).
+///
+/// yrs re-encodes an item with the origins it arrived with. An update whose
+/// items carry origins that contradict each other (no Yjs or yrs client
+/// writes one; a hostile client can) integrates at one position in the live
+/// document and at another when the snapshot is decoded, so replacing the
+/// log with that snapshot would change the document on the next load. Costs
+/// one decode of the whole document per compaction.
+pub fn compaction_snapshot(doc: &Doc) -> Result<Vec<u8>, String> {
+    let snapshot = doc
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let update = decode_stored(&snapshot)?;
+    let reloaded = Doc::new();
+    let mut txn = reloaded.transact_mut();
+    if let Err(why) = integrate(&mut txn, update) {
+        std::mem::forget(txn);
+        std::mem::forget(reloaded);
+        return Err(format!("the snapshot does not reload: {why}"));
+    }
+    if catch_unwind(AssertUnwindSafe(move || drop(txn))).is_err() {
+        std::mem::forget(reloaded);
+        return Err("reloading the snapshot panicked".to_owned());
+    }
+    let (live, reloaded) = (doc.transact(), reloaded.transact());
+    if live.state_vector() != reloaded.state_vector() {
+        return Err("the snapshot reloads with another state vector".to_owned());
+    }
+    if live.snapshot().delete_set != reloaded.snapshot().delete_set {
+        return Err("the snapshot reloads with other deletions".to_owned());
+    }
+    let (a, b) = (root_contents(&live), root_contents(&reloaded));
+    if a != b {
+        let differs = a
+            .iter()
+            .chain(&b)
+            .find(|root| !a.contains(root) || !b.contains(root))
+            .map_or("?", |root| root.name.as_str());
+        return Err(format!("the snapshot reloads with another `{differs}`"));
+    }
+    Ok(snapshot)
+}
+
+/// What a root holds, read without its type (a server's root types are
+/// unknown until something asks for one).
+#[derive(PartialEq)]
+struct RootContent {
+    name: String,
+    /// Every visible item of its sequence, as text (nested types included).
+    sequence: String,
+    /// Its map entries.
+    map: yrs::Any,
+}
+
+/// Every non-empty root, by name.
+fn root_contents<T: ReadTxn>(txn: &T) -> Vec<RootContent> {
+    use yrs::types::ToJson;
+    let mut roots: Vec<RootContent> = txn
+        .root_refs()
+        .filter_map(|(name, _)| {
+            let branch = yrs::branch::BranchID::get_root(txn, name)?;
+            let sequence = yrs::XmlFragmentRef::from(branch).get_string(txn);
+            let map = yrs::MapRef::from(branch).to_json(txn);
+            let empty_map = matches!(&map, yrs::Any::Map(entries) if entries.is_empty());
+            (!sequence.is_empty() || !empty_map).then(|| RootContent {
+                name: name.to_owned(),
+                sequence,
+                map,
+            })
+        })
+        .collect();
+    roots.sort_by(|a, b| a.name.cmp(&b.name));
+    roots
 }
 
 /// A document rebuilt from storage without the parts that do not load.
@@ -766,15 +856,8 @@ impl Rooms {
             if state.poisoned || state.log_updates == 0 {
                 continue;
             }
-            let snapshot = state
-                .awareness
-                .doc()
-                .transact()
-                .encode_state_as_update_v1(&StateVector::default());
-            state.snapshot_bytes = snapshot.len() as u64;
-            room.store.compact(&room.id, state.next_seq - 1, snapshot)?;
-            state.log_updates = 0;
-            state.log_bytes = 0;
+            let upto = state.next_seq - 1;
+            room.compact(&mut state, upto)?;
             compacted += 1;
         }
         Ok(compacted)
@@ -845,6 +928,78 @@ mod tests {
         }
         bytes.push(0); // empty delete set
         bytes
+    }
+
+    /// An item from client 42 whose origin (`client`, 39) lies *after* its
+    /// right origin (`client`, 8): no Yjs client writes one. Found by the
+    /// session fuzz target.
+    fn crossed_origins(client: u8) -> Vec<u8> {
+        vec![
+            1, 1, 42, 0, 0xc4, client, 39, client, 8, 3, b'A', b'A', b'A', 0,
+        ]
+    }
+
+    #[test]
+    fn compaction_writes_no_snapshot_that_would_reload_as_another_document() {
+        let doc = Doc::with_client_id(1);
+        edit(&doc, |txn, text| {
+            text.insert(
+                txn,
+                0,
+                "# INC-1: Checkout API returning 502s\n\n## Summary\n\n",
+            )
+        });
+        let other = Doc::with_client_id(2);
+        let shared = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        other
+            .transact_mut()
+            .apply_update(Update::decode_v1(&shared).unwrap())
+            .unwrap();
+        let concurrent = edit(&other, |txn, text| text.insert(txn, 10, "[other] "));
+        edit(&doc, |txn, text| text.insert(txn, 5, "[mine] "));
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&concurrent).unwrap())
+            .unwrap();
+        // Honest edits: the snapshot reloads as the live document.
+        let snapshot = compaction_snapshot(&doc).expect("an honest document compacts");
+        let reloaded = Doc::new();
+        reloaded
+            .transact_mut()
+            .apply_update(Update::decode_v1(&snapshot).unwrap())
+            .unwrap();
+        assert_eq!(body(&reloaded), body(&doc));
+
+        // Crossed origins: the live document and its snapshot disagree.
+        let doc = Doc::with_client_id(1);
+        edit(&doc, |txn, text| {
+            text.insert(
+                txn,
+                0,
+                "# INC-1: Checkout API returning 502s\n\n## Summary\n\n",
+            )
+        });
+        doc.transact_mut()
+            .apply_update(Update::decode_v1(&crossed_origins(1)).unwrap())
+            .unwrap();
+        let live = body(&doc);
+        assert!(live.contains("AAA"), "{live}");
+        let snapshot = doc
+            .transact()
+            .encode_state_as_update_v1(&StateVector::default());
+        let reloaded = Doc::new();
+        reloaded
+            .transact_mut()
+            .apply_update(Update::decode_v1(&snapshot).unwrap())
+            .unwrap();
+        assert_ne!(
+            body(&reloaded),
+            live,
+            "the fuzz finding no longer reproduces"
+        );
+        let error = compaction_snapshot(&doc).expect_err("not compacted");
+        assert!(error.contains("another `body`"), "{error}");
     }
 
     #[test]

@@ -37,6 +37,10 @@
 //!   [`MAX_NESTING_DEPTH`] containers deep;
 //! * block clocks and delete-set ranges stay within `u32`;
 //! * content types, shared-type refs and `Any` tags are ones yrs knows;
+//! * nothing in it is read differently by yrs and by stock Yjs clients, and
+//!   nothing in it would fail to survive a store and reload (see
+//!   [`Refusal`]: legacy JSON content, sub-documents, moves, info bit `0x10`,
+//!   zero-length GC/Skip blocks, `XmlHook` and yrs-only type refs);
 //! * nothing follows the delete set (yrs itself ignores trailing bytes, but
 //!   no encoder produces them).
 //!
@@ -46,20 +50,22 @@
 //!
 //! # Where yrs 0.26 reads differently from Yjs
 //!
+//! Where the two differ the checker refuses the update (a [`Refusal`]), so
+//! that every client in a room reads the same document:
+//!
 //! * the info byte is `0` for GC and `10` for Skip only as a *whole byte*;
 //!   any other info byte is an item whose content type is `info & 0x0F` (Yjs
 //!   uses the low five bits and recognises GC/Skip whatever the flag bits).
-//!   Bit `0x10` is ignored;
-//! * `ContentJSON` (type 2) reads `len + 1` strings, not `len` (a yrs bug), and
-//!   fails for `len > i32::MAX`; the strings are kept raw, not parsed;
+//!   yrs ignores bit `0x10`: refused;
+//! * `ContentJSON` (type 2) reads `len + 1` strings, not `len` (a yrs bug),
+//!   yet yrs writes `len`: refused (current Yjs writes `ContentAny`);
 //! * the shared-type ref is one raw byte (Yjs: a varuint); `XmlHook` (5) reads
-//!   *no* hook name (Yjs reads one); only `XmlElement` (3) reads a name;
-//!   `Doc` (9) and `Undefined` (15) are accepted; `Weak` (7) only with yrs's
-//!   `weak` feature, which is off here;
-//! * `ContentMove` (type 11) exists: a signed-varint `i32` flags word, then a
-//!   start ID and, unless `flags & 1`, an end ID;
-//! * `ContentDoc` (type 9) is a guid string followed by any `Any` value
-//!   (only a map is interpreted);
+//!   *no* hook name (Yjs reads one): refused; only `XmlElement` (3) reads a
+//!   name; `Doc` (9) and `Undefined` (15) exist only in yrs: refused; `Weak`
+//!   (7) only with yrs's `weak` feature, which is off here;
+//! * `ContentMove` (type 11) exists only in yrs: refused;
+//! * `ContentDoc` (type 9), a sub-document: refused (not served; see
+//!   [`Refusal::SubdocumentContent`]);
 //! * `Any` array/map lengths are read as `u64`, strings and buffers as `u32`;
 //! * a parent-info varuint other than `1` means "parent is an ID" (read as
 //!   `u32`, so `2^32 + 1` would wrap to `1`: rejected here);
@@ -98,8 +104,6 @@ const MIN_DS_RANGE_BYTES: usize = 2;
 const MIN_ANY_BYTES: usize = 1;
 /// An `Any` map entry: key length + value tag.
 const MIN_ANY_ENTRY_BYTES: usize = 2;
-/// A string: its length prefix.
-const MIN_STRING_BYTES: usize = 1;
 
 /// Why an update was refused before reaching yrs. Offsets are byte positions
 /// in the update where the offending value starts.
@@ -145,6 +149,11 @@ pub enum UpdateCheckError {
     /// A shared-type ref yrs does not decode.
     #[error("unknown shared type {type_ref} at byte {offset}")]
     UnknownTypeRef { type_ref: u8, offset: usize },
+    /// Something yrs decodes but the server refuses: stock Yjs clients would
+    /// read it differently (or not at all), or the server could not store
+    /// and reload it faithfully. See [`Refusal`].
+    #[error("{} at byte {offset} is refused: {}", .what.what(), .what.why())]
+    Refused { what: Refusal, offset: usize },
     /// An `Any` value tag yrs does not decode.
     #[error("unknown value tag {tag} at byte {offset}")]
     UnknownAnyTag { tag: u8, offset: usize },
@@ -154,6 +163,60 @@ pub enum UpdateCheckError {
     /// Bytes after the delete set.
     #[error("trailing bytes after the delete set at byte {offset}")]
     TrailingBytes { offset: usize },
+}
+
+/// What the checker refuses although yrs would decode it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ContentJSON` (content type 2): yrs 0.26 reads `len + 1` strings but
+    /// writes `len`, so what it stores cannot be read back (and Yjs has not
+    /// written this content since 2020).
+    JsonContent,
+    /// `ContentDoc` (content type 9): sub-documents are not served, and an
+    /// integrated one would be synced to clients as a copy of the room.
+    SubdocumentContent,
+    /// `ContentMove` (content type 11): yrs-only; Yjs clients cannot read it.
+    MoveContent,
+    /// Info-byte bit `0x10`: yrs ignores it, Yjs reads it as part of the
+    /// content type (and fails).
+    InfoBit0x10,
+    /// A GC or Skip block of length 0: no encoder writes one, and yrs
+    /// computes `clock + 0 - 1` for it (a panic at clock 0).
+    EmptyGcOrSkip,
+    /// Shared type `XmlHook` (5): Yjs writes a hook name, yrs reads none.
+    XmlHookType,
+    /// Shared-type refs 9 and 15 (`SubDoc`, `Undefined`): yrs-only.
+    YrsOnlyType,
+}
+
+impl Refusal {
+    /// What was refused.
+    pub fn what(self) -> &'static str {
+        match self {
+            Refusal::JsonContent => "JSON content (type 2)",
+            Refusal::SubdocumentContent => "sub-document content (type 9)",
+            Refusal::MoveContent => "move content (type 11)",
+            Refusal::InfoBit0x10 => "info byte with bit 0x10",
+            Refusal::EmptyGcOrSkip => "zero-length GC or skip block",
+            Refusal::XmlHookType => "XmlHook shared type (5)",
+            Refusal::YrsOnlyType => "shared type 9 or 15",
+        }
+    }
+
+    /// Why, in words a client developer can act on.
+    pub fn why(self) -> &'static str {
+        match self {
+            Refusal::JsonContent => {
+                "legacy content the server cannot store and reload faithfully; \
+                 use a current Yjs (it writes ContentAny)"
+            }
+            Refusal::SubdocumentContent => "sub-documents are not supported",
+            Refusal::MoveContent | Refusal::YrsOnlyType => "Yjs clients cannot read it",
+            Refusal::InfoBit0x10 => "Yjs reads it as part of the content type",
+            Refusal::EmptyGcOrSkip => "no Yjs encoder writes one",
+            Refusal::XmlHookType => "Yjs and yrs encode it differently",
+        }
+    }
 }
 
 /// Checks that `update` is a structurally valid lib0 v1 Yjs update that
@@ -433,9 +496,22 @@ impl<'a> Checker<'a> {
         match info {
             BLOCK_GC | BLOCK_SKIP => {
                 self.mark(seen::CONTENT + u32::from(info));
-                self.var_u32()
+                let len = self.var_u32()?;
+                if len == 0 {
+                    return Err(UpdateCheckError::Refused {
+                        what: Refusal::EmptyGcOrSkip,
+                        offset: info_offset,
+                    });
+                }
+                Ok(len)
             }
             _ => {
+                if info & 0x10 != 0 {
+                    return Err(UpdateCheckError::Refused {
+                        what: Refusal::InfoBit0x10,
+                        offset: info_offset,
+                    });
+                }
                 if info & HAS_ORIGIN != 0 {
                     self.mark(seen::ORIGIN);
                     self.id()?;
@@ -469,25 +545,6 @@ impl<'a> Checker<'a> {
         let len = match content_ref {
             // Deleted
             1 => self.var_u32()?,
-            // JSON: yrs reads `len + 1` raw strings and refuses len > i32::MAX.
-            2 => {
-                let start = self.pos;
-                let len = self.var_u32()?;
-                if i32::try_from(len).is_err() {
-                    return Err(UpdateCheckError::CountTooLarge {
-                        count: u64::from(len),
-                        offset: start,
-                        remaining: self.left(),
-                        min_bytes_each: MIN_STRING_BYTES,
-                    });
-                }
-                let strings = len + 1;
-                self.fits(u64::from(strings), start, MIN_STRING_BYTES)?;
-                for _ in 0..strings {
-                    self.string()?;
-                }
-                strings
-            }
             // Binary
             3 => {
                 self.bytes()?;
@@ -523,26 +580,16 @@ impl<'a> Checker<'a> {
                 }
                 count as u32
             }
-            // Doc: guid, options as one Any value.
-            9 => {
-                self.string()?;
-                self.any()?;
-                1
-            }
-            // Move: i32 flags, start ID, end ID unless collapsed.
-            11 => {
-                let start = self.pos;
-                let flags = i32::try_from(self.var_int()?).map_err(|_| {
-                    UpdateCheckError::IntegerOverflow {
-                        offset: start,
-                        target: "i32",
-                    }
-                })?;
-                self.id()?;
-                if flags & 1 == 0 {
-                    self.id()?;
-                }
-                1
+            // Refused before reading: see `Refusal`.
+            2 | 9 | 11 => {
+                return Err(UpdateCheckError::Refused {
+                    what: match content_ref {
+                        2 => Refusal::JsonContent,
+                        9 => Refusal::SubdocumentContent,
+                        _ => Refusal::MoveContent,
+                    },
+                    offset: info_offset,
+                });
             }
             _ => {
                 return Err(UpdateCheckError::UnknownContentType {
@@ -560,9 +607,22 @@ impl<'a> Checker<'a> {
         let offset = self.pos;
         let type_ref = self.u8()?;
         match type_ref {
-            // Array, Map, Text, XmlFragment, XmlHook (no name in yrs), XmlText,
+            // Array, Map, Text, XmlFragment, XmlText.
+            0 | 1 | 2 | 4 | 6 => {}
+            // XmlHook (no name in yrs, a name in Yjs).
+            5 => {
+                return Err(UpdateCheckError::Refused {
+                    what: Refusal::XmlHookType,
+                    offset,
+                });
+            }
             // SubDoc, Undefined.
-            0 | 1 | 2 | 4 | 5 | 6 | 9 | 15 => {}
+            9 | 15 => {
+                return Err(UpdateCheckError::Refused {
+                    what: Refusal::YrsOnlyType,
+                    offset,
+                });
+            }
             // XmlElement: its tag name.
             3 => {
                 self.string()?;
@@ -956,10 +1016,6 @@ mod tests {
             arr.remove(&mut txn, 3); // the nested map: its content gets GC'd
             arr.remove_range(&mut txn, 5, 3);
         }
-        {
-            let mut txn = da.transact_mut();
-            arr.move_to(&mut txn, 0, 4);
-        }
         push_log("array", &loga, &mut out);
         out.push(("array full state".into(), full_state(&da)));
 
@@ -991,31 +1047,12 @@ mod tests {
         push_log("xml", &logx, &mut out);
         out.push(("xml full state".into(), full_state(&dx)));
 
-        // Subdocuments.
-        let ds = doc(7);
-        let (logs, _ss) = record(&ds);
-        let docs = ds.get_or_insert_map("docs");
-        {
-            let mut txn = ds.transact_mut();
-            docs.insert(&mut txn, "plain", Doc::new());
-            let options = Options {
-                guid: Arc::from("guid-😀"),
-                collection_id: Some(Arc::from("collection é")),
-                auto_load: true,
-                skip_gc: true,
-                ..Options::default()
-            };
-            docs.insert(&mut txn, "configured", Doc::with_options(options));
-        }
-        push_log("subdocs", &logs, &mut out);
-        out.push(("subdocs full state".into(), full_state(&ds)));
-
         // Merged updates: with gaps (Skip blocks) and across clients.
         let l1 = log1.lock().unwrap().clone();
         let merged = yrs::merge_updates_v1([&l1[0], &l1[2], &l1[4]]).unwrap();
         out.push(("merge with gaps".into(), merged));
         let mut all: Vec<Vec<u8>> = Vec::new();
-        for log in [&log1, &log2, &logm, &loga, &logx, &logs] {
+        for log in [&log1, &log2, &logm, &loga, &logx] {
             all.extend(log.lock().unwrap().iter().cloned());
         }
         out.push((
@@ -1143,9 +1180,7 @@ mod tests {
             (content(6), "format content"),
             (content(7), "type content"),
             (content(8), "any content"),
-            (content(9), "doc content"),
             (content(10), "skip block"),
-            (content(11), "move content"),
             (tag(116), "any buffer"),
             (tag(117), "any array"),
             (tag(118), "any map"),
@@ -1264,20 +1299,16 @@ mod tests {
         assert_rejected(&u, InvalidUtf8 { offset: 10 });
         let u = update_of(&[root_item(8, b"m", &[1, 118, 1, 1, 0xff, 126])]);
         assert_rejected(&u, InvalidUtf8 { offset: 11 });
-        // Embed JSON, format key, format JSON, ContentJSON string.
+        // Embed JSON, format key, format JSON.
         let u = update_of(&[root_item(5, b"m", &[2, b'"', 0xff])]);
         assert_rejected(&u, InvalidUtf8 { offset: 8 });
         let u = update_of(&[root_item(6, b"m", &[1, 0xff, 4, b'n', b'u', b'l', b'l'])]);
         assert_rejected(&u, InvalidUtf8 { offset: 8 });
         let u = update_of(&[root_item(6, b"m", &[1, b'b', 1, 0xc0])]);
         assert_rejected(&u, InvalidUtf8 { offset: 10 });
-        let u = update_of(&[root_item(2, b"m", &[0, 1, 0xfe])]);
-        assert_rejected(&u, InvalidUtf8 { offset: 9 });
-        // XML element name; sub-document guid (an encoded UTF-16 surrogate).
+        // XML element name.
         let u = update_of(&[root_item(7, b"m", &[3, 1, 0xfe])]);
         assert_rejected(&u, InvalidUtf8 { offset: 9 });
-        let u = update_of(&[root_item(9, b"m", &[3, 0xed, 0xa0, 0x80, 126])]);
-        assert_rejected(&u, InvalidUtf8 { offset: 8 });
     }
 
     #[test]
@@ -1358,7 +1389,7 @@ mod tests {
                 min_bytes_each: MIN_ANY_ENTRY_BYTES,
             },
         );
-        // ContentAny values; ContentJSON strings (len + 1, and len > i32::MAX).
+        // ContentAny values.
         let u = update_of(&[root_item(8, b"m", &max)]);
         assert_rejected(
             &u,
@@ -1367,26 +1398,6 @@ mod tests {
                 offset: 8,
                 remaining: 1,
                 min_bytes_each: MIN_ANY_BYTES,
-            },
-        );
-        let u = update_of(&[root_item(2, b"m", &[2, 0])]);
-        assert_rejected(
-            &u,
-            CountTooLarge {
-                count: 3,
-                offset: 8,
-                remaining: 2,
-                min_bytes_each: MIN_STRING_BYTES,
-            },
-        );
-        let u = update_of(&[root_item(2, b"m", &var_bytes(1 << 31))]);
-        assert_rejected(
-            &u,
-            CountTooLarge {
-                count: 1 << 31,
-                offset: 8,
-                remaining: 1,
-                min_bytes_each: MIN_STRING_BYTES,
             },
         );
         // Buffer and string lengths.
@@ -1428,14 +1439,6 @@ mod tests {
         content.push(126);
         let u = update_of(&[root_item(8, b"m", &content)]);
         assert_rejected(&u, TooDeep { offset: 9 + 3 * 64 });
-        // Sub-document options: guid "", then the arrays.
-        let mut content = vec![0];
-        for _ in 0..100 {
-            content.extend([117, 1]);
-        }
-        content.push(126);
-        let u = update_of(&[root_item(9, b"m", &content)]);
-        assert_rejected(&u, TooDeep { offset: 9 + 2 * 64 });
         // An empty container one level too deep counts too.
         let mut content = vec![1];
         for _ in 0..MAX_NESTING_DEPTH {
@@ -1602,17 +1605,6 @@ mod tests {
             content.extend([125, 0xc0, 0x80, 0x80, 0]); // a padded "-0"
             assert_valid("i64 extremes", &update_of(&[root_item(8, b"m", &content)]));
         }
-        // Move flags must fit an i32.
-        let mut content = Vec::new();
-        svar(&mut content, false, 1 << 31);
-        content.extend([1, 0]);
-        assert_rejected(
-            &update_of(&[root_item(11, b"m", &content)]),
-            IntegerOverflow {
-                offset: 8,
-                target: "i32",
-            },
-        );
     }
 
     #[test]
@@ -1652,7 +1644,6 @@ mod tests {
                     offset: 8,
                 },
             );
-            assert_valid("empty at the end", &update_at(max, &[vec![info, 0]], &[0]));
         }
         // Delete-set ranges.
         let u = [&[0, 1, 1, 1][..], &var_bytes(max), &[1]].concat();
@@ -1721,42 +1712,112 @@ mod tests {
         );
     }
 
-    /// Things yrs 0.26 reads differently from Yjs: the checker follows yrs.
+    /// Things yrs 0.26 reads differently from Yjs, or cannot store and read
+    /// back: refused, though yrs decodes them.
     #[test]
-    fn follows_yrs_where_it_differs_from_yjs() {
-        // ContentJSON reads len + 1 strings.
-        assert_valid("json", &update_of(&[root_item(2, b"m", &[0, 1, b'1'])]));
-        assert_valid(
-            "json 2",
-            &update_of(&[root_item(2, b"m", &[1, 1, b'1', 4, b'n', b'u', b'l', b'l'])]),
+    fn refuses_what_yrs_and_yjs_read_differently() {
+        let refused = |what| Refused { what, offset: 4 };
+        // ContentJSON, in yrs's layout (len + 1 strings) and in Yjs's.
+        for content in [
+            &[0, 1, b'1'][..],
+            &[1, 1, b'1'],
+            &[1, 1, b'1', 4, b'n', b'u', b'l', b'l'],
+        ] {
+            let u = update_of(&[root_item(2, b"m", content)]);
+            assert_rejected(&u, refused(Refusal::JsonContent));
+        }
+        // Move content, collapsed (one ID) or not (two IDs).
+        for content in [&[1, 1, 0][..], &[0, 1, 0, 1, 5], &[0x41, 1, 0]] {
+            let u = update_of(&[root_item(11, b"m", content)]);
+            assert_rejected(&u, refused(Refusal::MoveContent));
+        }
+        // A sub-document, whatever its options.
+        let u = update_of(&[root_item(9, b"m", &[1, b'g', 126])]);
+        assert_rejected(&u, refused(Refusal::SubdocumentContent));
+        // Bit 0x10 of the info byte (Yjs would read content type 20).
+        let u = update_of(&[root_item(0x14, b"t", &[2, b'h', b'i'])]);
+        assert_rejected(&u, refused(Refusal::InfoBit0x10));
+        // XmlHook (yrs reads no hook name), SubDoc and Undefined type refs.
+        for (type_ref, what) in [
+            (5, Refusal::XmlHookType),
+            (9, Refusal::YrsOnlyType),
+            (15, Refusal::YrsOnlyType),
+        ] {
+            let u = update_of(&[root_item(7, b"m", &[type_ref])]);
+            assert_rejected(&u, Refused { what, offset: 8 });
+            assert!(matches!(yrs_decode(&u), Ok(Ok(_))), "yrs reads {u:?}");
+        }
+        // Zero-length GC and Skip blocks (a GC of length 0 at clock 0 makes
+        // yrs compute 0 - 1: found by the session fuzz target).
+        for info in [BLOCK_GC, BLOCK_SKIP] {
+            let u = update_of(&[vec![info, 0]]);
+            assert_rejected(&u, refused(Refusal::EmptyGcOrSkip));
+        }
+        let fuzz_found = [
+            0x01, 0x02, 0x2a, 0x00, 0xc4, 0x01, 0x94, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        assert_rejected(
+            &fuzz_found,
+            Refused {
+                what: Refusal::EmptyGcOrSkip,
+                offset: 11,
+            },
         );
-        // The Yjs layout (len strings) runs into the delete set.
-        assert_both_reject(
-            &update_of(&[root_item(2, b"m", &[1, 1, b'1'])]),
-            Truncated { offset: 12 },
-        );
-        // XmlHook has no name; SubDoc and Undefined type refs exist.
-        for type_ref in [0, 1, 2, 4, 5, 6, 9, 15] {
+        // What yrs itself produces for a subdocument and for a move.
+        let d = doc(8);
+        let (log, _sub) = record(&d);
+        let arr = d.get_or_insert_array("arr");
+        {
+            let mut txn = d.transact_mut();
+            arr.insert_range(
+                &mut txn,
+                0,
+                [Any::Number(1.0), Any::Number(2.0), Any::Number(3.0)],
+            );
+        }
+        {
+            let mut txn = d.transact_mut();
+            arr.move_to(&mut txn, 0, 3);
+        }
+        {
+            let docs = d.get_or_insert_map("docs");
+            let mut txn = d.transact_mut();
+            docs.insert(&mut txn, "sub", Doc::new());
+        }
+        let log = log.lock().unwrap().clone();
+        assert_eq!(log.len(), 3);
+        assert_valid("plain insert", &log[0]);
+        for (update, what) in [
+            (&log[1], Refusal::MoveContent),
+            (&log[2], Refusal::SubdocumentContent),
+        ] {
+            assert!(
+                matches!(check_update_v1(update), Err(Refused { what: got, .. }) if got == what),
+                "{what:?} not refused: {update:?}"
+            );
+            assert!(matches!(yrs_decode(update), Ok(Ok(_))), "yrs reads it");
+        }
+        // The fuzz regression seeds: JSON content under a root array, and a
+        // sub-document under a root map key.
+        let mut json = vec![1, 1, 42, 0, 2, 1, 3];
+        json.extend(b"arr\x00\x03\"x\"\x00");
+        assert_rejected(&json, refused(Refusal::JsonContent));
+        let mut subdoc = vec![1, 1, 42, 0, 0x29, 1, 4];
+        subdoc.extend(b"meta\x03sub\x01g\x76\x00\x00");
+        assert_rejected(&subdoc, refused(Refusal::SubdocumentContent));
+    }
+
+    /// Oddities yrs 0.26 reads the same way as Yjs, or that Yjs never
+    /// writes but reads: accepted.
+    #[test]
+    fn accepts_odd_but_compatible_updates() {
+        assert_valid("element", &update_of(&[root_item(7, b"m", &[3, 1, b'p'])]));
+        for type_ref in [0, 1, 2, 4, 6] {
             let u = update_of(&[root_item(7, b"m", &[type_ref])]);
             assert_valid("type ref", &u);
         }
-        assert_valid("element", &update_of(&[root_item(7, b"m", &[3, 1, b'p'])]));
-        // Bit 0x10 of the info byte is ignored.
-        assert_valid(
-            "0x14",
-            &update_of(&[root_item(0x14, b"t", &[2, b'h', b'i'])]),
-        );
         // Binary content, which yrs never produces itself.
         assert_valid("binary", &update_of(&[root_item(3, b"m", &[3, 0, 255, 7])]));
-        // Move content, collapsed (one ID) or not (two IDs); negative flags.
-        assert_valid("move 1", &update_of(&[root_item(11, b"m", &[1, 1, 0])]));
-        assert_valid(
-            "move 2",
-            &update_of(&[root_item(11, b"m", &[0, 1, 0, 1, 5])]),
-        );
-        assert_valid("move 3", &update_of(&[root_item(11, b"m", &[0x41, 1, 0])]));
-        // Sub-document options need not be a map.
-        assert_valid("doc", &update_of(&[root_item(9, b"m", &[1, b'g', 126])]));
         // Nested parent by ID, parent info other than 1.
         let mut block = vec![4];
         var(&mut block, 7);

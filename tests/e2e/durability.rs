@@ -258,3 +258,68 @@ async fn simultaneous_first_connections_share_one_room_which_unloads_when_idle()
         "the room was loaded again from storage"
     );
 }
+
+/// A hostile update whose item's origin lies after its right origin (found
+/// by the session fuzz target) integrates at one place live and at another
+/// when a snapshot of the document is decoded. Compaction must then keep the
+/// log, so that a restart loads what everyone saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_log_when_a_snapshot_would_reload_differently() {
+    let mut server = TestServer::start_with(&["--compact-after-updates", "3"]);
+    let incident = server.create_incident("Crossed origins").await;
+    let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada"));
+    let writer = YClient::connect_with(
+        &url,
+        Connect {
+            saved_acks: true,
+            client_id: Some(77),
+        },
+    )
+    .await;
+    let watcher = YClient::connect(&url).await;
+    writer.push("\nErrors since 09:00 UTC on every checkout host.");
+    writer.wait_saved().await;
+    // Client 42's item: origin (77, 39), right origin (77, 8).
+    writer.send_update(vec![
+        1, 1, 42, 0, 0xc4, 77, 39, 77, 8, 3, b'A', b'A', b'A', 0,
+    ]);
+    writer.wait_saved().await;
+    for i in 0..4 {
+        writer.push(&format!(" more{i}"));
+    }
+    let saved = writer.wait_saved().await;
+    assert!(saved >= 6, "{saved}");
+    // The watcher applied the same updates in the same order as the server.
+    wait_until("the watcher to see every edit", || {
+        watcher.read().contains("more3")
+    })
+    .await;
+    let live = watcher.read();
+    assert!(live.contains("AAA"), "{live}");
+    wait_until("compaction to be refused", || {
+        server.logs().contains("not compacting the document log")
+    })
+    .await;
+    drop((writer, watcher));
+    let before = postmortem(&server, &incident).await;
+    assert!(before.contains("AAA"), "{before}");
+
+    server.kill9();
+    server.restart();
+    // The server's own document (which postmortems read) is the one
+    // everyone saw. (A client joining now is sent a full state that Yjs
+    // decodes in the snapshot's order: a known limitation for documents
+    // holding such updates; see ARCHITECTURE.md.)
+    assert_eq!(postmortem(&server, &incident).await, before);
+}
+
+async fn postmortem(server: &TestServer, incident: &commandpost_shared::IncidentId) -> String {
+    let response = reqwest::Client::new()
+        .get(server.url(&format!("/api/incidents/{incident}/postmortem.md")))
+        .bearer_auth(server.token(AccessRole::Viewer, "Vic"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.text().await.unwrap()
+}

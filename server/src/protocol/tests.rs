@@ -272,6 +272,63 @@ fn awareness_is_tracked_relayed_and_removed_on_leave_but_ignored_from_viewers() 
     assert!(editor.leave(&room).is_none(), "nothing left to remove");
 }
 
+/// Found by the session fuzz target: a removal with a stale clock is
+/// ignored by yrs, so the connection must still remove the state it set
+/// when it leaves (it used to forget it and leave a ghost cursor behind).
+#[test]
+fn a_stale_removal_does_not_outlive_the_connection() {
+    let room = room_with("");
+    let client = ClientID::new(500);
+    let mut editor = Session::new(Access::ReadWrite);
+    // Clock 5 sets a state; clock 3 removes it, but is stale.
+    let frames: [&[u8]; 2] = [
+        b"\x01\x0c\x01\xf4\x03\x05\x07{\"a\":1}",
+        b"\x01\x09\x01\xf4\x03\x03\x04null",
+    ];
+    for frame in frames {
+        let decoded = only_awareness(frame);
+        assert!(decoded.clients.contains_key(&client));
+        editor
+            .handle(&room, ClientMessage::Awareness(decoded))
+            .unwrap();
+    }
+    assert_eq!(
+        room.state::<serde_json::Value>(client).unwrap()["a"],
+        1,
+        "yrs ignores the stale removal"
+    );
+    let goodbye = editor.leave(&room).expect("a removal message");
+    assert!(room.state::<serde_json::Value>(client).is_none());
+    let Message::Awareness(removal) = Message::decode_v1(&goodbye).unwrap() else {
+        panic!("expected an awareness message");
+    };
+    assert_eq!(removal.clients[&client].json.as_ref(), "null");
+
+    // A stale state for a client another connection owns is not claimed.
+    let mut owner = Session::new(Access::ReadWrite);
+    let mut other = Session::new(Access::ReadWrite);
+    let set = |clock: u32| {
+        let mut clients = std::collections::HashMap::new();
+        clients.insert(
+            ClientID::new(9),
+            AwarenessUpdateEntry {
+                clock,
+                json: r#"{"b":2}"#.into(),
+            },
+        );
+        ClientMessage::Awareness(AwarenessUpdate { clients })
+    };
+    owner.handle(&room, set(4)).unwrap();
+    other.handle(&room, set(2)).unwrap();
+    assert!(
+        other.leave(&room).is_none(),
+        "the stale sender owns nothing"
+    );
+    assert!(room.state::<serde_json::Value>(ClientID::new(9)).is_some());
+    assert!(owner.leave(&room).is_some());
+    assert!(room.state::<serde_json::Value>(ClientID::new(9)).is_none());
+}
+
 #[test]
 fn saved_acknowledgements_decode_as_yrs_custom_messages() {
     for n in [0u64, 1, 127, 128, 300, u64::from(u32::MAX) + 5] {
