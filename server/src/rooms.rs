@@ -490,7 +490,7 @@ enum Failure {
 fn decode_stored(bytes: &[u8]) -> Result<Update, String> {
     // Stored updates passed the same check on the way in; checking again
     // protects against damage on disk and older data.
-    crate::update_check::check_update_v1(bytes)
+    crate::update_check::check_stored_update_v1(bytes)
         .map_err(|error| format!("not a valid Yjs update: {error}"))?;
     match catch_unwind(AssertUnwindSafe(|| Update::decode_v1(bytes))) {
         Ok(Ok(update)) => Ok(update),

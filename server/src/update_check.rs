@@ -51,7 +51,10 @@
 //! # Where yrs 0.26 reads differently from Yjs
 //!
 //! Where the two differ the checker refuses the update (a [`Refusal`]), so
-//! that every client in a room reads the same document:
+//! that every client in a room reads the same document. Updates read back
+//! from storage are checked with [`check_stored_update_v1`], which accepts
+//! what was stored before these refusals (only what endangers yrs stays
+//! refused):
 //!
 //! * the info byte is `0` for GC and `10` for Skip only as a *whole byte*;
 //!   any other info byte is an item whose content type is `info & 0x0F` (Yjs
@@ -104,6 +107,8 @@ const MIN_DS_RANGE_BYTES: usize = 2;
 const MIN_ANY_BYTES: usize = 1;
 /// An `Any` map entry: key length + value tag.
 const MIN_ANY_ENTRY_BYTES: usize = 2;
+/// A string: its length prefix.
+const MIN_STRING_BYTES: usize = 1;
 
 /// Why an update was refused before reaching yrs. Offsets are byte positions
 /// in the update where the offending value starts.
@@ -219,11 +224,21 @@ impl Refusal {
     }
 }
 
-/// Checks that `update` is a structurally valid lib0 v1 Yjs update that
-/// yrs 0.26 can decode without unbounded allocation, invalid UTF-8 or deep
-/// recursion. Does not check semantics (that origins exist etc.).
+/// Checks that `update`, from a client, is a structurally valid lib0 v1 Yjs
+/// update that yrs 0.26 can decode without unbounded allocation, invalid
+/// UTF-8 or deep recursion, holding nothing the server refuses (see
+/// [`Refusal`]). Does not check semantics (that origins exist etc.).
 pub fn check_update_v1(update: &[u8]) -> Result<(), UpdateCheckError> {
-    Checker::new(update).update()
+    Checker::new(update, false).update()
+}
+
+/// Checks an update or snapshot read back from storage: as
+/// [`check_update_v1`], except that content stored before the server began
+/// refusing it still loads (legacy JSON, sub-document and move content,
+/// info bit `0x10`, `XmlHook` and yrs-only type refs). What makes yrs panic
+/// or misbehave is refused all the same.
+pub fn check_stored_update_v1(update: &[u8]) -> Result<(), UpdateCheckError> {
+    Checker::new(update, true).update()
 }
 
 /// Bits recorded (in tests only) for what a checked update contained.
@@ -283,6 +298,9 @@ struct Frame {
 struct Checker<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Checking what the server stored, not what a client sent: only what
+    /// keeps yrs safe is refused (see [`check_stored_update_v1`]).
+    stored: bool,
     /// Open `Any` containers (reused by every `Any` value of the update).
     stack: [Frame; MAX_NESTING_DEPTH],
     #[cfg(test)]
@@ -290,10 +308,11 @@ struct Checker<'a> {
 }
 
 impl<'a> Checker<'a> {
-    fn new(buf: &'a [u8]) -> Self {
+    fn new(buf: &'a [u8], stored: bool) -> Self {
         Checker {
             buf,
             pos: 0,
+            stored,
             stack: [Frame {
                 remaining: 0,
                 is_map: false,
@@ -506,7 +525,7 @@ impl<'a> Checker<'a> {
                 Ok(len)
             }
             _ => {
-                if info & 0x10 != 0 {
+                if info & 0x10 != 0 && !self.stored {
                     return Err(UpdateCheckError::Refused {
                         what: Refusal::InfoBit0x10,
                         offset: info_offset,
@@ -580,8 +599,8 @@ impl<'a> Checker<'a> {
                 }
                 count as u32
             }
-            // Refused before reading: see `Refusal`.
-            2 | 9 | 11 => {
+            // Refused from clients: see `Refusal`.
+            2 | 9 | 11 if !self.stored => {
                 return Err(UpdateCheckError::Refused {
                     what: match content_ref {
                         2 => Refusal::JsonContent,
@@ -590,6 +609,46 @@ impl<'a> Checker<'a> {
                     },
                     offset: info_offset,
                 });
+            }
+            // JSON: yrs reads `len + 1` raw strings and refuses len > i32::MAX.
+            2 => {
+                let start = self.pos;
+                let len = self.var_u32()?;
+                if i32::try_from(len).is_err() {
+                    return Err(UpdateCheckError::CountTooLarge {
+                        count: u64::from(len),
+                        offset: start,
+                        remaining: self.left(),
+                        min_bytes_each: MIN_STRING_BYTES,
+                    });
+                }
+                let strings = len + 1;
+                self.fits(u64::from(strings), start, MIN_STRING_BYTES)?;
+                for _ in 0..strings {
+                    self.string()?;
+                }
+                strings
+            }
+            // Doc: guid, options as one Any value.
+            9 => {
+                self.string()?;
+                self.any()?;
+                1
+            }
+            // Move: i32 flags, start ID, end ID unless collapsed.
+            11 => {
+                let start = self.pos;
+                let flags = i32::try_from(self.var_int()?).map_err(|_| {
+                    UpdateCheckError::IntegerOverflow {
+                        offset: start,
+                        target: "i32",
+                    }
+                })?;
+                self.id()?;
+                if flags & 1 == 0 {
+                    self.id()?;
+                }
+                1
             }
             _ => {
                 return Err(UpdateCheckError::UnknownContentType {
@@ -609,6 +668,8 @@ impl<'a> Checker<'a> {
         match type_ref {
             // Array, Map, Text, XmlFragment, XmlText.
             0 | 1 | 2 | 4 | 6 => {}
+            // Stored before these were refused.
+            5 | 9 | 15 if self.stored => {}
             // XmlHook (no name in yrs, a name in Yjs).
             5 => {
                 return Err(UpdateCheckError::Refused {
@@ -739,7 +800,7 @@ mod tests {
 
     /// Checks `update` and returns what it contained (see [`seen`]).
     fn coverage(update: &[u8]) -> Result<u64, UpdateCheckError> {
-        let mut checker = Checker::new(update);
+        let mut checker = Checker::new(update, false);
         checker.update()?;
         Ok(checker.seen)
     }
@@ -1764,6 +1825,76 @@ mod tests {
             },
         );
         // What yrs itself produces for a subdocument and for a move.
+        let log = refused_yrs_updates();
+        assert_valid("plain insert", &log[0]);
+        for (update, what) in [
+            (&log[1], Refusal::MoveContent),
+            (&log[2], Refusal::SubdocumentContent),
+        ] {
+            assert!(
+                matches!(check_update_v1(update), Err(Refused { what: got, .. }) if got == what),
+                "{what:?} not refused: {update:?}"
+            );
+            assert!(matches!(yrs_decode(update), Ok(Ok(_))), "yrs reads it");
+        }
+        // The fuzz regression seeds: JSON content under a root array, and a
+        // sub-document under a root map key.
+        let mut json = vec![1, 1, 42, 0, 2, 1, 3];
+        json.extend(b"arr\x00\x03\"x\"\x00");
+        assert_rejected(&json, refused(Refusal::JsonContent));
+        let mut subdoc = vec![1, 1, 42, 0, 0x29, 1, 4];
+        subdoc.extend(b"meta\x03sub\x01g\x76\x00\x00");
+        assert_rejected(&subdoc, refused(Refusal::SubdocumentContent));
+    }
+
+    /// What clients may no longer send still loads from storage (written
+    /// before it was refused); what makes yrs panic does not.
+    #[test]
+    fn stored_updates_may_hold_what_clients_may_no_longer_send() {
+        let cases = [
+            update_of(&[root_item(2, b"m", &[0, 1, b'1'])]),
+            update_of(&[root_item(11, b"m", &[0, 1, 0, 1, 5])]),
+            update_of(&[root_item(9, b"m", &[1, b'g', 126])]),
+            update_of(&[root_item(0x14, b"t", &[2, b'h', b'i'])]),
+            update_of(&[root_item(7, b"m", &[5])]),
+            update_of(&[root_item(7, b"m", &[9])]),
+            update_of(&[root_item(7, b"m", &[15])]),
+        ];
+        for update in &cases {
+            assert!(
+                matches!(check_update_v1(update), Err(Refused { .. })),
+                "{update:?}"
+            );
+            assert_eq!(check_stored_update_v1(update), Ok(()), "{update:?}");
+            assert!(matches!(yrs_decode(update), Ok(Ok(_))), "{update:?}");
+        }
+        // Still bounded like everything else: a JSON string count beyond
+        // the input, invalid UTF-8 in a sub-document guid.
+        let u = update_of(&[root_item(2, b"m", &var_bytes(1 << 31))]);
+        assert_eq!(
+            check_stored_update_v1(&u),
+            Err(CountTooLarge {
+                count: 1 << 31,
+                offset: 8,
+                remaining: 1,
+                min_bytes_each: MIN_STRING_BYTES,
+            })
+        );
+        let u = update_of(&[root_item(9, b"m", &[3, 0xed, 0xa0, 0x80, 126])]);
+        assert_eq!(check_stored_update_v1(&u), Err(InvalidUtf8 { offset: 8 }));
+        let u = update_of(&[vec![BLOCK_GC, 0]]);
+        assert_eq!(
+            check_stored_update_v1(&u),
+            Err(Refused {
+                what: Refusal::EmptyGcOrSkip,
+                offset: 4
+            })
+        );
+    }
+
+    /// A plain array insert, a move of one of its values and a sub-document,
+    /// as yrs writes them.
+    fn refused_yrs_updates() -> Vec<Vec<u8>> {
         let d = doc(8);
         let (log, _sub) = record(&d);
         let arr = d.get_or_insert_array("arr");
@@ -1786,25 +1917,7 @@ mod tests {
         }
         let log = log.lock().unwrap().clone();
         assert_eq!(log.len(), 3);
-        assert_valid("plain insert", &log[0]);
-        for (update, what) in [
-            (&log[1], Refusal::MoveContent),
-            (&log[2], Refusal::SubdocumentContent),
-        ] {
-            assert!(
-                matches!(check_update_v1(update), Err(Refused { what: got, .. }) if got == what),
-                "{what:?} not refused: {update:?}"
-            );
-            assert!(matches!(yrs_decode(update), Ok(Ok(_))), "yrs reads it");
-        }
-        // The fuzz regression seeds: JSON content under a root array, and a
-        // sub-document under a root map key.
-        let mut json = vec![1, 1, 42, 0, 2, 1, 3];
-        json.extend(b"arr\x00\x03\"x\"\x00");
-        assert_rejected(&json, refused(Refusal::JsonContent));
-        let mut subdoc = vec![1, 1, 42, 0, 0x29, 1, 4];
-        subdoc.extend(b"meta\x03sub\x01g\x76\x00\x00");
-        assert_rejected(&subdoc, refused(Refusal::SubdocumentContent));
+        log
     }
 
     /// Oddities yrs 0.26 reads the same way as Yjs, or that Yjs never
@@ -1902,8 +2015,11 @@ mod tests {
         let started = Instant::now();
         let corpus = corpus();
         let step = (corpus.len() / 50).max(1);
-        let seeds: Vec<&Vec<u8>> = corpus.iter().step_by(step).map(|(_, u)| u).collect();
+        let refused = refused_yrs_updates();
+        let mut seeds: Vec<&Vec<u8>> = corpus.iter().step_by(step).map(|(_, u)| u).collect();
         assert!(seeds.len() >= 40, "{} seeds", seeds.len());
+        // What only storage may hold (the stored check accepts more).
+        seeds.extend(&refused[1..]);
         let mut rng = Rng(env_or("FUZZ_SEED", 0x9e37_79b9_7f4a_7c15));
         let rounds = env_or("FUZZ_ROUNDS", 300);
         let (mut accepted, mut rejected) = (0, 0);
@@ -1911,7 +2027,9 @@ mod tests {
             for _ in 0..rounds {
                 let mut mutant = (*seed).clone();
                 mutate(&mut rng, &mut mutant);
-                if check_update_v1(&mutant).is_err() {
+                // Everything the client check accepts, the stored check does.
+                if check_stored_update_v1(&mutant).is_err() {
+                    assert!(check_update_v1(&mutant).is_err(), "{mutant:?}");
                     // Never hand these to yrs: they may abort the process.
                     rejected += 1;
                     continue;
