@@ -313,7 +313,7 @@ pub struct Damaged {
 
 /// The snapshot compaction writes of `doc`, once it is known to reload as
 /// `doc`: the same state vector, deletions and content of every root (read
-/// as a sequence and as a map, whatever its type).
+/// as a rich-text sequence and as a map, whatever its type).
 ///
 /// yrs re-encodes an item with the origins it arrived with. An update whose
 /// items carry origins that contradict each other (no Yjs or yrs client
@@ -361,25 +361,36 @@ pub fn compaction_snapshot(doc: &Doc) -> Result<Vec<u8>, String> {
 #[derive(PartialEq)]
 struct RootContent {
     name: String,
-    /// Every visible item of its sequence, as text (nested types included).
-    sequence: String,
-    /// Its map entries.
+    /// Its sequence as a rich-text delta: text, embeds, nested types and
+    /// formatting, in order. (`Any` values of array content are not part of
+    /// a delta; the product's documents hold text.)
+    sequence: Vec<yrs::types::text::Diff<()>>,
+    /// What each nested type in the sequence holds (deeply).
+    nested: Vec<yrs::Any>,
+    /// Its map entries (deeply).
     map: yrs::Any,
 }
 
 /// Every non-empty root, by name.
 fn root_contents<T: ReadTxn>(txn: &T) -> Vec<RootContent> {
     use yrs::types::ToJson;
+    use yrs::types::text::Text as _;
     let mut roots: Vec<RootContent> = txn
         .root_refs()
         .filter_map(|(name, _)| {
             let branch = yrs::branch::BranchID::get_root(txn, name)?;
-            let sequence = yrs::XmlFragmentRef::from(branch).get_string(txn);
+            let sequence = yrs::TextRef::from(branch).diff(txn, |_| ());
+            let nested = sequence
+                .iter()
+                .filter(|chunk| !matches!(chunk.insert, yrs::Out::Any(_)))
+                .map(|chunk| chunk.insert.to_json(txn))
+                .collect();
             let map = yrs::MapRef::from(branch).to_json(txn);
             let empty_map = matches!(&map, yrs::Any::Map(entries) if entries.is_empty());
             (!sequence.is_empty() || !empty_map).then(|| RootContent {
                 name: name.to_owned(),
                 sequence,
+                nested,
                 map,
             })
         })

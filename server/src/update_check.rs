@@ -192,6 +192,11 @@ pub enum Refusal {
     XmlHookType,
     /// Shared-type refs 9 and 15 (`SubDoc`, `Undefined`): yrs-only.
     YrsOnlyType,
+    /// An origin, right origin or parent that is the item's own client's,
+    /// at the item's clock or later: items refer only to what existed when
+    /// they were made, and yrs looks such a reference up past the end of
+    /// the client's blocks (a panic in `BlockStore::find_pivot`).
+    ReferenceAhead,
 }
 
 impl Refusal {
@@ -205,6 +210,7 @@ impl Refusal {
             Refusal::EmptyGcOrSkip => "zero-length GC or skip block",
             Refusal::XmlHookType => "XmlHook shared type (5)",
             Refusal::YrsOnlyType => "shared type 9 or 15",
+            Refusal::ReferenceAhead => "a reference to a later item of the same client",
         }
     }
 
@@ -218,7 +224,7 @@ impl Refusal {
             Refusal::SubdocumentContent => "sub-documents are not supported",
             Refusal::MoveContent | Refusal::YrsOnlyType => "Yjs clients cannot read it",
             Refusal::InfoBit0x10 => "Yjs reads it as part of the content type",
-            Refusal::EmptyGcOrSkip => "no Yjs encoder writes one",
+            Refusal::EmptyGcOrSkip | Refusal::ReferenceAhead => "no Yjs encoder writes one",
             Refusal::XmlHookType => "Yjs and yrs encode it differently",
         }
     }
@@ -476,9 +482,23 @@ impl<'a> Checker<'a> {
     }
 
     /// `DecoderV1::read_id`: client (53 bits), clock (`u32`).
-    fn id(&mut self) -> Res<()> {
-        self.var_uint(Width::Client)?;
-        self.var_u32()?;
+    fn id(&mut self) -> Res<(u64, u32)> {
+        let client = self.var_uint(Width::Client)?;
+        let clock = self.var_u32()?;
+        Ok((client, clock))
+    }
+
+    /// An origin, right origin or parent ID of the item `client`:`clock`
+    /// (read at `offset`): one of its own client's must come before it.
+    fn reference(&mut self, client: u64, clock: u32) -> Res<()> {
+        let offset = self.pos;
+        let (of, at) = self.id()?;
+        if of == client && at >= clock {
+            return Err(UpdateCheckError::Refused {
+                what: Refusal::ReferenceAhead,
+                offset,
+            });
+        }
         Ok(())
     }
 
@@ -487,11 +507,11 @@ impl<'a> Checker<'a> {
         let clients = self.count(Width::U32, MIN_CLIENT_BYTES)?;
         for _ in 0..clients {
             let blocks = self.count(Width::U32, MIN_BLOCK_BYTES)?;
-            self.var_uint(Width::Client)?;
+            let client = self.var_uint(Width::Client)?;
             let mut clock = self.var_u32()?;
             for _ in 0..blocks {
                 let start = self.pos;
-                let len = self.block()?;
+                let len = self.block(client, clock)?;
                 clock = clock
                     .checked_add(len)
                     .ok_or(UpdateCheckError::ClockOverflow {
@@ -509,7 +529,7 @@ impl<'a> Checker<'a> {
     }
 
     /// `Update::decode_block`; returns the length yrs adds to the clock.
-    fn block(&mut self) -> Res<u32> {
+    fn block(&mut self, client: u64, clock: u32) -> Res<u32> {
         let info_offset = self.pos;
         let info = self.u8()?;
         match info {
@@ -533,11 +553,11 @@ impl<'a> Checker<'a> {
                 }
                 if info & HAS_ORIGIN != 0 {
                     self.mark(seen::ORIGIN);
-                    self.id()?;
+                    self.reference(client, clock)?;
                 }
                 if info & HAS_RIGHT_ORIGIN != 0 {
                     self.mark(seen::RIGHT_ORIGIN);
-                    self.id()?;
+                    self.reference(client, clock)?;
                 }
                 if info & (HAS_ORIGIN | HAS_RIGHT_ORIGIN) == 0 {
                     // `read_parent_info`: a u32 varuint, `== 1` means named.
@@ -546,7 +566,7 @@ impl<'a> Checker<'a> {
                         self.string()?;
                     } else {
                         self.mark(seen::PARENT_ID);
-                        self.id()?;
+                        self.reference(client, clock)?;
                     }
                     if info & HAS_PARENT_SUB != 0 {
                         self.mark(seen::PARENT_SUB);
@@ -1743,7 +1763,7 @@ mod tests {
             },
         );
         assert_both_reject(
-            &update_of(&[vec![HAS_ORIGIN | BLOCK_SKIP, 1, 0, 3]]),
+            &update_of(&[vec![HAS_ORIGIN | BLOCK_SKIP, 2, 0, 3]]),
             UnknownContentType {
                 content_ref: 10,
                 offset: 4,
@@ -1845,6 +1865,55 @@ mod tests {
         let mut subdoc = vec![1, 1, 42, 0, 0x29, 1, 4];
         subdoc.extend(b"meta\x03sub\x01g\x76\x00\x00");
         assert_rejected(&subdoc, refused(Refusal::SubdocumentContent));
+    }
+
+    /// Found by the session fuzz target: an item of client 42 at clock 8
+    /// whose origin is (42, 15) made yrs index past the client's blocks.
+    #[test]
+    fn refuses_references_to_later_items_of_the_same_client() {
+        // Client 1 at clock 5: blocks start at byte 4.
+        let item = |info: u8, refs: &[u8]| -> Vec<u8> {
+            let mut block = vec![info];
+            block.extend_from_slice(refs);
+            block.extend([1, b'x']);
+            block
+        };
+        let refused = |offset| Refused {
+            what: Refusal::ReferenceAhead,
+            offset,
+        };
+        for (info, refs, offset) in [
+            // Origin (1, 5): the item itself.
+            (HAS_ORIGIN | 4, &[1, 5][..], 5),
+            // Origin (1, 9): later.
+            (HAS_ORIGIN | 4, &[1, 9], 5),
+            // Right origin (1, 6), after a valid origin (2, 9).
+            (HAS_ORIGIN | HAS_RIGHT_ORIGIN | 4, &[2, 9, 1, 6], 7),
+            // Parent item (1, 7): parent info 0, then the ID.
+            (4, &[0, 1, 7], 6),
+        ] {
+            let u = update_at(5, &[item(info, refs)], &[0]);
+            assert_rejected(&u, refused(offset));
+            assert_eq!(check_stored_update_v1(&u), Err(refused(offset)));
+        }
+        // Earlier items of the same client, and any clock of another.
+        for refs in [&[1, 4][..], &[1, 0], &[2, 100]] {
+            assert_valid(
+                "reference",
+                &update_at(5, &[item(HAS_ORIGIN | 4, refs)], &[0]),
+            );
+        }
+        // The second block of a section is at the first's clock plus its
+        // length: "ab" at 5, then an item at 7 whose origin is (1, 6).
+        let first = root_item(4, b"t", &[2, b'a', b'b']);
+        assert_valid(
+            "origin in the same update",
+            &update_at(5, &[first.clone(), item(HAS_ORIGIN | 4, &[1, 6])], &[0]),
+        );
+        assert_rejected(
+            &update_at(5, &[first, item(HAS_ORIGIN | 4, &[1, 7])], &[0]),
+            refused(4 + 7 + 1),
+        );
     }
 
     /// What clients may no longer send still loads from storage (written

@@ -307,10 +307,10 @@ async fn compaction_keeps_the_log_when_a_snapshot_would_reload_differently() {
         .await
         .unwrap();
     assert!(
-        metrics
-            .lines()
-            .any(|line| line.starts_with("commandpost_compactions_refused_total ")
-                && !line.ends_with(" 0")),
+        metrics.lines().any(
+            |line| line.starts_with("commandpost_compactions_refused_total ")
+                && !line.ends_with(" 0")
+        ),
         "{metrics}"
     );
     drop((writer, watcher));
