@@ -49,6 +49,10 @@ pub struct RoomState {
     /// Updates and bytes in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
+    /// Of `log_bytes`, those a refused compaction left in the log: they
+    /// still count towards the document's size, not towards the next
+    /// compaction (which would otherwise be tried on every update).
+    log_bytes_kept: u64,
     /// Size of the last snapshot.
     snapshot_bytes: u64,
     /// Set when a refused update may have been partly integrated: from then
@@ -146,7 +150,7 @@ impl Room {
         state.log_bytes += update.len() as u64;
         let saved = self.store.append(&self.id, seq, update)?;
         if state.log_updates >= self.compact_after_updates
-            || state.log_bytes >= self.compact_after_bytes
+            || state.log_bytes - state.log_bytes_kept >= self.compact_after_bytes
         {
             self.compact(state, seq)?;
         }
@@ -156,24 +160,28 @@ impl Room {
     /// Replaces the log up to `upto` with a snapshot of the live document,
     /// unless that snapshot would not reload as the live document (see
     /// [`compaction_snapshot`]): then the log stays as it is, and is tried
-    /// again after as many updates.
-    fn compact(&self, state: &mut RoomState, upto: u64) -> Result<(), StoreError> {
+    /// again after as many updates. Whether it compacted.
+    fn compact(&self, state: &mut RoomState, upto: u64) -> Result<bool, StoreError> {
         let started = Instant::now();
-        let outcome = compaction_snapshot(state.awareness.doc());
-        state.log_updates = 0;
-        state.log_bytes = 0;
-        match outcome {
+        match compaction_snapshot(state.awareness.doc()) {
             Ok(snapshot) => {
-                state.snapshot_bytes = snapshot.len() as u64;
+                let bytes = snapshot.len() as u64;
                 self.store.compact(&self.id, upto, snapshot)?;
+                state.snapshot_bytes = bytes;
+                state.log_updates = 0;
+                state.log_bytes = 0;
+                state.log_bytes_kept = 0;
                 tracing::debug!(incident = %self.id, upto, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
+                Ok(true)
             }
             Err(why) => {
+                state.log_updates = 0;
+                state.log_bytes_kept = state.log_bytes;
                 crate::metrics::METRICS.compactions_refused.inc();
                 tracing::error!(incident = %self.id, upto, %why, "not compacting the document log: a snapshot would not reload as the live document (an update with inconsistent origins, which no Yjs client sends); the log is kept, so a restart still loads what everyone sees");
+                Ok(false)
             }
         }
-        Ok(())
     }
 
     /// Relays a document update from connection `from` to the room. Call
@@ -828,6 +836,7 @@ impl Rooms {
                 next_seq,
                 log_updates,
                 log_bytes,
+                log_bytes_kept: 0,
                 snapshot_bytes,
                 poisoned: false,
                 full_sync: None,
@@ -868,8 +877,9 @@ impl Rooms {
                 continue;
             }
             let upto = state.next_seq - 1;
-            room.compact(&mut state, upto)?;
-            compacted += 1;
+            if room.compact(&mut state, upto)? {
+                compacted += 1;
+            }
         }
         Ok(compacted)
     }
