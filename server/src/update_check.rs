@@ -40,7 +40,8 @@
 //! * nothing in it is read differently by yrs and by stock Yjs clients, and
 //!   nothing in it would fail to survive a store and reload (see
 //!   [`Refusal`]: legacy JSON content, sub-documents, moves, info bit `0x10`,
-//!   zero-length GC/Skip blocks, `XmlHook` and yrs-only type refs);
+//!   zero-length GC/Skip blocks, `XmlHook`, yrs-only type refs, and
+//!   references to later items of the item's own client);
 //! * nothing follows the delete set (yrs itself ignores trailing bytes, but
 //!   no encoder produces them).
 //!
@@ -174,8 +175,8 @@ pub enum UpdateCheckError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// `ContentJSON` (content type 2): yrs 0.26 reads `len + 1` strings but
-    /// writes `len`, so what it stores cannot be read back (and Yjs has not
-    /// written this content since 2020).
+    /// writes `len`, so what it stores cannot be read back (current Yjs
+    /// writes `ContentAny` instead).
     JsonContent,
     /// `ContentDoc` (content type 9): sub-documents are not served, and an
     /// integrated one would be synced to clients as a copy of the room.
@@ -488,8 +489,8 @@ impl<'a> Checker<'a> {
         Ok((client, clock))
     }
 
-    /// An origin, right origin or parent ID of the item `client`:`clock`
-    /// (read at `offset`): one of its own client's must come before it.
+    /// An origin, right origin or parent ID of the item `client`:`clock`:
+    /// if it is one of its own client's, it must come before it.
     fn reference(&mut self, client: u64, clock: u32) -> Res<()> {
         let offset = self.pos;
         let (of, at) = self.id()?;
