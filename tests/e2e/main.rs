@@ -5,6 +5,9 @@
 
 mod support;
 
+mod abuse_awareness;
+mod abuse_document;
+mod access_matrix;
 mod auth;
 mod bad_input;
 mod cli;
@@ -15,5 +18,7 @@ mod fanout;
 mod hardening;
 mod quarantine;
 mod share;
+mod streams;
+mod tokens;
 mod sidecar;
 mod sync;
