@@ -8,12 +8,12 @@
 use std::sync::Arc;
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequestParts, Path, Request, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
 use commandpost_shared::incident::Command;
@@ -51,46 +51,89 @@ pub struct AppState {
     pub connection_limits: Arc<crate::limits::ConnectionLimits>,
     /// Commands per token.
     pub command_limiter: Arc<crate::limits::CommandLimiter>,
+    /// Every token minted here or seen in use.
+    pub tokens: crate::auth::TokenRegistry,
+    /// Request bodies still arriving, per token.
+    pub body_reads: Arc<crate::limits::BodyReads>,
 }
 
-/// Builds the router.
+/// Builds the router from [`routes`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/assets/{*path}", get(crate::web::asset))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::metrics::handler))
-        .route("/api/openapi.json", get(openapi))
-        .route("/api/incidents", get(list_incidents).post(create_incident))
-        .route("/api/incidents/{id}", get(get_incident))
-        .route("/api/me", get(me))
-        .route("/api/admin/quarantine", get(crate::quarantine::list))
-        .route("/api/tokens/revoked", get(list_revoked))
-        .route("/api/admin/backup", get(crate::backup::handler))
-        .route("/api/tokens/{jti}/revoke", post(revoke_token))
-        .route("/api/incidents/{id}/share", post(share))
-        .route(
-            "/api/incidents/{id}/commands/{name}",
-            post(commands::run_command),
-        )
-        .route("/api/incidents/{id}/state", get(commands::get_state))
-        .route("/api/incidents/{id}/timeline", get(commands::get_timeline))
-        .route(
-            "/api/incidents/{id}/roles/history",
-            get(commands::get_role_history),
-        )
-        .route("/api/incidents/{id}/briefing", get(commands::get_briefing))
-        .route("/api/incidents/{id}/events", get(commands::stream_events))
-        .route(
-            "/api/incidents/{id}/postmortem.md",
-            get(commands::get_postmortem),
-        )
-        .route("/ws/{id}", get(crate::ws::upgrade))
+    routes()
+        .into_iter()
+        .fold(Router::new(), |router, (path, handlers)| {
+            router.route(path, handlers)
+        })
         .fallback(crate::web::app)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            read_body_in_time,
+        ))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            crate::limits::MAX_BODY_BYTES,
+        ))
         .layer(axum::middleware::from_fn(crate::security::headers))
         .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
+}
+
+/// Every route of the server: its path and its handlers. The router is
+/// built from this list alone, and the access-matrix test
+/// (`tests/e2e/access_matrix.rs`) refuses to pass until each path in it has
+/// a row saying who may call it, so a new route cannot skip the check.
+///
+/// Who may call what:
+/// - anyone: `/healthz`, `/readyz`, `/metrics`, `/api/openapi.json`, the
+///   app and its assets;
+/// - any valid token: `/api/me`, the incident list (filtered to the
+///   token's scope);
+/// - a token covering the incident: its reads, event stream and document
+///   socket (viewers read-only); commands need a token that can write,
+///   and the sidecar's rules decide the rest;
+/// - an admin token covering every incident: backups, the quarantine, the
+///   token registry and revocation (an admin token limited to one incident
+///   is an admin inside that incident only).
+pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
+    vec![
+        ("/assets/{*path}", get(crate::web::asset)),
+        ("/healthz", get(healthz)),
+        ("/readyz", get(readyz)),
+        ("/metrics", get(crate::metrics::handler)),
+        ("/api/openapi.json", get(openapi)),
+        ("/api/incidents", get(list_incidents).post(create_incident)),
+        ("/api/incidents/{id}", get(get_incident)),
+        ("/api/me", get(me)),
+        ("/api/admin/quarantine", get(crate::quarantine::list)),
+        ("/api/admin/backup", get(crate::backup::handler)),
+        ("/api/admin/tokens", get(list_tokens)),
+        ("/api/admin/tokens/revoke", post(revoke_minted_by)),
+        ("/api/tokens/revoked", get(list_revoked)),
+        ("/api/tokens/{jti}/revoke", post(revoke_token)),
+        ("/api/incidents/{id}/share", post(share)),
+        (
+            "/api/incidents/{id}/commands/{name}",
+            post(commands::run_command),
+        ),
+        ("/api/incidents/{id}/state", get(commands::get_state)),
+        ("/api/incidents/{id}/timeline", get(commands::get_timeline)),
+        (
+            "/api/incidents/{id}/roles/history",
+            get(commands::get_role_history),
+        ),
+        ("/api/incidents/{id}/briefing", get(commands::get_briefing)),
+        ("/api/incidents/{id}/events", get(commands::stream_events)),
+        (
+            "/api/incidents/{id}/postmortem.md",
+            get(commands::get_postmortem),
+        ),
+        ("/ws/{id}", get(crate::ws::upgrade)),
+    ]
+}
+
+/// The paths of [`routes`], for tests that must cover every route.
+pub fn route_paths() -> Vec<&'static str> {
+    routes().into_iter().map(|(path, _)| path).collect()
 }
 
 /// An API error: status, stable code, safe message.
@@ -141,6 +184,7 @@ impl From<AuthError> for ApiError {
         let (status, code) = match error {
             AuthError::Missing => (StatusCode::UNAUTHORIZED, "missing_token"),
             AuthError::Expired => (StatusCode::UNAUTHORIZED, "expired_token"),
+            AuthError::NotYetValid => (StatusCode::UNAUTHORIZED, "token_not_yet_valid"),
             AuthError::Revoked => (StatusCode::UNAUTHORIZED, "revoked_token"),
             AuthError::Invalid => (StatusCode::UNAUTHORIZED, "invalid_token"),
             AuthError::WrongIncident(_) | AuthError::Forbidden(_) => {
@@ -177,12 +221,15 @@ impl AppState {
         self.verify(&token)
     }
 
-    /// Verifies a token: signature, expiry, and not revoked.
+    /// Verifies a token: signature, validity period, and neither it nor a
+    /// token it was minted with revoked. A valid token the server has not
+    /// seen before is recorded in the token registry.
     pub fn verify(&self, token: &str) -> Result<TokenClaims, AuthError> {
         let claims = self.keys.verify(token)?;
-        if self.revocations.is_revoked(&claims.jti) {
+        if self.revocations.refuses(&claims) {
             return Err(AuthError::Revoked);
         }
+        self.tokens.note_use(&claims);
         Ok(claims)
     }
 }
@@ -194,6 +241,33 @@ pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))?;
     Some(token.trim().to_owned())
+}
+
+/// A query string parsed into `T`; a malformed one answers 400 with the
+/// JSON error body (`invalid_query`) like every other API error, instead of
+/// axum's plain-text rejection.
+pub struct ApiQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Query(value) =
+            Query::<T>::from_request_parts(parts, state)
+                .await
+                .map_err(|rejection| {
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        rejection.body_text(),
+                    )
+                })?;
+        Ok(Self(value))
+    }
 }
 
 /// An authenticated caller (from `Authorization: Bearer`).
@@ -209,6 +283,23 @@ impl FromRequestParts<AppState> for Caller {
 }
 
 impl Caller {
+    /// Refuses anyone but an admin whose token covers every incident:
+    /// server-wide endpoints (backups, the quarantine, the token registry,
+    /// revocation) are out of reach of an admin token limited to one
+    /// incident, which acts as an admin inside that incident only.
+    pub fn require_server_admin(&self, what: &str) -> Result<(), ApiError> {
+        if self.0.role != AccessRole::Admin {
+            return Err(AuthError::Forbidden(format!("only an admin token can {what}")).into());
+        }
+        if let Some(scope) = &self.0.incident {
+            return Err(AuthError::Forbidden(format!(
+                "this admin token is limited to {scope}; to {what}, use an admin token minted without --incident"
+            ))
+            .into());
+        }
+        Ok(())
+    }
+
     fn actor(&self) -> Actor {
         Actor {
             id: UserId(self.0.sub.clone()),
@@ -368,6 +459,13 @@ async fn me(caller: Caller) -> Json<TokenClaims> {
 
 /// `POST /api/incidents/{id}/share`: the incident's commander, or an admin,
 /// mints a responder or viewer link limited to this incident.
+///
+/// No link is broader than the token that mints it: the caller's token must
+/// be able to write (a viewer token is refused even when its subject is the
+/// commander), the link's role is at most the caller's, it is limited to
+/// this incident (which the caller's token covers), and it expires no later
+/// than the caller's token. The link's `lineage` names the caller's token,
+/// so revoking that token revokes the link too.
 async fn share(
     State(state): State<AppState>,
     caller: Caller,
@@ -383,6 +481,13 @@ async fn share(
         return Err(ApiError::incident_not_found(&raw_id));
     }
     let request: ShareRequest = json_object(body)?;
+    if !caller.0.role.can_write() {
+        return Err(AuthError::Forbidden(
+            "a viewer token cannot create share links, even for the commander: sign in with a responder token"
+                .into(),
+        )
+        .into());
+    }
     let incident_state = state.sidecars.state(&id).await?;
     let is_commander = incident_state.commander().id.0 == caller.0.sub;
     if !(is_commander || caller.0.role == AccessRole::Admin) {
@@ -399,11 +504,14 @@ async fn share(
         ));
     }
     let name = request.name.trim();
-    if name.is_empty() || name.chars().count() > 100 {
+    if name.is_empty() || name.chars().count() > commandpost_shared::limits::NAME_CHARS {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
-            "name must be 1 to 100 characters",
+            format!(
+                "name must be 1 to {} characters",
+                commandpost_shared::limits::NAME_CHARS
+            ),
         ));
     }
     let hours = request.ttl_hours.unwrap_or(24);
@@ -412,6 +520,28 @@ async fn share(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid",
             "ttl_hours must be 1 to 168",
+        ));
+    }
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::hours(i64::from(hours));
+    if expires_at.timestamp() > caller.0.exp {
+        let left = (caller.0.exp - now.timestamp()).max(0);
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ttl_beyond_own_token",
+            format!(
+                "a link cannot outlive the token that creates it, which expires in {} h {} min; ask for at most {} hours",
+                left / 3600,
+                left % 3600 / 60,
+                left / 3600
+            ),
+        ));
+    }
+    if caller.0.lineage.len() >= crate::auth::MAX_LINEAGE {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "lineage_too_deep",
+            "this token descends from too many share links to create another; ask an admin",
         ));
     }
     // A user id of its own, so two links for "Sam" are two people.
@@ -426,9 +556,19 @@ async fn share(
         &uuid::Uuid::new_v4().simple().to_string()[..6]
     );
     let ttl = std::time::Duration::from_secs(u64::from(hours) * 3600);
-    let token = state
-        .keys
-        .mint(&user, name, request.role, Some(id.clone()), ttl);
+    let mut claims = crate::auth::new_claims(&user, name, request.role, Some(id.clone()), ttl);
+    claims.lineage = std::iter::once(caller.0.jti.clone())
+        .chain(caller.0.lineage.iter().cloned())
+        .collect();
+    state
+        .tokens
+        .record_minted(
+            &claims,
+            commandpost_shared::TokenOrigin::ShareLink,
+            Some(&caller.0),
+        )
+        .await?;
+    let token = state.keys.sign(&claims);
     let base = match &state.config.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => {
@@ -444,7 +584,7 @@ async fn share(
         url: format!("{base}/?token={token}"),
         token,
         user: UserId(user),
-        expires_at: Utc::now() + chrono::Duration::hours(i64::from(hours)),
+        expires_at,
     }))
 }
 
@@ -489,6 +629,72 @@ async fn get_incident(
     Ok(Json(to_api(&state, record).await?))
 }
 
+/// Reads a request's body completely before the handler runs: at most
+/// [`crate::limits::MAX_BODY_BYTES`], within
+/// [`crate::limits::BODY_READ_TIMEOUT`] (else 413 or 408), while holding
+/// one of the sender's [`crate::limits::BODIES_PER_TOKEN`] slots (else 429).
+/// So a client that trickles a body cannot hold requests open for long,
+/// nor many at once. Requests without a body pass straight through.
+async fn read_body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let has_body = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|length| length.as_bytes() != b"0")
+        || request.headers().contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(request).await;
+    }
+    // Key by the token when it verifies; everything else shares one key.
+    let key = bearer_token(request.headers())
+        .and_then(|token| state.keys.verify(&token).ok())
+        .map_or_else(|| "unauthenticated".to_owned(), |claims| claims.jti);
+    let _slot = match state.body_reads.acquire(&key) {
+        Ok(slot) => slot,
+        Err(error) => return error.into_response(),
+    };
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, crate::limits::MAX_BODY_BYTES);
+    let bytes = match tokio::time::timeout(crate::limits::BODY_READ_TIMEOUT, read).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(error)) if !error.to_string().contains("length limit") => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "the request body could not be read",
+            )
+            .into_response();
+        }
+        Ok(Err(_)) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the request body is larger than {} KiB",
+                    crate::limits::MAX_BODY_BYTES / 1024
+                ),
+            )
+            .into_response();
+        }
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    crate::limits::BODY_READ_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response();
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await
+}
+
 /// One log line per request, with the path but never the query string
 /// (WebSocket clients carry their token there).
 async fn log_request(request: Request, next: Next) -> Response {
@@ -500,17 +706,6 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
-pub(crate) fn require_admin(caller: &Caller) -> Result<(), ApiError> {
-    if caller.0.role != AccessRole::Admin {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "only an admin token can manage tokens",
-        ));
-    }
-    Ok(())
-}
-
 /// `POST /api/tokens/{jti}/revoke` (admin): revokes a token by its id. It
 /// is refused from then on, and open connections using it close within a
 /// second (WebSockets with close code 4401).
@@ -519,7 +714,7 @@ async fn revoke_token(
     caller: Caller,
     Path(jti): Path<String>,
 ) -> Result<Json<crate::store::Revocation>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_server_admin("revoke tokens")?;
     let jti = jti.trim().to_owned();
     if jti.is_empty() || jti.len() > 128 {
         return Err(ApiError::new(
@@ -528,15 +723,86 @@ async fn revoke_token(
             "a token id is 1 to 128 characters (the `jti` claim; `commandpost token` prints it)",
         ));
     }
+    Ok(Json(revoke(&state, &caller, jti).await?))
+}
+
+/// Revokes `jti` durably and closes the connections of it and of every
+/// token minted with it.
+async fn revoke(
+    state: &AppState,
+    caller: &Caller,
+    jti: String,
+) -> Result<crate::store::Revocation, ApiError> {
     let revocation = crate::store::Revocation {
         jti: jti.clone(),
         revoked_at: Utc::now(),
         revoked_by: caller.0.sub.clone(),
     };
     state.store.revoke(&revocation).await?;
-    state.revocations.add(jti);
-    tracing::info!(jti = %revocation.jti, by = %revocation.revoked_by, "token revoked");
-    Ok(Json(revocation))
+    let descendants = state.tokens.descendants(&jti)?;
+    tracing::info!(jti = %revocation.jti, by = %revocation.revoked_by, descendants = descendants.len(), "token revoked");
+    state.revocations.add(jti, descendants);
+    Ok(revocation)
+}
+
+#[derive(serde::Deserialize)]
+pub struct TokensQuery {
+    /// Only tokens minted by this subject.
+    minted_by: Option<String>,
+}
+
+/// `GET /api/admin/tokens?minted_by=SUB` (admin of every incident): every
+/// token the server minted or has seen in use, newest first.
+async fn list_tokens(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<TokensQuery>,
+) -> Result<Json<Vec<commandpost_shared::IssuedToken>>, ApiError> {
+    caller.require_server_admin("list tokens")?;
+    let mut tokens = state.tokens.list()?;
+    if let Some(minted_by) = &query.minted_by {
+        tokens.retain(|token| {
+            token
+                .minted_by
+                .as_ref()
+                .is_some_and(|by| &by.sub == minted_by)
+        });
+    }
+    Ok(Json(tokens))
+}
+
+/// `POST /api/admin/tokens/revoke` `{"minted_by": SUB}` (admin of every
+/// incident): revokes every recorded token that `SUB` minted (share links),
+/// and with them everything minted from those. Answers the revocations.
+async fn revoke_minted_by(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
+    caller.require_server_admin("revoke tokens")?;
+    let request: commandpost_shared::RevokeMintedBy = json_object(body)?;
+    let minter = request.minted_by.trim();
+    if minter.is_empty() || minter.chars().count() > commandpost_shared::limits::USER_ID_CHARS {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+            "`minted_by` must be a user id of 1 to 100 characters",
+        ));
+    }
+    let minted: Vec<String> = state
+        .tokens
+        .list()?
+        .into_iter()
+        .filter(|token| token.minted_by.as_ref().is_some_and(|by| by.sub == minter))
+        .filter(|token| !state.revocations.is_revoked(&token.jti))
+        .map(|token| token.jti)
+        .collect();
+    let mut revoked = Vec::with_capacity(minted.len());
+    for jti in minted {
+        revoked.push(revoke(&state, &caller, jti).await?);
+    }
+    tracing::info!(minted_by = %minter, revoked = revoked.len(), "revoked the tokens minted by a subject");
+    Ok(Json(revoked))
 }
 
 /// `GET /api/tokens/revoked` (admin).
@@ -544,6 +810,6 @@ async fn list_revoked(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
-    require_admin(&caller)?;
+    caller.require_server_admin("list revoked tokens")?;
     Ok(Json(state.store.revocations()?))
 }

@@ -23,6 +23,10 @@ pub enum AuthError {
     Missing,
     #[error("the access token has expired: ask for a new one")]
     Expired,
+    #[error(
+        "the access token is not valid yet (its `nbf` or `iat` is in the future): check the clock of whoever minted it"
+    )]
+    NotYetValid,
     #[error("the access token has been revoked: ask for a new one")]
     Revoked,
     #[error("the access token is not valid for this server")]
@@ -108,17 +112,7 @@ impl TokenKeys {
         incident: Option<IncidentId>,
         ttl: Duration,
     ) -> String {
-        let now = chrono::Utc::now().timestamp();
-        let claims = TokenClaims {
-            sub: user_id.to_owned(),
-            name: name.to_owned(),
-            role,
-            incident,
-            exp: now + ttl.as_secs() as i64,
-            iat: now,
-            jti: uuid::Uuid::new_v4().simple().to_string(),
-        };
-        self.sign(&claims)
+        self.sign(&new_claims(user_id, name, role, incident, ttl))
     }
 
     /// Signs arbitrary claims (tests use this to build expired tokens).
@@ -127,10 +121,14 @@ impl TokenKeys {
             .expect("HS256 signing of plain claims cannot fail")
     }
 
-    /// Verifies signature, algorithm and expiry (no leeway).
+    /// Verifies signature, algorithm and expiry (no leeway), and that the
+    /// token is already valid: `nbf` and `iat` may be at most
+    /// [`CLOCK_SKEW`] in the future (the minter's clock may run ahead).
     pub fn verify(&self, token: &str) -> Result<TokenClaims, AuthError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 0;
+        // `nbf` is checked below, with the skew allowance that `exp` lacks.
+        validation.validate_nbf = false;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let claims = jsonwebtoken::decode::<TokenClaims>(token, &self.decoding, &validation)
             .map(|data| data.claims)
@@ -138,11 +136,50 @@ impl TokenKeys {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid,
             })?;
-        // The server's own timer acts as this user; nobody else may.
-        if claims.sub == commandpost_shared::incident::SYSTEM_USER_ID {
+        let latest = chrono::Utc::now().timestamp() + CLOCK_SKEW.as_secs() as i64;
+        if claims.iat > latest || claims.nbf.is_some_and(|nbf| nbf > latest) {
+            return Err(AuthError::NotYetValid);
+        }
+        // The server's own timer acts as this user; nobody else may, in any
+        // spelling.
+        if commandpost_shared::limits::is_reserved_user_id(&claims.sub) {
+            return Err(AuthError::Invalid);
+        }
+        if claims.lineage.len() > MAX_LINEAGE {
             return Err(AuthError::Invalid);
         }
         Ok(claims)
+    }
+}
+
+/// How far in the future a token's `iat` or `nbf` may lie: clocks of the
+/// machines that mint tokens drift a little.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// How many generations of minted-through-the-API tokens a token may
+/// descend from (a share link made by a share-link holder who became
+/// commander, and so on). Bounds the claims every request carries.
+pub const MAX_LINEAGE: usize = 8;
+
+/// Fresh claims: issued now, expiring after `ttl`, with a new id.
+pub fn new_claims(
+    user_id: &str,
+    name: &str,
+    role: AccessRole,
+    incident: Option<IncidentId>,
+    ttl: Duration,
+) -> TokenClaims {
+    let now = chrono::Utc::now().timestamp();
+    TokenClaims {
+        sub: user_id.to_owned(),
+        name: name.to_owned(),
+        role,
+        incident,
+        exp: now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX)),
+        iat: now,
+        nbf: None,
+        jti: uuid::Uuid::new_v4().simple().to_string(),
+        lineage: Vec::new(),
     }
 }
 
@@ -195,6 +232,61 @@ mod tests {
     }
 
     #[test]
+    fn the_reserved_id_is_refused_in_any_spelling() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        for sub in ["System", "SYSTEM", " system", "system\t"] {
+            let token = keys.mint(
+                sub,
+                "Impostor",
+                AccessRole::Responder,
+                None,
+                Duration::from_secs(60),
+            );
+            assert_eq!(keys.verify(&token), Err(AuthError::Invalid), "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused_beyond_the_clock_skew() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        let now = chrono::Utc::now().timestamp();
+        let base = new_claims(
+            "u1",
+            "Ada",
+            AccessRole::Responder,
+            None,
+            Duration::from_secs(3600),
+        );
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        let signed = |change: &dyn Fn(&mut TokenClaims)| {
+            let mut claims = base.clone();
+            change(&mut claims);
+            keys.verify(&keys.sign(&claims))
+        };
+        assert!(
+            signed(&|c| c.nbf = Some(now + skew - 5)).is_ok(),
+            "within the skew"
+        );
+        assert_eq!(
+            signed(&|c| c.nbf = Some(now + skew + 30)),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(
+            signed(&|c| c.iat = now + skew - 5).is_ok(),
+            "within the skew"
+        );
+        assert_eq!(
+            signed(&|c| c.iat = now + skew + 30),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(signed(&|c| c.nbf = Some(now - 10)).is_ok(), "already valid");
+        assert_eq!(
+            signed(&|c| c.lineage = vec!["x".into(); MAX_LINEAGE + 1]),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
     fn scope_limits_tokens_to_one_incident() {
         let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
         let token = keys.mint(
@@ -229,19 +321,151 @@ impl Revocations {
         }
     }
 
+    /// Whether the token with id `jti` was revoked itself. Use
+    /// [`Revocations::refuses`] for a token's claims: it also honours the
+    /// revocation of the tokens it was minted with.
     pub fn is_revoked(&self, jti: &str) -> bool {
         self.ids.read().contains(jti)
     }
 
+    /// Whether `claims` are refused: their token, or one it descends from
+    /// (its `lineage`), was revoked.
+    pub fn refuses(&self, claims: &TokenClaims) -> bool {
+        let ids = self.ids.read();
+        ids.contains(&claims.jti) || claims.lineage.iter().any(|parent| ids.contains(parent))
+    }
+
     /// Marks a token revoked (after it was stored) and tells live
-    /// connections.
-    pub fn add(&self, jti: String) {
-        self.ids.write().insert(jti.clone());
-        let _ = self.live.send(jti);
+    /// connections, those of its known descendants (`descendants`, from the
+    /// token registry) included.
+    ///
+    /// Descendants join the in-memory set too, so a connection that missed
+    /// the announcement (a lagging receiver checks [`Self::is_revoked`])
+    /// still closes; after a restart their `lineage` refuses them.
+    pub fn add(&self, jti: String, descendants: impl IntoIterator<Item = String>) {
+        let mut announced = vec![jti];
+        announced.extend(descendants);
+        self.ids.write().extend(announced.iter().cloned());
+        for id in announced {
+            let _ = self.live.send(id);
+        }
     }
 
     /// Revocations from now on.
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.live.subscribe()
+    }
+}
+
+/// Every token the server minted (the start-up admin token, share links) or
+/// has seen in use (tokens minted with the secret elsewhere: `commandpost
+/// token`, an SSO gateway, a bot), so that an admin can list them and revoke
+/// what a compromised holder minted. The tokens themselves are never stored.
+///
+/// The set of known ids stays in memory (one entry per valid token ever
+/// seen: only holders of the secret or of a minting token can add to it).
+#[derive(Clone)]
+pub struct TokenRegistry {
+    store: crate::store::Store,
+    /// Ids already recorded. A plain lock: held for a lookup or an insert,
+    /// never across `.await`.
+    known: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
+}
+
+impl TokenRegistry {
+    /// Loads the ids recorded so far.
+    pub fn load(store: crate::store::Store) -> Result<Self, crate::store::StoreError> {
+        let known = store
+            .issued_tokens()?
+            .into_iter()
+            .map(|token| token.jti)
+            .collect();
+        Ok(Self {
+            store,
+            known: Arc::new(parking_lot::RwLock::new(known)),
+        })
+    }
+
+    /// Records a token the server minted; returns once the record is
+    /// durable, so no token leaves the server unrecorded.
+    pub async fn record_minted(
+        &self,
+        claims: &TokenClaims,
+        origin: commandpost_shared::TokenOrigin,
+        minted_by: Option<&TokenClaims>,
+    ) -> Result<(), crate::store::StoreError> {
+        self.known.write().insert(claims.jti.clone());
+        let wait = self
+            .store
+            .record_token(&issued(claims, origin, minted_by))?;
+        wait.await
+            .map_err(|_| crate::store::StoreError::WriterGone)?
+    }
+
+    /// Records a token minted elsewhere the first time it is used. Does not
+    /// wait: the record is bookkeeping, and the request goes on.
+    pub fn note_use(&self, claims: &TokenClaims) {
+        if self.known.read().contains(&claims.jti) {
+            return;
+        }
+        if !self.known.write().insert(claims.jti.clone()) {
+            return;
+        }
+        let record = issued(claims, commandpost_shared::TokenOrigin::FirstUse, None);
+        if let Err(error) = self.store.record_token(&record) {
+            tracing::error!(%error, jti = %claims.jti, "cannot record a token seen for the first time");
+        }
+    }
+
+    /// Every recorded token, newest first.
+    pub fn list(&self) -> Result<Vec<commandpost_shared::IssuedToken>, crate::store::StoreError> {
+        let mut tokens = self.store.issued_tokens()?;
+        tokens.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(a.jti.cmp(&b.jti)));
+        Ok(tokens)
+    }
+
+    /// The ids of every recorded token minted, directly or through others,
+    /// with `jti`.
+    pub fn descendants(&self, jti: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        let tokens = self.store.issued_tokens()?;
+        let mut found = Vec::new();
+        let mut frontier = vec![jti.to_owned()];
+        while let Some(parent) = frontier.pop() {
+            for token in &tokens {
+                if token.minted_by.as_ref().is_some_and(|by| by.jti == parent)
+                    && !found.contains(&token.jti)
+                {
+                    found.push(token.jti.clone());
+                    frontier.push(token.jti.clone());
+                }
+            }
+        }
+        Ok(found)
+    }
+}
+
+fn issued(
+    claims: &TokenClaims,
+    origin: commandpost_shared::TokenOrigin,
+    minted_by: Option<&TokenClaims>,
+) -> commandpost_shared::IssuedToken {
+    let at = |seconds: i64| {
+        chrono::DateTime::from_timestamp(seconds, 0)
+            .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+    };
+    commandpost_shared::IssuedToken {
+        jti: claims.jti.clone(),
+        sub: claims.sub.clone(),
+        name: claims.name.clone(),
+        role: claims.role,
+        incident: claims.incident.clone(),
+        issued_at: at(claims.iat),
+        expires_at: at(claims.exp),
+        minted_by: minted_by.map(|by| commandpost_shared::MintedBy {
+            sub: by.sub.clone(),
+            jti: by.jti.clone(),
+        }),
+        origin,
+        recorded_at: chrono::Utc::now(),
     }
 }

@@ -16,7 +16,7 @@ use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::api::{ApiError, AppState, Caller, require_admin};
+use crate::api::{ApiError, AppState, Caller};
 use crate::store::StoreError;
 
 const MAGIC: &[u8] = b"COMMANDPOST-BACKUP-1\n";
@@ -58,7 +58,7 @@ pub async fn handler(
     caller: Caller,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
-    require_admin(&caller)?;
+    caller.require_server_admin("download backups")?;
     let started = std::time::Instant::now();
     let bytes = state.store.while_held(export).await??;
     tracing::info!(

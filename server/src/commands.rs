@@ -8,6 +8,12 @@
 //! `Last-Event-ID`), and any client can resume with `?after=SEQ`. The stream
 //! first replays durable events after that point, then follows live ones; a
 //! subscriber that falls behind re-reads from storage instead of skipping.
+//!
+//! What one stream can make the server hold is bounded: the replay reads
+//! [`REPLAY_PAGE`] events at a time and reads the next page only once the
+//! client has taken the previous one (back-pressure through a queue of
+//! [`STREAM_QUEUE`] events), and a client that takes nothing for two
+//! `--ping-interval`s is dropped, as a stalled WebSocket is.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,7 +21,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use commandpost_shared::incident::{Command, Event, IncidentState};
@@ -24,9 +30,19 @@ use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::{ApiError, AppState, Caller};
+use crate::api::{ApiError, ApiQuery, AppState, Caller};
 use crate::auth::check_incident_scope;
 use crate::sidecar::{SidecarError, caller_of};
+
+/// Events read from storage at a time when a stream replays the backlog.
+pub const REPLAY_PAGE: usize = 16;
+
+/// Events queued for one stream's response body.
+pub const STREAM_QUEUE: usize = 4;
+
+/// Postmortem drafts rendered at once (each holds its incident's whole
+/// event log while it renders).
+static POSTMORTEM_SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(2);
 
 /// The commands reachable over HTTP, by path name (`POST
 /// /api/incidents/{id}/commands/{name}`). `declare` is `POST
@@ -168,7 +184,7 @@ pub async fn get_timeline(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_id): Path<String>,
-    Query(query): Query<TimelineQuery>,
+    ApiQuery(query): ApiQuery<TimelineQuery>,
 ) -> Result<Json<TimelinePage>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
@@ -211,7 +227,7 @@ pub async fn get_briefing(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw_id): Path<String>,
-    Query(query): Query<BriefingQuery>,
+    ApiQuery(query): ApiQuery<BriefingQuery>,
 ) -> Result<Json<commandpost_shared::incident::Briefing>, ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
     let current = state.sidecars.state(&id).await?;
@@ -228,6 +244,15 @@ pub async fn get_postmortem(
     Path(raw_id): Path<String>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
     let id = known_incident(&state, &caller.0, &raw_id)?;
+    // The draft needs the whole event log in memory; a few at a time keeps
+    // a crowd of requests from holding many logs at once.
+    let _slot = POSTMORTEM_SLOTS.acquire().await.map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the server is shutting down",
+        )
+    })?;
     let current = state.sidecars.state(&id).await?;
     let events = state.sidecars.events_after(&id, 0, usize::MAX).await?;
     let body = state.rooms.body_text(&id).await?;
@@ -251,7 +276,7 @@ pub struct EventsQuery {
 pub async fn stream_events(
     State(state): State<AppState>,
     Path(raw_id): Path<String>,
-    Query(query): Query<EventsQuery>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // EventSource cannot set headers: the token may come as ?token=.
@@ -273,30 +298,35 @@ pub async fn stream_events(
     tracing::info!(incident = %id, user = %claims.sub, after = last, "event stream opened");
     // A task follows the incident and feeds the response; it ends when the
     // client goes away (the send fails) or the server shuts down.
-    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(64);
+    let (sender, receiver) = tokio::sync::mpsc::channel::<SseEvent>(STREAM_QUEUE);
+    // A client that takes nothing for this long is dropped; it reconnects
+    // and resumes with `Last-Event-ID` when it reads again.
+    let stalled_after = state.config.ping_interval * 2;
+    let sender = Feed {
+        sender,
+        stalled_after,
+    };
     tokio::spawn(async move {
         let _permit = permit;
         let mut backlog = true;
         loop {
             if backlog {
-                let events = match sidecars.events_after(&id, last, usize::MAX).await {
-                    Ok(events) => events,
-                    Err(error) => {
+                match replay(&sidecars, &id, &mut last, &sender).await {
+                    Ok(()) => backlog = false,
+                    Err(StreamEnd::Stalled) => {
+                        tracing::warn!(incident = %id, after = ?stalled_after, "event stream dropped: the client stopped reading");
+                        return;
+                    }
+                    Err(StreamEnd::Gone) => return,
+                    Err(StreamEnd::Failed(error)) => {
                         tracing::error!(incident = %id, %error, "cannot read events for a stream");
                         return;
                     }
-                };
-                for event in events {
-                    last = event.seq.0;
-                    if sender.send(to_sse(&event)).await.is_err() {
-                        return;
-                    }
                 }
-                backlog = false;
             }
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                _ = sender.closed() => return,
+                _ = sender.sender.closed() => return,
                 revocation = revoked.recv() => {
                     let hit = match revocation {
                         Ok(revoked_id) => revoked_id == jti,
@@ -310,8 +340,13 @@ pub async fn stream_events(
                 received = live.recv() => match received {
                     Ok(event) if event.seq.0 > last => {
                         last = event.seq.0;
-                        if sender.send(to_sse(&event)).await.is_err() {
-                            return;
+                        match sender.deliver(to_sse(&event)).await {
+                            Ok(()) => {}
+                            Err(StreamEnd::Stalled) => {
+                                tracing::warn!(incident = %id, after = ?stalled_after, "event stream dropped: the client stopped reading");
+                                return;
+                            }
+                            Err(_) => return,
                         }
                     }
                     Ok(_) => {}
@@ -329,6 +364,58 @@ pub async fn stream_events(
             .map(|event| (Ok::<_, Infallible>(event), receiver))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Why a stream's feeding task stops.
+enum StreamEnd {
+    /// The client went away.
+    Gone,
+    /// The client took nothing for two ping intervals.
+    Stalled,
+    /// Storage failed.
+    Failed(SidecarError),
+}
+
+/// Sends the stored events after `last` a page at a time, advancing `last`;
+/// the next page is read only once the queue took the previous one.
+async fn replay(
+    sidecars: &crate::sidecar::Sidecars,
+    id: &IncidentId,
+    last: &mut u64,
+    sender: &Feed,
+) -> Result<(), StreamEnd> {
+    loop {
+        let page = sidecars
+            .events_after(id, *last, REPLAY_PAGE)
+            .await
+            .map_err(StreamEnd::Failed)?;
+        if page.is_empty() {
+            return Ok(());
+        }
+        for event in page {
+            *last = event.seq.0;
+            sender.deliver(to_sse(&event)).await?;
+        }
+    }
+}
+
+/// The queue feeding one stream's response body.
+struct Feed {
+    sender: tokio::sync::mpsc::Sender<SseEvent>,
+    /// How long to wait for room before giving the client up.
+    stalled_after: Duration,
+}
+
+impl Feed {
+    /// Queues one event for the client, waiting at most `stalled_after`
+    /// for room.
+    async fn deliver(&self, event: SseEvent) -> Result<(), StreamEnd> {
+        match tokio::time::timeout(self.stalled_after, self.sender.send(event)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(StreamEnd::Gone),
+            Err(_) => Err(StreamEnd::Stalled),
+        }
+    }
 }
 
 fn to_sse(event: &Event) -> SseEvent {

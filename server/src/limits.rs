@@ -180,3 +180,81 @@ mod tests {
         }
     }
 }
+
+/// Requests whose body is still arriving, per token (keyed by the token id
+/// when the bearer token verifies, else under one shared key): a body that
+/// trickles in holds a slot until it is complete or
+/// [`BODY_READ_TIMEOUT`] passes.
+pub struct BodyReads {
+    per_key: usize,
+    open: parking_lot::Mutex<HashMap<String, usize>>,
+}
+
+/// Request bodies one token may be sending at once (and all requests
+/// without a valid token together).
+pub const BODIES_PER_TOKEN: usize = 32;
+
+/// The whole request body must arrive within this time after the headers.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The largest request body the API reads (every command fits in a few
+/// kilobytes; see `commandpost_shared::limits`).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// One body being read; dropping it frees the slot.
+pub struct BodySlot {
+    reads: Arc<BodyReads>,
+    key: String,
+}
+
+impl BodyReads {
+    pub fn new(per_key: usize) -> Arc<Self> {
+        Arc::new(Self {
+            per_key,
+            open: parking_lot::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Takes a slot for a body sent under `key`, or says the limit is
+    /// reached.
+    pub fn acquire(self: &Arc<Self>, key: &str) -> Result<BodySlot, ApiError> {
+        let mut open = self.open.lock();
+        let count = open.entry(key.to_owned()).or_default();
+        if *count >= self.per_key {
+            tracing::warn!(
+                limit = self.per_key,
+                "refused a request: too many bodies in flight for one token"
+            );
+            return Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_requests_for_token",
+                format!(
+                    "this token already has {} requests whose bodies are still arriving; finish or cancel them",
+                    self.per_key
+                ),
+            ));
+        }
+        *count += 1;
+        Ok(BodySlot {
+            reads: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+
+    /// Bodies being read now.
+    pub fn open(&self) -> usize {
+        self.open.lock().values().sum()
+    }
+}
+
+impl Drop for BodySlot {
+    fn drop(&mut self) {
+        let mut open = self.reads.open.lock();
+        if let Some(count) = open.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}

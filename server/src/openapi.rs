@@ -6,8 +6,8 @@
 
 use commandpost_shared::incident::{Briefing, Command, IncidentState, Tenure};
 use commandpost_shared::{
-    CommandOutcome, CreateIncident, ErrorBody, Incident, ShareLink, ShareRequest, TimelinePage,
-    TokenClaims,
+    CommandOutcome, CreateIncident, ErrorBody, Incident, IssuedToken, RevokeMintedBy, ShareLink,
+    ShareRequest, TimelinePage, TokenClaims,
 };
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
@@ -34,8 +34,28 @@ fn responses(ok_status: &str, ok_description: &str, schema: Value) -> Value {
         "403": {"description": "not allowed for this access role or incident role", "content": error["content"]},
         "404": {"description": "unknown incident", "content": error["content"]},
     });
-    responses["422"] =
-        json!({"description": "invalid body or refused by a rule", "content": error["content"]});
+    for (status, description) in [
+        ("400", "malformed query string or JSON"),
+        (
+            "409",
+            "refused by the incident's state (e.g. already declared, closed, a gate)",
+        ),
+        ("413", "request body larger than the server accepts"),
+        (
+            "415",
+            "request body is not `Content-Type: application/json`",
+        ),
+        (
+            "422",
+            "invalid body (a field over its `maxLength`, a missing field) or refused by a rule",
+        ),
+        (
+            "429",
+            "rate limited: too many commands or connections for this token; the message says when to retry",
+        ),
+    ] {
+        responses[status] = json!({"description": description, "content": error["content"]});
+    }
     responses
 }
 
@@ -59,6 +79,8 @@ pub fn document() -> Value {
         generator.subschema_for::<TokenClaims>(),
         generator.subschema_for::<ShareRequest>(),
         generator.subschema_for::<ShareLink>(),
+        generator.subschema_for::<IssuedToken>(),
+        generator.subschema_for::<RevokeMintedBy>(),
     ] {
         drop(schema);
     }
@@ -102,6 +124,8 @@ pub fn document() -> Value {
     );
     let jti = json!({"name": "jti", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the token id (`jti` claim)"});
     paths.insert("/api/tokens/{jti}/revoke".into(), json!({"post": {"summary": "Revoke a token (admin): refused from now on, its open sockets close (4401)", "parameters": [jti], "responses": responses("200", "the revocation", json!({"type": "object", "properties": {"jti": {"type": "string"}, "revoked_at": {"type": "string", "format": "date-time"}, "revoked_by": {"type": "string"}}}))}}));
+    paths.insert("/api/admin/tokens".into(), json!({"get": {"summary": "Every token the server minted or has seen in use (admin of every incident), newest first; `?minted_by=SUB` keeps those that SUB minted", "parameters": [{"name": "minted_by", "in": "query", "schema": {"type": "string"}}], "responses": responses("200", "tokens", json!({"type": "array", "items": reference("IssuedToken")}))}}));
+    paths.insert("/api/admin/tokens/revoke".into(), json!({"post": {"summary": "Revoke every token a subject minted (admin of every incident), and what was minted from those", "requestBody": json_body(reference("RevokeMintedBy")), "responses": responses("200", "the revocations", json!({"type": "array", "items": {"type": "object"}}))}}));
     paths.insert("/api/tokens/revoked".into(), json!({"get": {"summary": "Revoked tokens (admin)", "responses": responses("200", "revocations", json!({"type": "array", "items": {"type": "object"}}))}}));
     paths.insert("/api/admin/backup".into(), json!({"get": {"summary": "A consistent online backup of the database (admin); restore with `commandpost restore`", "responses": {"200": {"description": "gzip backup file", "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}}}));
     paths.insert("/api/admin/quarantine".into(), json!({"get": {"summary": "Stored updates and events that no longer decode, moved aside at load (admin); `?bytes=true` includes their bytes", "responses": responses("200", "quarantined records", json!({"type": "array", "items": {"type": "object"}}))}}));
@@ -184,6 +208,49 @@ mod tests {
             assert!(
                 offer["properties"].get(field).is_some(),
                 "offer_handoff lacks {field}: {offer}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_api_route_is_documented() {
+        let document = document();
+        let paths = document["paths"].as_object().unwrap();
+        for route in crate::api::route_paths() {
+            if !route.starts_with("/api/") || route == "/api/openapi.json" {
+                continue;
+            }
+            if route.ends_with("/commands/{name}") {
+                assert!(
+                    COMMAND_NAMES
+                        .iter()
+                        .all(|name| paths.contains_key(&route.replace("{name}", name)))
+                );
+                continue;
+            }
+            assert!(
+                paths.contains_key(route),
+                "{route} is not in the OpenAPI document"
+            );
+        }
+    }
+
+    #[test]
+    fn text_fields_state_their_limits() {
+        let document = document();
+        let note = &document["paths"]["/api/incidents/{id}/commands/post_note"]["post"]["requestBody"]
+            ["content"]["application/json"]["schema"];
+        assert_eq!(
+            note["properties"]["text"]["maxLength"],
+            json!(commandpost_shared::limits::NOTE_CHARS),
+            "{note}"
+        );
+        let text = document.to_string();
+        assert!(text.contains("\"maxLength\":200"), "the title limit");
+        for status in ["400", "409", "413", "415", "422", "429"] {
+            assert!(
+                document["paths"]["/api/incidents"]["post"]["responses"][status].is_object(),
+                "{status}"
             );
         }
     }

@@ -13,15 +13,13 @@
 //! only with `?bytes=true`).
 
 use axum::Json;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
-use commandpost_shared::{AccessRole, IncidentId};
+use commandpost_shared::IncidentId;
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ApiError, AppState, Caller};
-use crate::auth::AuthError;
+use crate::api::{ApiError, ApiQuery, AppState, Caller};
 
 /// What kind of stored record was moved aside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -118,23 +116,9 @@ pub struct ListQuery {
 pub async fn list(
     State(state): State<AppState>,
     caller: Caller,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Vec<QuarantineEntry>>, ApiError> {
-    if caller.0.role != AccessRole::Admin {
-        return Err(
-            AuthError::Forbidden("only an admin token can read the quarantine".into()).into(),
-        );
-    }
-    if let Some(scope) = &caller.0.incident {
-        return Err(AuthError::WrongIncident(scope.clone()).into());
-    }
-    let Query(query) = query.map_err(|rejection| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_query",
-            rejection.body_text(),
-        )
-    })?;
+    caller.require_server_admin("read the quarantine")?;
     let store = state.store.clone();
     let records = tokio::task::spawn_blocking(move || store.quarantined())
         .await

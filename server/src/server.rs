@@ -51,8 +51,12 @@ impl Server {
                 .into_iter()
                 .map(|revocation| revocation.jti),
         );
+        let tokens = crate::auth::TokenRegistry::load(store.clone())
+            .context("cannot read the token registry")?;
         Ok(Self {
             state: AppState {
+                tokens,
+                body_reads: crate::limits::BodyReads::new(crate::limits::BODIES_PER_TOKEN),
                 store,
                 rooms,
                 keys,
@@ -61,7 +65,7 @@ impl Server {
                 sidecars,
                 revocations,
                 connection_limits: crate::limits::ConnectionLimits::new(
-                    config.max_connections,
+                    fit_open_files_limit(config.max_connections),
                     config.max_connections_per_token,
                 ),
                 command_limiter: Arc::new(crate::limits::CommandLimiter::new(
@@ -73,9 +77,27 @@ impl Server {
         })
     }
 
-    /// The token keys, for minting the start-up admin token.
+    /// The token keys.
     pub fn keys(&self) -> &TokenKeys {
         &self.state.keys
+    }
+
+    /// Mints the admin token printed at start-up, valid for `ttl`, and
+    /// records it in the token registry.
+    pub async fn mint_startup_admin(&self, ttl: Duration) -> anyhow::Result<String> {
+        let claims = crate::auth::new_claims(
+            "admin",
+            "Admin",
+            commandpost_shared::AccessRole::Admin,
+            None,
+            ttl,
+        );
+        self.state
+            .tokens
+            .record_minted(&claims, commandpost_shared::TokenOrigin::StartUp, None)
+            .await
+            .context("cannot record the start-up admin token")?;
+        Ok(self.state.keys.sign(&claims))
     }
 
     pub fn config(&self) -> &ServerConfig {
@@ -140,6 +162,41 @@ impl Server {
         tracing::info!("storage flushed; shut down cleanly");
         Ok(())
     }
+}
+
+/// File descriptors kept free beside the counted connections: storage
+/// files, the listener, health checks, metrics scrapes and plain API calls.
+pub const FD_HEADROOM: u64 = 256;
+
+/// The number of WebSockets and event streams the server can really hold:
+/// `wanted` (`--max-connections`), unless the open-files limit (`ulimit -n`)
+/// cannot hold that many plus [`FD_HEADROOM`]. The soft limit is first
+/// raised towards the hard one; if that is not enough, the server warns and
+/// accepts fewer connections, so it refuses them with 503 instead of
+/// failing to accept anything (health checks included) once the process
+/// runs out of descriptors.
+fn fit_open_files_limit(wanted: usize) -> usize {
+    let wanted_fds = (wanted as u64).saturating_add(FD_HEADROOM);
+    let soft = match rlimit::increase_nofile_limit(wanted_fds) {
+        Ok(soft) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the open-files limit; keeping --max-connections as given");
+            return wanted;
+        }
+    };
+    if soft >= wanted_fds {
+        return wanted;
+    }
+    let effective = usize::try_from(soft.saturating_sub(FD_HEADROOM))
+        .unwrap_or(wanted)
+        .max(1);
+    tracing::warn!(
+        open_files_limit = soft,
+        max_connections = wanted,
+        effective,
+        "the open-files limit cannot hold --max-connections plus {FD_HEADROOM} descriptors for storage and health checks: accepting at most {effective} connections; raise it (`ulimit -n {wanted_fds}`, or LimitNOFILE={wanted_fds} in a systemd unit) or lower --max-connections"
+    );
+    effective
 }
 
 /// Accepts connections until `shutdown`, serving each with hyper (HTTP/1.1

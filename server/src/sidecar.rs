@@ -214,9 +214,10 @@ impl Sidecars {
     ) -> Result<(Vec<(Event, Vec<u8>)>, u64), SidecarError> {
         let store = self.inner.store.clone();
         let read_id = id.clone();
-        let stored = tokio::task::spawn_blocking(move || store.events_after(&read_id, after))
-            .await
-            .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))??;
+        let stored =
+            tokio::task::spawn_blocking(move || store.events_after(&read_id, after, limit))
+                .await
+                .map_err(|error| SidecarError::Corrupt(id.clone(), error.to_string()))??;
         let mut events = Vec::new();
         let mut highest = 0;
         for (seq, bytes) in stored {

@@ -14,6 +14,8 @@
 //!   writes the snapshot and removes those entries in one atomic batch.
 //!
 //! - `revoked`: token id (`jti`) → [`Revocation`] as JSON.
+//! - `tokens`: token id (`jti`) → [`IssuedToken`] as JSON: every token the
+//!   server minted, or saw for the first time.
 //! - `quarantine`: `quarantined_at (µs since the epoch, u64 BE) | incident
 //!   (u64 BE) | kind (b'u' update, b's' snapshot, b'e' event) | seq (u64 BE;
 //!   a snapshot's `upto_seq`) | original key` →
@@ -31,7 +33,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use chrono::{DateTime, Utc};
-use commandpost_shared::{Actor, IncidentId};
+use commandpost_shared::{Actor, IncidentId, IssuedToken};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
@@ -147,6 +149,12 @@ enum WriteOp {
         record: Vec<u8>,
         done: Ack,
     },
+    /// Records an issued token; `done` is `None` when nobody waits.
+    RecordToken {
+        jti: String,
+        record: Vec<u8>,
+        done: Option<Ack>,
+    },
     /// Holds the writer after everything queued before it is durable, until
     /// the backup that asked for it is done (consistent online backups).
     Hold {
@@ -171,6 +179,7 @@ pub struct Store {
     docs: sled::Tree,
     events: sled::Tree,
     revoked: sled::Tree,
+    tokens: sled::Tree,
     quarantine: sled::Tree,
     writer: mpsc::UnboundedSender<WriteOp>,
     /// The writer thread, joined by [`Store::close`].
@@ -193,6 +202,7 @@ impl Store {
         let docs = db.open_tree("docs")?;
         let events = db.open_tree("events")?;
         let revoked = db.open_tree("revoked")?;
+        let tokens = db.open_tree("tokens")?;
         let quarantine = db.open_tree("quarantine")?;
         let (writer, queue) = mpsc::unbounded_channel();
         let stats = Arc::new(StoreStats::default());
@@ -203,6 +213,7 @@ impl Store {
             docs: docs.clone(),
             events: events.clone(),
             revoked: revoked.clone(),
+            tokens: tokens.clone(),
             quarantine: quarantine.clone(),
             stats: stats.clone(),
         };
@@ -216,6 +227,7 @@ impl Store {
             docs,
             events,
             revoked,
+            tokens,
             quarantine,
             writer,
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
@@ -257,6 +269,39 @@ impl Store {
             done,
         })?;
         wait.await.map_err(|_| StoreError::WriterGone)?
+    }
+
+    /// Records an issued token. The returned receiver completes once the
+    /// record is durable; dropping it does not cancel the write.
+    pub fn record_token(
+        &self,
+        token: &IssuedToken,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::RecordToken {
+            jti: token.jti.clone(),
+            record: serde_json::to_vec(token).expect("token records serialise"),
+            done: Some(done),
+        })?;
+        Ok(wait)
+    }
+
+    /// Every recorded token, in no particular order. A record that does not
+    /// decode is skipped with a log line (it only lists tokens).
+    pub fn issued_tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
+        let mut tokens = Vec::new();
+        for entry in self.tokens.iter() {
+            let (key, bytes) = entry?;
+            match serde_json::from_slice(&bytes) {
+                Ok(token) => tokens.push(token),
+                Err(error) => tracing::error!(
+                    jti = %String::from_utf8_lossy(&key),
+                    %error,
+                    "skipped a token record that does not decode"
+                ),
+            }
+        }
+        Ok(tokens)
     }
 
     /// Every revoked token.
@@ -403,16 +448,21 @@ impl Store {
         Ok(wait)
     }
 
-    /// The incident's events with `seq > after`, in order, as stored JSON.
+    /// The incident's events with `seq > after`, in order, as stored JSON;
+    /// at most `limit` of them, so a reader pages through a long log.
     pub fn events_after(
         &self,
         id: &IncidentId,
         after: u64,
+        limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
         let start = event_key(id.number(), after.saturating_add(1));
         let end = event_key(id.number(), u64::MAX);
         let mut events = Vec::new();
         for entry in self.events.range(start..=end) {
+            if events.len() >= limit {
+                break;
+            }
             let (key, value) = entry?;
             if key.len() != 16 {
                 self.move_aside(
@@ -463,6 +513,7 @@ impl Store {
             docs,
             events,
             revoked,
+            tokens,
             quarantine,
             writer,
             thread,
@@ -470,7 +521,7 @@ impl Store {
         } = self;
         // The queue's sender must go first: the writer exits when it closes.
         drop((
-            writer, db, incidents, docs, events, revoked, quarantine, stats,
+            writer, db, incidents, docs, events, revoked, tokens, quarantine, stats,
         ));
         if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
             let _ = thread.join();
@@ -527,6 +578,7 @@ struct Writer {
     docs: sled::Tree,
     events: sled::Tree,
     revoked: sled::Tree,
+    tokens: sled::Tree,
     quarantine: sled::Tree,
     stats: Arc<StoreStats>,
 }
@@ -717,6 +769,14 @@ impl Writer {
                         result = Err(error.into());
                     }
                     pending.push(Pending::Ack(done));
+                }
+                WriteOp::RecordToken { jti, record, done } => {
+                    if let Err(error) = self.tokens.insert(jti.as_bytes(), record) {
+                        result = Err(error.into());
+                    }
+                    if let Some(done) = done {
+                        pending.push(Pending::Ack(done));
+                    }
                 }
             }
         }
@@ -1081,7 +1141,9 @@ mod tests {
             let stored = store.load_doc(&IncidentId::new(2)).unwrap();
             assert_eq!(stored.snapshot.as_deref(), Some(&b"INC-2 two"[..]));
             assert_eq!(stored.next_seq, 1);
-            let events = store.events_after(&IncidentId::new(2), 0).unwrap();
+            let events = store
+                .events_after(&IncidentId::new(2), 0, usize::MAX)
+                .unwrap();
             assert_eq!(events, vec![(1, br#"{"declared":"INC-2"}"#.to_vec())]);
         }
         // The writer thread closes the database once the last handle is gone.
@@ -1121,7 +1183,7 @@ mod tests {
             .unwrap();
         let seqs = |after| {
             store
-                .events_after(&first, after)
+                .events_after(&first, after, usize::MAX)
                 .unwrap()
                 .into_iter()
                 .map(|(seq, _)| seq)
@@ -1131,11 +1193,11 @@ mod tests {
         assert_eq!(seqs(1), [2, 3]);
         assert_eq!(seqs(3), Vec::<u64>::new());
         assert_eq!(
-            store.events_after(&first, 2).unwrap(),
+            store.events_after(&first, 2, usize::MAX).unwrap(),
             vec![(3, b"three".to_vec())]
         );
         assert_eq!(
-            store.events_after(&second, 1).unwrap(),
+            store.events_after(&second, 1, usize::MAX).unwrap(),
             vec![(2, b"other".to_vec())]
         );
     }
@@ -1208,7 +1270,7 @@ mod tests {
         assert_eq!(seqs, [1, 2]);
         assert_eq!(stored.next_seq, 4, "a quarantined seq is never reused");
         let events: Vec<u64> = store
-            .events_after(&id, 0)
+            .events_after(&id, 0, usize::MAX)
             .unwrap()
             .into_iter()
             .map(|(seq, _)| seq)

@@ -303,6 +303,7 @@ pub enum Command {
     /// Declares the incident; the caller becomes the first commander.
     Declare {
         /// A short title, 1 to 200 characters after trimming.
+        #[schemars(length(max = crate::limits::TITLE_CHARS))]
         title: String,
         /// The first severity assessment, if already known.
         #[serde(default)]
@@ -312,6 +313,7 @@ pub enum Command {
         criteria: Option<Criteria>,
         /// What is known so far.
         #[serde(default)]
+        #[schemars(length(max = crate::limits::SUMMARY_CHARS))]
         summary: Option<String>,
     },
     /// Sets the severity (commander only).
@@ -333,6 +335,7 @@ pub enum Command {
         /// The person.
         responder: Actor,
         /// What they work on.
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         assignment: String,
     },
     /// Removes a responder from the list (commander or a role lead).
@@ -349,6 +352,7 @@ pub enum Command {
         to: Actor,
         /// Free text for the briefing.
         #[serde(default)]
+        #[schemars(length(max = crate::limits::NOTE_CHARS))]
         notes: String,
     },
     /// Accepts a pending offer (only the person it names).
@@ -362,6 +366,7 @@ pub enum Command {
         handoff: HandoffId,
         /// Why, optionally.
         #[serde(default)]
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         reason: Option<String>,
     },
     /// Withdraws a pending offer (the offerer or the commander).
@@ -374,6 +379,7 @@ pub enum Command {
         /// The role taken.
         role: Role,
         /// Why (mandatory).
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         reason: String,
     },
     /// Emergency: an admin gives a role to someone without a handoff.
@@ -383,6 +389,7 @@ pub enum Command {
         /// The new holder.
         to: Actor,
         /// Why (mandatory).
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         reason: String,
     },
     /// Names (or clears) the planned next commander (commander or planning
@@ -396,6 +403,7 @@ pub enum Command {
     /// communications lead).
     PinStatus {
         /// The summary everyone sees.
+        #[schemars(length(max = crate::limits::SUMMARY_CHARS))]
         summary: String,
         /// When the next update is due; must be after now.
         next_update_by: DateTime<Utc>,
@@ -406,16 +414,19 @@ pub enum Command {
         status: Status,
         /// Resolve although exit criteria are unmet, and why.
         #[serde(default)]
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         override_reason: Option<String>,
     },
     /// Reopens a resolved or closed incident (commander or admin).
     Reopen {
         /// Why (mandatory).
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         reason: String,
     },
     /// Adds an exit criterion, unmet (commander only).
     AddExitCriterion {
         /// What must be true to resolve.
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         text: String,
     },
     /// Marks an exit criterion met or unmet (commander only).
@@ -429,11 +440,14 @@ pub enum Command {
     /// or the commander while operations is not delegated).
     RecordChange {
         /// What was changed.
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         what: String,
         /// Why.
         #[serde(default)]
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         why: String,
         /// How to revert it.
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         revert: String,
     },
     /// Marks a change reverted (planning lead, or the commander while
@@ -448,11 +462,13 @@ pub enum Command {
         /// The change.
         change: ChangeId,
         /// Why it stays (mandatory).
+        #[schemars(length(max = crate::limits::SHORT_TEXT_CHARS))]
         reason: String,
     },
     /// Posts a short note to the command-post log (any responder or admin).
     PostNote {
         /// The note.
+        #[schemars(length(max = crate::limits::NOTE_CHARS))]
         text: String,
     },
     /// The server's timer: expires due offers and reports a missed status

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod incident;
+pub mod limits;
 pub mod machine;
 
 use std::fmt;
@@ -176,16 +177,86 @@ pub struct TokenClaims {
     pub incident: Option<IncidentId>,
     /// Expiry, in seconds since the Unix epoch.
     pub exp: i64,
-    /// Issued at, in seconds since the Unix epoch.
+    /// Issued at, in seconds since the Unix epoch. A token issued more than
+    /// a minute in the future is refused.
     pub iat: i64,
+    /// Not valid before, in seconds since the Unix epoch (optional).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
     /// The token id, for revocation.
     pub jti: String,
+    /// The ids of the tokens this one was minted with through the API
+    /// (a share link records its creator's token, then that token's own
+    /// lineage), nearest first. Revoking any of them revokes this token.
+    /// Empty for tokens minted with the secret.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<String>,
+}
+
+/// How a token came to be known to the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenOrigin {
+    /// The admin token printed when the server started.
+    StartUp,
+    /// A share link minted through `POST /api/incidents/{id}/share`.
+    ShareLink,
+    /// Minted elsewhere with the secret (`commandpost token`, an SSO
+    /// gateway, a bot) and recorded when first used.
+    FirstUse,
+}
+
+/// A token the server has issued or seen, as `GET /api/admin/tokens`
+/// lists it. The token itself is never stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct IssuedToken {
+    /// The token id (`jti`).
+    pub jti: String,
+    /// Its subject.
+    pub sub: String,
+    /// Its display name.
+    pub name: String,
+    /// Its access role.
+    pub role: AccessRole,
+    /// The incident it is limited to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident: Option<IncidentId>,
+    /// When it was issued (its `iat`).
+    pub issued_at: DateTime<Utc>,
+    /// When it expires.
+    pub expires_at: DateTime<Utc>,
+    /// Who minted it through the API: the minting token's subject and id
+    /// (absent for tokens minted with the secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub minted_by: Option<MintedBy>,
+    /// How the server learnt of it.
+    pub origin: TokenOrigin,
+    /// When the server recorded it.
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// The token that minted another one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct MintedBy {
+    /// The minting token's subject.
+    pub sub: String,
+    /// The minting token's id.
+    pub jti: String,
+}
+
+/// `POST /api/admin/tokens/revoke`: revoke every token minted by a subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevokeMintedBy {
+    /// Revoke every recorded token whose `minted_by.sub` is this subject.
+    #[schemars(length(min = 1, max = limits::USER_ID_CHARS))]
+    pub minted_by: String,
 }
 
 /// `POST /api/incidents` request body: declaring an incident.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CreateIncident {
     /// A short title; required, 1 to 200 characters after trimming.
+    #[schemars(length(min = 1, max = limits::TITLE_CHARS))]
     pub title: String,
     /// Severity; absent means "not yet assessed".
     #[serde(default)]
@@ -195,6 +266,7 @@ pub struct CreateIncident {
     pub criteria: Option<incident::Criteria>,
     /// One or two sentences on what is happening.
     #[serde(default)]
+    #[schemars(length(max = limits::SUMMARY_CHARS))]
     pub summary: Option<String>,
 }
 
@@ -232,6 +304,7 @@ pub struct ShareRequest {
     /// `responder` or `viewer` (admin links cannot be shared).
     pub role: AccessRole,
     /// The display name of the person the link is for.
+    #[schemars(length(min = 1, max = limits::NAME_CHARS))]
     pub name: String,
     /// How long the link works, in hours (1 to 168; default 24).
     #[serde(default)]
@@ -265,8 +338,10 @@ pub struct TimelinePage {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Actor {
     /// The user id (token subject).
+    #[schemars(length(max = limits::USER_ID_CHARS))]
     pub id: UserId,
     /// The display name at the time.
+    #[schemars(length(max = limits::NAME_CHARS))]
     pub name: String,
 }
 

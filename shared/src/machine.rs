@@ -62,7 +62,7 @@ use crate::incident::{
     Event, EventKind, EventSeq, ExitCriterion, HandoffId, IncidentState, Note, PendingHandoff, Pin,
     Responder, Role, RoleAssignment, RoleView, SYSTEM_USER_ID, Severity, Status, Tenure,
 };
-use crate::{AccessRole, Actor, UserId};
+use crate::{AccessRole, Actor, UserId, limits};
 
 /// How many notes [`IncidentState::recent_notes`] keeps.
 pub const RECENT_NOTES: usize = 5;
@@ -71,7 +71,7 @@ pub const RECENT_NOTES: usize = 5;
 pub const RECENT_TIMELINE: usize = 10;
 
 /// The longest title, in characters, after trimming.
-pub const TITLE_MAX_CHARS: usize = 200;
+pub const TITLE_MAX_CHARS: usize = limits::TITLE_CHARS;
 
 /// Tunable parameters of the state machine.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -120,6 +120,7 @@ pub fn apply(
             "the server's timer may only send ticks",
         ));
     }
+    check_sizes(state, command)?;
     let Some(state) = state else {
         return match command {
             Command::Declare {
@@ -1282,12 +1283,118 @@ fn check_person(actor: &Actor) -> Result<(), CommandError> {
     if actor.id.0.trim().is_empty() || actor.name.trim().is_empty() {
         return Err(CommandError::invalid("a person needs an id and a name"));
     }
-    if actor.id.0 == SYSTEM_USER_ID {
+    if limits::is_reserved_user_id(&actor.id.0) {
         return Err(CommandError::invalid(
             "the server cannot take part in an incident",
         ));
     }
     Ok(())
+}
+
+/// Refuses a command with a text over its limit, or one that would grow a
+/// list of the incident past its limit (see [`limits`]). Checked before any
+/// rule, so a refusal names the field whatever else is wrong.
+fn check_sizes(state: Option<&IncidentState>, command: &Command) -> Result<(), CommandError> {
+    fn text(field: &str, value: &str, max: usize) -> Result<(), CommandError> {
+        let length = value.trim().chars().count();
+        if length > max {
+            return Err(CommandError::invalid(format!(
+                "`{field}` is {length} characters; the limit is {max}"
+            )));
+        }
+        Ok(())
+    }
+    fn person(field: &str, actor: &Actor) -> Result<(), CommandError> {
+        text(&format!("{field}.id"), &actor.id.0, limits::USER_ID_CHARS)?;
+        text(&format!("{field}.name"), &actor.name, limits::NAME_CHARS)
+    }
+    fn room_for(what: &str, count: usize, max: usize) -> Result<(), CommandError> {
+        if count >= max {
+            return Err(CommandError::conflict(format!(
+                "the incident already has {count} {what}, the limit"
+            )));
+        }
+        Ok(())
+    }
+    let short = limits::SHORT_TEXT_CHARS;
+    match command {
+        // The title's bounds are the declaration's own rule.
+        Command::Declare { summary, .. } => text(
+            "summary",
+            summary.as_deref().unwrap_or(""),
+            limits::SUMMARY_CHARS,
+        ),
+        Command::AssignRole { to, .. } => person("to", to),
+        Command::AddResponder {
+            responder,
+            assignment,
+        } => {
+            person("responder", responder)?;
+            text("assignment", assignment, short)?;
+            let listed = state.map_or(0, |s| s.responders.len());
+            let known =
+                state.is_some_and(|s| s.responders.iter().any(|r| r.actor.id == responder.id));
+            if known {
+                Ok(())
+            } else {
+                room_for("responders", listed, limits::RESPONDERS)
+            }
+        }
+        Command::RemoveResponder { responder } => {
+            text("responder", &responder.0, limits::USER_ID_CHARS)
+        }
+        Command::OfferHandoff { to, notes, .. } => {
+            person("to", to)?;
+            text("notes", notes, limits::NOTE_CHARS)
+        }
+        Command::DeclineHandoff { reason, .. } => {
+            text("reason", reason.as_deref().unwrap_or(""), short)
+        }
+        Command::AssumeRole { reason, .. } | Command::Reopen { reason } => {
+            text("reason", reason, short)
+        }
+        Command::ForceAssignRole { to, reason, .. } => {
+            person("to", to)?;
+            text("reason", reason, short)
+        }
+        Command::SetNextCommander { next } => {
+            next.as_ref().map_or(Ok(()), |next| person("next", next))
+        }
+        Command::PinStatus { summary, .. } => text("summary", summary, limits::SUMMARY_CHARS),
+        Command::SetStatus {
+            override_reason, ..
+        } => text(
+            "override_reason",
+            override_reason.as_deref().unwrap_or(""),
+            short,
+        ),
+        Command::AddExitCriterion { text: criterion } => {
+            text("text", criterion, short)?;
+            room_for(
+                "exit criteria",
+                state.map_or(0, |s| s.exit_criteria.len()),
+                limits::EXIT_CRITERIA,
+            )
+        }
+        Command::RecordChange { what, why, revert } => {
+            text("what", what, short)?;
+            text("why", why, short)?;
+            text("revert", revert, short)?;
+            room_for(
+                "open changes",
+                state.map_or(0, |s| s.open_changes().count()),
+                limits::OPEN_CHANGES,
+            )
+        }
+        Command::WaiveChange { reason, .. } => text("reason", reason, short),
+        Command::PostNote { text: note } => text("text", note, limits::NOTE_CHARS),
+        Command::SetSeverity { .. }
+        | Command::AcceptHandoff { .. }
+        | Command::CancelHandoff { .. }
+        | Command::SetExitCriterion { .. }
+        | Command::MarkChangeReverted { .. }
+        | Command::Tick => Ok(()),
+    }
 }
 
 fn required_text(text: &str, rule: &str) -> Result<String, CommandError> {

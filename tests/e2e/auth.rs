@@ -43,7 +43,9 @@ fn claims(role: AccessRole, incident: Option<IncidentId>, exp: i64) -> TokenClai
         incident,
         exp,
         iat: now() - 10,
+        nbf: None,
         jti: uuid::Uuid::new_v4().simple().to_string(),
+        lineage: Vec::new(),
     }
 }
 

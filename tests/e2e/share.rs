@@ -15,7 +15,11 @@ async fn share(server: &TestServer, incident: &str, token: &str, body: Value) ->
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_commander_shares_incident_scoped_links_and_others_cannot() {
     let server = TestServer::start();
-    let ida = server.token(AccessRole::Responder, "Ida");
+    // Two days: a link may not outlive the token that creates it.
+    let long = std::time::Duration::from_secs(48 * 3600);
+    let ida = server
+        .keys()
+        .mint("ida", "Ida", AccessRole::Responder, None, long);
     let response = reqwest::Client::new()
         .post(server.url("/api/incidents"))
         .bearer_auth(&ida)
@@ -107,7 +111,9 @@ async fn the_commander_shares_incident_scoped_links_and_others_cannot() {
     )
     .await;
     assert_eq!(status, 403, "a viewer link cannot mint more links");
-    let admin = server.token(AccessRole::Admin, "Root");
+    let admin = server
+        .keys()
+        .mint("root", "Root", AccessRole::Admin, None, long);
     let (status, _) = share(
         &server,
         "INC-1",

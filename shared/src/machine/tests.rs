@@ -2124,3 +2124,47 @@ fn folding_a_log_with_two_declarations_panics() {
     let twice = [scenario.events[0].clone(), scenario.events[0].clone()];
     fold(&twice);
 }
+
+#[test]
+fn texts_and_lists_are_bounded() {
+    use crate::limits;
+    let mut scenario = Scenario::declared();
+    let commander = scenario.state().commander().clone();
+    let ic = Caller::new(commander, AccessRole::Responder);
+    assert_rule(
+        &scenario.refused(&ic, note(&"x".repeat(limits::NOTE_CHARS + 1))),
+        "invalid",
+        &format!(
+            "`text` is {} characters; the limit is {}",
+            limits::NOTE_CHARS + 1,
+            limits::NOTE_CHARS
+        ),
+    );
+    scenario.ok(&ic, note(&"x".repeat(limits::NOTE_CHARS)));
+    for n in 0..limits::EXIT_CRITERIA {
+        scenario.ok(
+            &ic,
+            Command::AddExitCriterion {
+                text: format!("criterion {n}"),
+            },
+        );
+    }
+    let error = scenario.refused(
+        &ic,
+        Command::AddExitCriterion {
+            text: "one too many".into(),
+        },
+    );
+    assert_eq!(error.code(), "conflict", "{error}");
+    let error = scenario.refused(
+        &ic,
+        Command::AssignRole {
+            role: Role::OperationsLead,
+            to: Actor {
+                id: UserId(" SYSTEM ".into()),
+                name: "Impostor".into(),
+            },
+        },
+    );
+    assert_eq!(error.code(), "invalid", "{error}");
+}
