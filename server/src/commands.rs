@@ -35,10 +35,10 @@ use crate::auth::check_incident_scope;
 use crate::sidecar::{SidecarError, caller_of};
 
 /// Events read from storage at a time when a stream replays the backlog.
-pub const REPLAY_PAGE: usize = 16;
+pub const REPLAY_PAGE: usize = 8;
 
 /// Events queued for one stream's response body.
-pub const STREAM_QUEUE: usize = 4;
+pub const STREAM_QUEUE: usize = 2;
 
 /// Postmortem drafts rendered at once (each holds its incident's whole
 /// event log while it renders).

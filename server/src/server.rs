@@ -164,6 +164,10 @@ impl Server {
     }
 }
 
+/// The most one HTTP connection buffers, reading (request headers) or
+/// writing (response bodies such as event streams).
+pub const CONNECTION_BUFFER_BYTES: usize = 32 * 1024;
+
 /// File descriptors kept free beside the counted connections: storage
 /// files, the listener, health checks, metrics scrapes and plain API calls.
 pub const FD_HEADROOM: u64 = 256;
@@ -224,7 +228,13 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(handshake_timeout);
+        .header_read_timeout(handshake_timeout)
+        // hyper buffers up to ~400 KiB per connection by default; a client
+        // that stops reading an event stream would pin that much each.
+        // (and, with vectored writes, up to 16 queued chunks of any size:
+        // flattening makes the byte bound the only one).
+        .max_buf_size(CONNECTION_BUFFER_BYTES)
+        .writev(false);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
