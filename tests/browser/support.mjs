@@ -176,6 +176,22 @@ export async function typeAtEnd(page, text) {
   await page.keyboard.type(text)
 }
 
+/**
+ * Pastes `text` at the end of the shared editor in one go, as a clipboard
+ * paste (CodeMirror reads the event's data), so megabytes take one edit
+ * instead of a keystroke per character.
+ */
+export async function pasteIntoEditor(page, text) {
+  await page.locator('.cm-content').click()
+  await page.keyboard.press('Control+End')
+  await page.evaluate((data) => {
+    const transfer = new DataTransfer()
+    transfer.setData('text/plain', data)
+    const target = document.querySelector('.cm-content')
+    target.dispatchEvent(new ClipboardEvent('paste', { clipboardData: transfer, bubbles: true, cancelable: true }))
+  }, text)
+}
+
 export async function waitForIndicator(page, kind, state, timeout = 20_000) {
   await page.waitForFunction(([k, s]) => document.querySelector(`.indicator.${k}`)?.getAttribute('data-state') === s, [kind, state], { timeout })
 }

@@ -22,6 +22,17 @@ import type { Me } from './types'
 const MSG_SAVED = 100
 const MSG_AUTH = 2
 
+/**
+ * Documents longer than this many characters (UTF-16 code units; about
+ * 200 KB of plain text) count as large: viewers get them as plain text
+ * (preview.ts), responders edit them without Markdown highlighting
+ * (editor.ts). Incident write-ups stay far below it (a long postmortem is
+ * 30–60 kB); past it are pasted logs and dumps, which gain nothing from
+ * Markdown, and where the renderer's and the parser's cost (tens to
+ * hundreds of milliseconds per render or keystroke) starts to show.
+ */
+export const LARGE_DOCUMENT_CHARS = 200_000
+
 export type LinkState = 'connecting' | 'syncing' | 'connected' | 'reconnecting' | 'offline' | 'stopped'
 export type SaveState = 'saved' | 'saving' | 'unsaved' | 'readonly'
 
@@ -56,6 +67,30 @@ export function colourFor(id: string): [string, string] {
   let hash = 0
   for (let i = 0; i < id.length; i++) hash = (hash * 31 + id.charCodeAt(i)) >>> 0
   return PALETTE[hash % PALETTE.length]
+}
+
+/** Longest name shown for someone in the document (awareness is client-written). */
+const MAX_NAME = 100
+
+export interface AwarenessUser {
+  /** The user id (the server stamps it from the token), or null when the state has none. */
+  id: string | null
+  /** The display name (the server stamps it from the token), or null when the state has none. */
+  name: string | null
+  /** Caret colours, from the user id; never the colour a client asked for (it goes into style attributes). */
+  color: string
+  colorLight: string
+}
+
+/** Reads `state.user` of an awareness state defensively: any client can write anything there. */
+export function awarenessUser(state: unknown): AwarenessUser {
+  const user = typeof state === 'object' && state !== null ? (state as { user?: unknown }).user : undefined
+  const fields = typeof user === 'object' && user !== null ? (user as { id?: unknown; name?: unknown }) : {}
+  const id = typeof fields.id === 'string' && fields.id.trim() !== '' ? fields.id : null
+  const rawName = typeof fields.name === 'string' ? fields.name.replace(/\s+/g, ' ').trim() : ''
+  const name = rawName === '' ? null : rawName.length > MAX_NAME ? `${rawName.slice(0, MAX_NAME - 1)}…` : rawName
+  const [color, colorLight] = id === null ? ['#64748b', '#64748b33'] : colourFor(id)
+  return { id, name, color, colorLight }
 }
 
 export class DocSession {
@@ -186,21 +221,25 @@ export class DocSession {
     return this.provider.wsconnected && this.provider.synced
   }
 
-  /** People with the document open (awareness), yourself first. */
+  /**
+   * People with the document open (awareness), yourself first, one entry
+   * per user id. Only states with a `user.id` count: the server stamps
+   * `user.id` and `user.name` of every awareness state with the
+   * connection's token subject and display name, so those two are not
+   * what a client claims. States without an id (another kind of client)
+   * still show as carets in the editor, but never as people to pick.
+   */
   present(): PresentUser[] {
-    const users: PresentUser[] = []
+    const byId = new Map<string, PresentUser>()
     for (const [clientId, state] of this.provider.awareness.getStates()) {
-      const user = (state as { user?: { id?: string; name?: string; color?: string } }).user
-      if (!user?.name) continue
-      users.push({
-        clientId,
-        id: user.id ?? '',
-        name: user.name,
-        color: user.color ?? '#333',
-        self: clientId === this.doc.clientID,
-      })
+      const user = awarenessUser(state)
+      if (user.id === null) continue
+      const self = clientId === this.doc.clientID
+      // The same person in several tabs is listed once (as "you" if one of them is this page).
+      if (byId.has(user.id) && !self) continue
+      byId.set(user.id, { clientId, id: user.id, name: user.name ?? user.id, color: user.color, self })
     }
-    return users.sort((a, b) => Number(b.self) - Number(a.self) || a.name.localeCompare(b.name))
+    return [...byId.values()].sort((a, b) => Number(b.self) - Number(a.self) || a.name.localeCompare(b.name))
   }
 
   onChange(listener: () => void): () => void {

@@ -135,13 +135,15 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
       if (existing) existing.here ||= here
       else people.set(actor.id, { id: actor.id, name: actor.name, here })
     }
-    for (const user of session?.present() ?? []) add({ id: user.id, name: user.name }, true)
+    // Names the server recorded come first; awareness (present()) only adds
+    // people with a server-stamped user id and marks who is here now.
     if (state) {
       state.roles.forEach((view) => add(view.holder))
       state.responders.forEach((r) => add(r.actor))
       add(state.declared_by)
     }
     for (let i = events.length - 1; i >= 0; i--) add(events[i].actor)
+    for (const user of session?.present() ?? []) add({ id: user.id, name: user.name }, true)
     return [...people.values()].sort((a, b) => Number(b.here) - Number(a.here) || a.name.localeCompare(b.name))
   }
 
@@ -531,8 +533,13 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
     linkIndicator.dataset.state = status.link
   }
 
+  // Awareness changes with every remote cursor move: rebuild the list only when it would differ.
+  let presenceKey = ''
   function renderPresence(): void {
     const here = session?.present() ?? []
+    const key = JSON.stringify([presence.viewers, here.map((user) => [user.id, user.name, user.self])])
+    if (key === presenceKey) return
+    presenceKey = key
     replaceChildren(
       presenceEl,
       h('span', { class: 'presence-label' }, 'Here now:'),
