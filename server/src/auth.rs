@@ -191,120 +191,6 @@ pub fn check_incident_scope(claims: &TokenClaims, incident: &IncidentId) -> Resu
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_round_trip_and_refuse_forgery_and_expiry() {
-        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        let token = keys.mint(
-            "u1",
-            "Ada",
-            AccessRole::Responder,
-            None,
-            Duration::from_secs(60),
-        );
-        let claims = keys.verify(&token).unwrap();
-        assert_eq!(claims.sub, "u1");
-        assert_eq!(claims.role, AccessRole::Responder);
-
-        let system = keys.mint(
-            "system",
-            "Impostor",
-            AccessRole::Admin,
-            None,
-            Duration::from_secs(60),
-        );
-        assert_eq!(
-            keys.verify(&system),
-            Err(AuthError::Invalid),
-            "the timer's id is reserved"
-        );
-
-        let other = TokenKeys::from_secret(b"another-secret-another-secret-xx");
-        assert_eq!(other.verify(&token), Err(AuthError::Invalid));
-
-        let mut expired = claims.clone();
-        expired.exp = chrono::Utc::now().timestamp() - 5;
-        assert_eq!(keys.verify(&keys.sign(&expired)), Err(AuthError::Expired));
-        assert_eq!(keys.verify("not-a-jwt"), Err(AuthError::Invalid));
-    }
-
-    #[test]
-    fn the_reserved_id_is_refused_in_any_spelling() {
-        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        for sub in ["System", "SYSTEM", " system", "system\t"] {
-            let token = keys.mint(
-                sub,
-                "Impostor",
-                AccessRole::Responder,
-                None,
-                Duration::from_secs(60),
-            );
-            assert_eq!(keys.verify(&token), Err(AuthError::Invalid), "{sub:?}");
-        }
-    }
-
-    #[test]
-    fn tokens_from_the_future_are_refused_beyond_the_clock_skew() {
-        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        let now = chrono::Utc::now().timestamp();
-        let base = new_claims(
-            "u1",
-            "Ada",
-            AccessRole::Responder,
-            None,
-            Duration::from_secs(3600),
-        );
-        let skew = CLOCK_SKEW.as_secs() as i64;
-        let signed = |change: &dyn Fn(&mut TokenClaims)| {
-            let mut claims = base.clone();
-            change(&mut claims);
-            keys.verify(&keys.sign(&claims))
-        };
-        assert!(
-            signed(&|c| c.nbf = Some(now + skew - 5)).is_ok(),
-            "within the skew"
-        );
-        assert_eq!(
-            signed(&|c| c.nbf = Some(now + skew + 30)),
-            Err(AuthError::NotYetValid)
-        );
-        assert!(
-            signed(&|c| c.iat = now + skew - 5).is_ok(),
-            "within the skew"
-        );
-        assert_eq!(
-            signed(&|c| c.iat = now + skew + 30),
-            Err(AuthError::NotYetValid)
-        );
-        assert!(signed(&|c| c.nbf = Some(now - 10)).is_ok(), "already valid");
-        assert_eq!(
-            signed(&|c| c.lineage = vec!["x".into(); MAX_LINEAGE + 1]),
-            Err(AuthError::Invalid)
-        );
-    }
-
-    #[test]
-    fn scope_limits_tokens_to_one_incident() {
-        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
-        let token = keys.mint(
-            "u1",
-            "Ada",
-            AccessRole::Viewer,
-            Some(IncidentId::new(2)),
-            Duration::from_secs(60),
-        );
-        let claims = keys.verify(&token).unwrap();
-        assert!(check_incident_scope(&claims, &IncidentId::new(2)).is_ok());
-        assert_eq!(
-            check_incident_scope(&claims, &IncidentId::new(3)),
-            Err(AuthError::WrongIncident(IncidentId::new(2)))
-        );
-    }
-}
-
 /// Revoked token ids: loaded from storage at start, added to by the admin
 /// API, and announced live so open connections using a revoked token close.
 #[derive(Clone)]
@@ -467,5 +353,119 @@ fn issued(
         }),
         origin,
         recorded_at: chrono::Utc::now(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_round_trip_and_refuse_forgery_and_expiry() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        let token = keys.mint(
+            "u1",
+            "Ada",
+            AccessRole::Responder,
+            None,
+            Duration::from_secs(60),
+        );
+        let claims = keys.verify(&token).unwrap();
+        assert_eq!(claims.sub, "u1");
+        assert_eq!(claims.role, AccessRole::Responder);
+
+        let system = keys.mint(
+            "system",
+            "Impostor",
+            AccessRole::Admin,
+            None,
+            Duration::from_secs(60),
+        );
+        assert_eq!(
+            keys.verify(&system),
+            Err(AuthError::Invalid),
+            "the timer's id is reserved"
+        );
+
+        let other = TokenKeys::from_secret(b"another-secret-another-secret-xx");
+        assert_eq!(other.verify(&token), Err(AuthError::Invalid));
+
+        let mut expired = claims.clone();
+        expired.exp = chrono::Utc::now().timestamp() - 5;
+        assert_eq!(keys.verify(&keys.sign(&expired)), Err(AuthError::Expired));
+        assert_eq!(keys.verify("not-a-jwt"), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn the_reserved_id_is_refused_in_any_spelling() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        for sub in ["System", "SYSTEM", " system", "system\t"] {
+            let token = keys.mint(
+                sub,
+                "Impostor",
+                AccessRole::Responder,
+                None,
+                Duration::from_secs(60),
+            );
+            assert_eq!(keys.verify(&token), Err(AuthError::Invalid), "{sub:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_from_the_future_are_refused_beyond_the_clock_skew() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        let now = chrono::Utc::now().timestamp();
+        let base = new_claims(
+            "u1",
+            "Ada",
+            AccessRole::Responder,
+            None,
+            Duration::from_secs(3600),
+        );
+        let skew = CLOCK_SKEW.as_secs() as i64;
+        let signed = |change: &dyn Fn(&mut TokenClaims)| {
+            let mut claims = base.clone();
+            change(&mut claims);
+            keys.verify(&keys.sign(&claims))
+        };
+        assert!(
+            signed(&|c| c.nbf = Some(now + skew - 5)).is_ok(),
+            "within the skew"
+        );
+        assert_eq!(
+            signed(&|c| c.nbf = Some(now + skew + 30)),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(
+            signed(&|c| c.iat = now + skew - 5).is_ok(),
+            "within the skew"
+        );
+        assert_eq!(
+            signed(&|c| c.iat = now + skew + 30),
+            Err(AuthError::NotYetValid)
+        );
+        assert!(signed(&|c| c.nbf = Some(now - 10)).is_ok(), "already valid");
+        assert_eq!(
+            signed(&|c| c.lineage = vec!["x".into(); MAX_LINEAGE + 1]),
+            Err(AuthError::Invalid)
+        );
+    }
+
+    #[test]
+    fn scope_limits_tokens_to_one_incident() {
+        let keys = TokenKeys::from_secret(b"0123456789abcdef0123456789abcdef");
+        let token = keys.mint(
+            "u1",
+            "Ada",
+            AccessRole::Viewer,
+            Some(IncidentId::new(2)),
+            Duration::from_secs(60),
+        );
+        let claims = keys.verify(&token).unwrap();
+        assert!(check_incident_scope(&claims, &IncidentId::new(2)).is_ok());
+        assert_eq!(
+            check_incident_scope(&claims, &IncidentId::new(3)),
+            Err(AuthError::WrongIncident(IncidentId::new(2)))
+        );
     }
 }

@@ -144,43 +144,6 @@ impl CommandLimiter {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_slots_are_counted_per_token_and_released_on_drop() {
-        let limits = ConnectionLimits::new(3, 2);
-        let a1 = limits.acquire("a").unwrap();
-        let _a2 = limits.acquire("a").unwrap();
-        let refused = limits.acquire("a").err().unwrap();
-        assert!(format!("{refused:?}").contains("too_many_connections_for_token"));
-        let _b1 = limits.acquire("b").unwrap();
-        let refused = limits.acquire("c").err().unwrap();
-        assert!(format!("{refused:?}").contains("\"too_many_connections\""));
-        drop(a1);
-        assert_eq!(limits.open(), 2);
-        limits.acquire("c").unwrap();
-    }
-
-    #[test]
-    fn commands_beyond_the_burst_are_refused_per_token() {
-        let limiter = CommandLimiter::new(60, 3);
-        for _ in 0..3 {
-            limiter.check("a").unwrap();
-        }
-        let refused = limiter.check("a").err().unwrap();
-        assert!(format!("{refused:?}").contains("rate_limited"));
-        // Another token has its own allowance.
-        limiter.check("b").unwrap();
-        // Disabled: never refuses.
-        let off = CommandLimiter::new(0, 0);
-        for _ in 0..100 {
-            off.check("a").unwrap();
-        }
-    }
-}
-
 /// Requests whose body is still arriving, per token (keyed by the token id
 /// when the bearer token verifies, else under one shared key): a body that
 /// trickles in holds a slot until it is complete or
@@ -255,6 +218,43 @@ impl Drop for BodySlot {
             if *count == 0 {
                 open.remove(&self.key);
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_slots_are_counted_per_token_and_released_on_drop() {
+        let limits = ConnectionLimits::new(3, 2);
+        let a1 = limits.acquire("a").unwrap();
+        let _a2 = limits.acquire("a").unwrap();
+        let refused = limits.acquire("a").err().unwrap();
+        assert!(format!("{refused:?}").contains("too_many_connections_for_token"));
+        let _b1 = limits.acquire("b").unwrap();
+        let refused = limits.acquire("c").err().unwrap();
+        assert!(format!("{refused:?}").contains("\"too_many_connections\""));
+        drop(a1);
+        assert_eq!(limits.open(), 2);
+        limits.acquire("c").unwrap();
+    }
+
+    #[test]
+    fn commands_beyond_the_burst_are_refused_per_token() {
+        let limiter = CommandLimiter::new(60, 3);
+        for _ in 0..3 {
+            limiter.check("a").unwrap();
+        }
+        let refused = limiter.check("a").err().unwrap();
+        assert!(format!("{refused:?}").contains("rate_limited"));
+        // Another token has its own allowance.
+        limiter.check("b").unwrap();
+        // Disabled: never refuses.
+        let off = CommandLimiter::new(0, 0);
+        for _ in 0..100 {
+            off.check("a").unwrap();
         }
     }
 }
