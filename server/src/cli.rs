@@ -170,9 +170,26 @@ struct ServeArgs {
     command_burst: u32,
     /// Largest stored size of one document in bytes; an edit that would
     /// grow it further is refused (close code 4413) and the document stays
-    /// readable.
+    /// readable. Edits that only delete are always accepted, and at the
+    /// limit the document is compacted first, so deleted text frees space.
     #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
     max_document_bytes: u64,
+    /// Bytes one document WebSocket may send per second (edits, cursors,
+    /// everything), with a burst of --max-message-bytes. A faster sender is
+    /// not disconnected: the server stops reading its socket until the
+    /// budget refills, so TCP slows it down. 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_INBOUND_BYTES_PER_SECOND", default_value_t = 1024 * 1024)]
+    inbound_bytes_per_second: u64,
+    /// Edits (and other messages, cursors excepted) one document WebSocket
+    /// may send per second, with a burst of twice that; beyond it, the same
+    /// back-pressure. Typing sends one per keystroke. 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_UPDATES_PER_SECOND", default_value_t = 1000)]
+    updates_per_second: u32,
+    /// Cursor and presence (awareness) changes relayed per connection per
+    /// second; faster changes are merged, the latest state going out next.
+    /// 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_AWARENESS_PER_SECOND", default_value_t = 20)]
+    awareness_per_second: u32,
     /// How often document WebSockets are pinged; a peer silent for two
     /// intervals is dropped (its cursor disappears, an empty room unloads).
     #[arg(long, env = "COMMANDPOST_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
@@ -344,6 +361,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         commands_per_minute: args.commands_per_minute,
         command_burst: args.command_burst,
         max_document_bytes: args.max_document_bytes,
+        inbound_bytes_per_second: args.inbound_bytes_per_second,
+        updates_per_second: args.updates_per_second,
+        awareness_per_second: args.awareness_per_second,
         ping_interval: args
             .ping_interval
             .max(std::time::Duration::from_millis(100)),

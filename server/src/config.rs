@@ -46,8 +46,23 @@ pub struct ServerConfig {
     pub commands_per_minute: u32,
     pub command_burst: u32,
     /// Largest stored size of one document (snapshot + log); updates that
-    /// would grow it past this are refused.
+    /// would grow it past this are refused (after a compaction, when
+    /// something was deleted since the last one). Updates that only delete
+    /// are always accepted.
     pub max_document_bytes: u64,
+    /// Bytes a document WebSocket may send per second (every message),
+    /// with a burst of `max(max_message_bytes, this)`. Beyond it the server
+    /// stops reading that socket until the budget refills (TCP pushes back
+    /// on the sender). 0: no limit.
+    pub inbound_bytes_per_second: u64,
+    /// Messages other than awareness (edits, sync, awareness queries) a
+    /// connection may send per second, with a burst of twice that; beyond
+    /// it, the same back-pressure. 0: no limit.
+    pub updates_per_second: u32,
+    /// Awareness relays per connection per second (also the burst): faster
+    /// changes are coalesced, the latest state per client id going out
+    /// with the next relay. 0: no limit.
+    pub awareness_per_second: u32,
     /// How often document WebSockets are pinged; a peer silent for two
     /// intervals is dead and its connection is dropped.
     pub ping_interval: Duration,
@@ -84,6 +99,9 @@ impl ServerConfig {
             commands_per_minute: 120,
             command_burst: 30,
             max_document_bytes: 256 * 1024 * 1024,
+            inbound_bytes_per_second: 1024 * 1024,
+            updates_per_second: 1000,
+            awareness_per_second: 20,
             ping_interval: Duration::from_secs(30),
             handshake_timeout: Duration::from_secs(10),
             allowed_origins: Vec::new(),

@@ -6,6 +6,7 @@
 //! (`rate(commandpost_updates_total[1m])` is updates per second).
 
 use std::sync::LazyLock;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -53,6 +54,19 @@ pub struct Metrics {
     /// Compactions skipped because the snapshot would not reload as the
     /// live document (the log is kept instead).
     pub compactions_refused: Counter,
+    /// Compactions forced by a document reaching `--max-document-bytes`.
+    pub limit_compactions: Counter,
+    /// Times a document WebSocket stopped being read because it sent more
+    /// than its budget (`--inbound-bytes-per-second`, `--updates-per-second`).
+    pub inbound_throttles: Counter,
+    /// Time document WebSockets spent unread for that reason, seconds.
+    pub inbound_throttled_seconds: Counter<f64, AtomicU64>,
+    /// Awareness entries dropped, by reason (`foreign`: setting another
+    /// connection's state; `foreign_removal`: removing one).
+    pub awareness_refused: Family<ReasonLabel, Counter>,
+    /// Awareness changes held back by the relay rate and merged into a
+    /// later relay.
+    pub awareness_coalesced: Counter,
     registry: Registry,
 }
 
@@ -71,6 +85,11 @@ impl Metrics {
         let events = Family::<TypeLabel, Counter>::default();
         let overdue_updates = Counter::default();
         let compactions_refused = Counter::default();
+        let limit_compactions = Counter::default();
+        let inbound_throttles = Counter::default();
+        let inbound_throttled_seconds = Counter::<f64, AtomicU64>::default();
+        let awareness_refused = Family::<ReasonLabel, Counter>::default();
+        let awareness_coalesced = Counter::default();
         let mut registry = Registry::with_prefix("commandpost");
         registry.register(
             "connections",
@@ -122,6 +141,31 @@ impl Metrics {
             "Compactions skipped because the snapshot would not reload as the live document",
             compactions_refused.clone(),
         );
+        registry.register(
+            "limit_compactions",
+            "Compactions forced by a document reaching its size limit",
+            limit_compactions.clone(),
+        );
+        registry.register(
+            "inbound_throttles",
+            "Times a document WebSocket was not read because it sent more than its budget",
+            inbound_throttles.clone(),
+        );
+        registry.register(
+            "inbound_throttled_seconds",
+            "Time document WebSockets spent unread because they sent more than their budget",
+            inbound_throttled_seconds.clone(),
+        );
+        registry.register(
+            "awareness_refused",
+            "Awareness entries dropped, by reason",
+            awareness_refused.clone(),
+        );
+        registry.register(
+            "awareness_coalesced",
+            "Awareness changes held back by the relay rate and merged into a later relay",
+            awareness_coalesced.clone(),
+        );
         Metrics {
             connections,
             rooms_loaded,
@@ -133,6 +177,11 @@ impl Metrics {
             events,
             overdue_updates,
             compactions_refused,
+            limit_compactions,
+            inbound_throttles,
+            inbound_throttled_seconds,
+            awareness_refused,
+            awareness_coalesced,
             registry,
         }
     }

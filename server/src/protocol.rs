@@ -12,10 +12,20 @@
 //!   document or the awareness state, and are never relayed;
 //! - a frame is decoded completely before any of its messages is applied, so a
 //!   malformed frame changes nothing;
-//! - an update that yrs refuses (or panics on) leaves the document as it was.
+//! - an update that yrs refuses (or panics on) leaves the document as it was;
+//! - a connection sets and removes only the awareness states of client ids
+//!   it introduced itself, at most [`MAX_AWARENESS_CLIENTS`] of them, each at
+//!   most [`MAX_AWARENESS_STATE_BYTES`], and the `user` of every state it
+//!   sets names the token's subject, not what the client claimed;
+//! - its awareness changes are relayed at most at its relay rate: what
+//!   arrives faster is coalesced (the latest state per client id wins).
+//!
+//! Time enters only as an argument ([`Session::handle_at`]): a
+//! [`TokenBucket`] is a counter, not a clock.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::time::Duration;
 
 use bytes::Bytes;
 use commandpost_shared::wire::MSG_SAVED;
@@ -37,6 +47,16 @@ const SYNC_UPDATE: u64 = 2;
 
 /// The reason sent to a viewer whose client tries to change the document.
 pub const VIEWER_DENIED_REASON: &str = "read-only: viewers cannot edit this incident";
+
+/// Awareness client ids one connection may introduce over its lifetime. A
+/// browser tab uses one (its document's client id, kept across
+/// reconnects); beyond this the connection is closed with 4400.
+pub const MAX_AWARENESS_CLIENTS: usize = 4;
+
+/// Largest awareness state (JSON text, as sent) a connection may set. A
+/// y-codemirror cursor with a user name and colours takes about 300 bytes;
+/// beyond this the connection is closed with 4400.
+pub const MAX_AWARENESS_STATE_BYTES: usize = 4 * 1024;
 
 /// One decoded client message, borrowing its payload from the frame.
 #[derive(Debug, PartialEq)]
@@ -88,6 +108,10 @@ pub enum ProtocolError {
     /// integrating part of it: the room's document can no longer be trusted.
     #[error("update rejected: {0}")]
     UpdateNotIntegrated(String),
+    /// An awareness message beyond the connection's limits (too many client
+    /// ids, a state too large or not a JSON object). Nothing of it applies.
+    #[error("awareness refused: {0}")]
+    AwarenessRefused(String),
 }
 
 impl ProtocolError {
@@ -367,6 +391,115 @@ pub fn full_awareness(awareness: &Awareness) -> Option<Bytes> {
     Some(encode(&Message::Awareness(update)))
 }
 
+/// Who is on the other end of a connection, from its token: the names
+/// shown with its awareness states (cursors) come from here.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The token subject; stored as `user.id` in every awareness state.
+    pub user_id: String,
+    /// The token's display name; stored as `user.name`.
+    pub name: String,
+}
+
+/// Per-connection rates, from the server configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SessionLimits {
+    /// Awareness relays per second (also the burst); 0 means unlimited.
+    pub awareness_per_second: u32,
+}
+
+impl SessionLimits {
+    /// No rate limit (tools, tests and fuzzing without a clock).
+    pub const UNLIMITED: SessionLimits = SessionLimits {
+        awareness_per_second: 0,
+    };
+}
+
+/// A token bucket over a caller-supplied clock: `now` is any monotonic
+/// duration (e.g. since the connection opened). It may go into debt, so a
+/// message larger than the bucket still passes once, and the sender then
+/// waits for the debt to be repaid.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenBucket {
+    per_second: f64,
+    capacity: f64,
+    tokens: f64,
+    last: Duration,
+}
+
+impl TokenBucket {
+    /// A full bucket; `per_second == 0` never limits.
+    pub fn new(per_second: f64, capacity: f64) -> Self {
+        Self {
+            per_second,
+            capacity,
+            tokens: capacity,
+            last: Duration::ZERO,
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.per_second <= 0.0
+    }
+
+    fn refill(&mut self, now: Duration) {
+        if now > self.last {
+            let earned = (now - self.last).as_secs_f64() * self.per_second;
+            self.tokens = (self.tokens + earned).min(self.capacity);
+            self.last = now;
+        }
+    }
+
+    /// Takes `amount` now, going into debt if needed.
+    pub fn charge(&mut self, amount: f64, now: Duration) {
+        if self.unlimited() {
+            return;
+        }
+        self.refill(now);
+        self.tokens -= amount;
+    }
+
+    /// Takes `amount` if the bucket holds it; whether it did.
+    pub fn try_take(&mut self, amount: f64, now: Duration) -> bool {
+        if self.unlimited() {
+            return true;
+        }
+        self.refill(now);
+        if self.tokens >= amount {
+            self.tokens -= amount;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// How long from `now` until the bucket holds `amount` (zero if it
+    /// does already).
+    pub fn wait_for(&mut self, amount: f64, now: Duration) -> Duration {
+        if self.unlimited() {
+            return Duration::ZERO;
+        }
+        self.refill(now);
+        let missing = amount - self.tokens;
+        if missing <= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64(missing / self.per_second)
+    }
+}
+
+/// Why an awareness entry was dropped (the rest of its message applies).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AwarenessRefusal {
+    /// The client id's state belongs to another live connection: this one
+    /// may not set it.
+    Foreign { client: u64 },
+    /// ... nor remove it. Stock y-protocols clients send this for a peer
+    /// whose renewal they missed for 30 s; the owner is alive, so the state
+    /// stays.
+    ForeignRemoval { client: u64 },
+}
+
 /// What a connection may do to its room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Access {
@@ -407,19 +540,55 @@ pub enum Effect {
 #[derive(Debug)]
 pub struct Session {
     access: Access,
-    /// Awareness client ids this connection announced (and has not removed),
-    /// to be removed when it leaves.
-    announced: HashSet<ClientID>,
+    /// Whose connection this is; `None` stores states as sent (tools).
+    caller: Option<Caller>,
+    /// Awareness states this connection set and has not removed, with the
+    /// clock it set each at: removed when it leaves, unless another
+    /// connection of the same user took the client id over since.
+    announced: HashMap<ClientID, u32>,
+    /// Every client id this connection ever introduced (bounded by
+    /// [`MAX_AWARENESS_CLIENTS`]; removed states stay as tombstones in yrs).
+    introduced: HashSet<ClientID>,
+    /// Awareness changes applied but not yet relayed (coalescing).
+    unrelayed: HashSet<ClientID>,
+    /// Awareness relays of this connection.
+    relays: TokenBucket,
+    /// The latest time the caller passed in.
+    now: Duration,
+    /// Awareness entries dropped since the caller last asked.
+    refusals: Vec<AwarenessRefusal>,
     /// Count of document-changing messages received (sync step 2 + update).
     changes: u64,
+    /// Whether the last committed update deleted something.
+    last_commit_deleted: bool,
 }
 
 impl Session {
+    /// A session without a caller or rate limits: awareness states are
+    /// stored as sent. The server uses [`Session::for_caller`].
     pub fn new(access: Access) -> Self {
+        Self::with(access, None, SessionLimits::UNLIMITED)
+    }
+
+    /// The server's session for a token holder: awareness `user` names come
+    /// from `caller`, relays are limited by `limits`.
+    pub fn for_caller(access: Access, caller: Caller, limits: SessionLimits) -> Self {
+        Self::with(access, Some(caller), limits)
+    }
+
+    fn with(access: Access, caller: Option<Caller>, limits: SessionLimits) -> Self {
+        let rate = f64::from(limits.awareness_per_second);
         Self {
             access,
-            announced: HashSet::new(),
+            caller,
+            announced: HashMap::new(),
+            introduced: HashSet::new(),
+            unrelayed: HashSet::new(),
+            relays: TokenBucket::new(rate, rate.max(1.0)),
+            now: Duration::ZERO,
+            refusals: Vec::new(),
             changes: 0,
+            last_commit_deleted: false,
         }
     }
 
@@ -428,12 +597,25 @@ impl Session {
         self.access == Access::ReadWrite
     }
 
-    /// Handles one message against the room's awareness (and its document).
+    /// Handles one message at the latest time passed to
+    /// [`Session::handle_at`] (time stands still without it).
     pub fn handle(
         &mut self,
         awareness: &Awareness,
         message: ClientMessage<'_>,
     ) -> Result<Vec<Effect>, ProtocolError> {
+        self.handle_at(awareness, message, self.now)
+    }
+
+    /// Handles one message against the room's awareness (and its document),
+    /// at time `now` (any monotonic clock, e.g. since the connection opened).
+    pub fn handle_at(
+        &mut self,
+        awareness: &Awareness,
+        message: ClientMessage<'_>,
+        now: Duration,
+    ) -> Result<Vec<Effect>, ProtocolError> {
+        self.now = self.now.max(now);
         match message {
             ClientMessage::SyncStep1(sv) => {
                 let diff = awareness.doc().transact().encode_diff_v1(&sv);
@@ -452,6 +634,17 @@ impl Session {
             ClientMessage::Auth => Ok(Vec::new()),
             ClientMessage::SavedOptIn => Ok(vec![Effect::EnableSavedAcks]),
         }
+    }
+
+    /// Awareness entries dropped since the last call (for logs and metrics).
+    pub fn take_refusals(&mut self) -> Vec<AwarenessRefusal> {
+        std::mem::take(&mut self.refusals)
+    }
+
+    /// Whether the last [`Effect::Commit`] carried deletions (deleting is
+    /// what a compaction can reclaim space from).
+    pub fn last_commit_deleted(&self) -> bool {
+        self.last_commit_deleted
     }
 
     fn handle_update(
@@ -505,12 +698,22 @@ impl Session {
         if unchanged {
             return Ok(vec![Effect::AckWhenDurable { change }]);
         }
+        self.last_commit_deleted = !deletes_before;
         Ok(vec![Effect::Commit {
             update: raw.to_vec(),
             change,
         }])
     }
 
+    /// Applies the entries of an awareness message that this connection
+    /// may apply, and relays them now or, beyond its relay rate, later
+    /// ([`Session::awareness_due`]).
+    ///
+    /// Stock y-websocket clients send back every awareness update they
+    /// receive (with its original clock), and remove peers whose renewal
+    /// they missed: entries for other connections' client ids are normal
+    /// traffic. Stale ones (yrs would ignore them) are skipped silently;
+    /// newer ones are dropped and reported ([`Session::take_refusals`]).
     fn handle_awareness(
         &mut self,
         awareness: &Awareness,
@@ -520,19 +723,95 @@ impl Session {
             // Viewers are not shown to others; their awareness goes nowhere.
             return Ok(Vec::new());
         }
-        let sent: Vec<(ClientID, AwarenessUpdateEntry)> = update
-            .clients
+        let mut entries: Vec<(ClientID, AwarenessUpdateEntry)> =
+            update.clients.into_iter().collect();
+        entries.sort_by_key(|(client, _)| client.get());
+        let mut accepted = HashMap::new();
+        let mut refusals = Vec::new();
+        let mut introducing = self.introduced.clone();
+        for (client, entry) in entries {
+            let stored = awareness
+                .update_with_clients([client])
+                .ok()
+                .and_then(|update| update.clients.get(&client).cloned());
+            let removal = entry.json.as_ref() == "null";
+            // Exactly when yrs would apply it.
+            let newer = stored.as_ref().is_none_or(|stored| {
+                stored.clock < entry.clock
+                    || (stored.clock == entry.clock && removal && stored.json.as_ref() != "null")
+            });
+            if !newer {
+                continue;
+            }
+            let live = stored
+                .as_ref()
+                .is_some_and(|stored| stored.json.as_ref() != "null");
+            let mine = self.announced.contains_key(&client);
+            if live && !mine {
+                // Another connection's. Only the same user (a reconnecting
+                // tab whose old connection has not timed out yet) may take
+                // it over, and only by setting it.
+                let same_user = !removal
+                    && stored
+                        .as_ref()
+                        .is_some_and(|stored| self.is_own_user(&stored.json));
+                if !same_user {
+                    let client = client.get();
+                    refusals.push(if removal {
+                        AwarenessRefusal::ForeignRemoval { client }
+                    } else {
+                        AwarenessRefusal::Foreign { client }
+                    });
+                    continue;
+                }
+            }
+            if removal {
+                if mine {
+                    accepted.insert(client, entry);
+                }
+                // Removing what nobody shows changes nothing.
+                continue;
+            }
+            if entry.json.len() > MAX_AWARENESS_STATE_BYTES {
+                return Err(ProtocolError::AwarenessRefused(format!(
+                    "a state of {} bytes; at most {MAX_AWARENESS_STATE_BYTES}",
+                    entry.json.len()
+                )));
+            }
+            introducing.insert(client);
+            if introducing.len() > MAX_AWARENESS_CLIENTS {
+                return Err(ProtocolError::AwarenessRefused(format!(
+                    "more than {MAX_AWARENESS_CLIENTS} client ids on one connection"
+                )));
+            }
+            let json = match &self.caller {
+                Some(caller) => stamp_user(&entry.json, caller)?.into(),
+                None => entry.json,
+            };
+            accepted.insert(
+                client,
+                AwarenessUpdateEntry {
+                    clock: entry.clock,
+                    json,
+                },
+            );
+        }
+        self.refusals.extend(refusals);
+        if accepted.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.introduced = introducing;
+        let sent: Vec<(ClientID, AwarenessUpdateEntry)> = accepted
             .iter()
             .map(|(client, entry)| (*client, entry.clone()))
             .collect();
-        let message = encode(&Message::Awareness(update.clone()));
         awareness
-            .apply_update(update)
+            .apply_update(AwarenessUpdate { clients: accepted })
             .map_err(|error| ProtocolError::InvalidAwareness(error.to_string()))?;
-        // Track what yrs actually stored, not what was sent: an entry with a
-        // stale clock is ignored by yrs, and must not make this connection
-        // forget (or claim) a state it did not change. Otherwise a stale
-        // removal would leave the client's cursor behind after it leaves.
+        // Track what yrs actually stored, not what was sent (the checks
+        // above mirror yrs, this keeps it so): a connection must neither
+        // forget nor claim a state it did not change, or a ghost cursor
+        // would outlive it.
         for (client, entry) in sent {
             let Some(stored) = awareness
                 .update_with_clients([client])
@@ -547,25 +826,119 @@ impl Session {
             if entry.json.as_ref() == "null" {
                 self.announced.remove(&client);
             } else {
-                self.announced.insert(client);
+                self.announced.insert(client, entry.clock);
             }
+            self.unrelayed.insert(client);
         }
-        Ok(vec![Effect::BroadcastAll(message)])
+        Ok(self
+            .relay_awareness(awareness, self.now)
+            .map(Effect::BroadcastAll)
+            .into_iter()
+            .collect())
     }
 
-    /// Removes this connection's awareness states; returns the message that
-    /// tells the other connections, if there was anything to remove.
-    pub fn leave(&mut self, awareness: &Awareness) -> Option<Bytes> {
-        if self.announced.is_empty() {
+    /// Whether `json` (a stored state, stamped by the server) names this
+    /// connection's user.
+    fn is_own_user(&self, json: &str) -> bool {
+        let Some(caller) = &self.caller else {
+            return false;
+        };
+        serde_json::from_str::<serde_json::Value>(json).is_ok_and(|state| {
+            state
+                .get("user")
+                .and_then(|user| user.get("id"))
+                .and_then(|id| id.as_str())
+                == Some(caller.user_id.as_str())
+        })
+    }
+
+    /// The current states of the client ids changed since the last relay,
+    /// as one message, if the relay rate allows one now.
+    fn relay_awareness(&mut self, awareness: &Awareness, now: Duration) -> Option<Bytes> {
+        if self.unrelayed.is_empty() || !self.relays.try_take(1.0, now) {
             return None;
         }
-        let clients: Vec<ClientID> = self.announced.drain().collect();
-        for client in &clients {
-            awareness.remove_state(*client);
-        }
+        let clients: Vec<ClientID> = self.unrelayed.drain().collect();
         let update = awareness.update_with_clients(clients).ok()?;
         Some(encode(&Message::Awareness(update)))
     }
+
+    /// When awareness changes held back by the relay rate can go out
+    /// ([`Session::flush_awareness`]), on the caller's clock; `None` when
+    /// nothing waits.
+    pub fn awareness_due(&mut self) -> Option<Duration> {
+        if self.unrelayed.is_empty() {
+            return None;
+        }
+        Some(self.now + self.relays.wait_for(1.0, self.now))
+    }
+
+    /// Relays the awareness changes held back, if the rate allows now: the
+    /// message for every connection of the room, this one included.
+    pub fn flush_awareness(&mut self, awareness: &Awareness, now: Duration) -> Option<Bytes> {
+        self.now = self.now.max(now);
+        self.relay_awareness(awareness, self.now)
+    }
+
+    /// Awareness changes applied but not relayed yet.
+    pub fn awareness_held_back(&self) -> usize {
+        self.unrelayed.len()
+    }
+
+    /// Removes this connection's awareness states; returns the message that
+    /// tells the other connections (with any change still held back by the
+    /// relay rate, e.g. a removal the client sent just before closing), if
+    /// there is anything to tell.
+    pub fn leave(&mut self, awareness: &Awareness) -> Option<Bytes> {
+        let mut changed: HashSet<ClientID> = self.unrelayed.drain().collect();
+        for (client, clock) in self.announced.drain() {
+            // Another connection of the same user took it over: theirs now.
+            let still_mine = awareness
+                .meta(client)
+                .is_some_and(|(stored, _)| stored == clock);
+            if still_mine {
+                awareness.remove_state(client);
+                changed.insert(client);
+            }
+        }
+        if changed.is_empty() {
+            return None;
+        }
+        let update = awareness.update_with_clients(changed).ok()?;
+        Some(encode(&Message::Awareness(update)))
+    }
+}
+
+/// `state` with its `user` naming `caller`: `user.name` and `user.id` come
+/// from the token; the rest (colours) is the client's. A state that is not
+/// a JSON object is refused: the app's states are objects, and a cursor
+/// label must never show a name the token does not carry.
+fn stamp_user(state: &str, caller: &Caller) -> Result<String, ProtocolError> {
+    let mut value: serde_json::Value = serde_json::from_str(state)
+        .map_err(|_| ProtocolError::InvalidAwareness("state is not JSON".into()))?;
+    let Some(object) = value.as_object_mut() else {
+        return Err(ProtocolError::AwarenessRefused(
+            "a state that is not a JSON object".into(),
+        ));
+    };
+    let user = object
+        .entry("user")
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    if !user.is_object() {
+        *user = serde_json::Value::Object(Default::default());
+    }
+    if let Some(user) = user.as_object_mut() {
+        user.insert("name".into(), caller.name.clone().into());
+        user.insert("id".into(), caller.user_id.clone().into());
+    }
+    Ok(value.to_string())
+}
+
+/// Whether `raw` (a client's v1 update) adds no item: only deletions, so
+/// applying it cannot grow the document. Used at the size limit.
+pub fn only_deletes(raw: &[u8]) -> Result<bool, ProtocolError> {
+    let update = decode_update(raw)?;
+    Ok(update.insertions(true).is_empty())
 }
 
 thread_local! {

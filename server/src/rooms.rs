@@ -68,12 +68,22 @@ pub struct RoomState {
     flush_at: Option<Instant>,
     /// When updates were last relayed.
     last_relay: Option<Instant>,
+    /// Whether an update since the last snapshot deleted something: only
+    /// then can compacting at the size limit reclaim space.
+    deleted_since_snapshot: bool,
+    /// When the size limit last made the room compact.
+    limit_compacted_at: Option<Instant>,
 }
 
 impl RoomState {
     /// The document's stored size: last snapshot plus the log after it.
     pub fn stored_bytes(&self) -> u64 {
         self.snapshot_bytes + self.log_bytes
+    }
+
+    /// Records that a committed update deleted something.
+    pub fn note_deletion(&mut self) {
+        self.deleted_since_snapshot = true;
     }
 
     /// Sync step 2 for a client with an empty state vector: the whole
@@ -93,6 +103,11 @@ impl RoomState {
             .clone()
     }
 }
+
+/// Shortest time between two compactions forced by the size limit. Each
+/// one costs an encode and a decode of the whole (full-sized) document, and
+/// a client could otherwise force one with every one-character deletion.
+const LIMIT_COMPACTION_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One live incident document.
 pub struct Room {
@@ -171,6 +186,7 @@ impl Room {
                 state.log_updates = 0;
                 state.log_bytes = 0;
                 state.log_bytes_kept = 0;
+                state.deleted_since_snapshot = false;
                 tracing::debug!(incident = %self.id, upto, elapsed_ms = started.elapsed().as_millis() as u64, "compacted document log");
                 Ok(true)
             }
@@ -182,6 +198,34 @@ impl Room {
                 Ok(false)
             }
         }
+    }
+
+    /// At the size limit: compacts the document so that what was deleted
+    /// since the last snapshot no longer counts (the snapshot holds no
+    /// deleted text; yrs garbage-collects it), if something was deleted and
+    /// the last such compaction is at least [`LIMIT_COMPACTION_INTERVAL`]
+    /// old. Whether it compacted; the caller re-checks
+    /// [`RoomState::stored_bytes`]. Call inside [`Room::with_state`].
+    pub fn compact_at_limit(&self, state: &mut RoomState) -> Result<bool, StoreError> {
+        let now = Instant::now();
+        if state.poisoned
+            || state.log_updates == 0
+            || !state.deleted_since_snapshot
+            || state
+                .limit_compacted_at
+                .is_some_and(|at| now.saturating_duration_since(at) < LIMIT_COMPACTION_INTERVAL)
+        {
+            return Ok(false);
+        }
+        state.limit_compacted_at = Some(now);
+        let before = state.stored_bytes();
+        let upto = state.next_seq - 1;
+        let compacted = self.compact(state, upto)?;
+        if compacted {
+            crate::metrics::METRICS.limit_compactions.inc();
+            tracing::info!(incident = %self.id, before, after = state.stored_bytes(), "compacted the document at its size limit");
+        }
+        Ok(compacted)
     }
 
     /// Relays a document update from connection `from` to the room. Call
@@ -843,6 +887,8 @@ impl Rooms {
                 pending: Vec::new(),
                 flush_at: None,
                 last_relay: None,
+                deleted_since_snapshot: log_updates > 0,
+                limit_compacted_at: None,
             }),
             sender,
             editors: AtomicU32::new(0),

@@ -6,6 +6,11 @@
 //! and its room: frames in are decoded and handled by [`protocol::Session`];
 //! room broadcasts and "saved" acknowledgements go out. Only this module
 //! knows about WebSocket frames and close codes.
+//!
+//! Each connection has an inbound budget (`--inbound-bytes-per-second`,
+//! `--updates-per-second`). A connection over it is not closed: its socket
+//! is simply not read until the budget refills, so TCP pushes back on the
+//! sender while everything else (relays, acknowledgements) goes on.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,7 +31,9 @@ use tracing::Instrument;
 use crate::api::{ApiError, AppState};
 use crate::auth::check_incident_scope;
 use crate::metrics::METRICS;
-use crate::protocol::{self, Access, Effect, Session, close_code};
+use crate::protocol::{
+    self, Access, AwarenessRefusal, Caller, Effect, Session, SessionLimits, TokenBucket, close_code,
+};
 use crate::rooms::RoomGuard;
 use crate::store::StoreError;
 
@@ -127,7 +134,14 @@ async fn serve_connection(
             Access::ReadOnly => "viewer",
         };
         METRICS.connection_opened(role);
-        let mut session = Session::new(access);
+        let caller = Caller {
+            user_id: claims.sub.clone(),
+            name: claims.name.clone(),
+        };
+        let limits = SessionLimits {
+            awareness_per_second: app.config.awareness_per_second,
+        };
+        let mut session = Session::for_caller(access, caller, limits);
         let outcome = run(
             &app,
             &room,
@@ -198,6 +212,35 @@ impl Closing {
     }
 }
 
+/// What a connection may send before the server stops reading it for a
+/// while (see the module docs).
+struct InboundBudget {
+    /// Every byte received.
+    bytes: TokenBucket,
+    /// Messages other than awareness (edits, sync, queries).
+    updates: TokenBucket,
+}
+
+impl InboundBudget {
+    fn new(config: &crate::config::ServerConfig) -> Self {
+        let bytes = config.inbound_bytes_per_second as f64;
+        let updates = f64::from(config.updates_per_second);
+        Self {
+            // The burst lets one message of the largest allowed size through
+            // at once (a big paste, an offline client's catch-up).
+            bytes: TokenBucket::new(bytes, bytes.max(config.max_message_bytes as f64)),
+            updates: TokenBucket::new(updates, 2.0 * updates),
+        }
+    }
+
+    /// How long the connection must not be read, from `now`.
+    fn wait(&mut self, now: Duration) -> Duration {
+        self.bytes
+            .wait_for(0.0, now)
+            .max(self.updates.wait_for(0.0, now))
+    }
+}
+
 type SavedWait = std::pin::Pin<Box<dyn Future<Output = (u64, Result<(), StoreError>)> + Send>>;
 
 fn wait_saved(change: u64, wait: oneshot::Receiver<Result<(), StoreError>>) -> SavedWait {
@@ -226,6 +269,17 @@ async fn run(
     }
     let mut saved_acks = false;
     let mut saving: FuturesOrdered<SavedWait> = FuturesOrdered::new();
+    // The clock of the connection's rate limits.
+    let started = tokio::time::Instant::now();
+    let mut inbound = InboundBudget::new(&app.config);
+    // While set, the socket is not read (back-pressure), until `throttle`.
+    let mut throttled_since: Option<tokio::time::Instant> = None;
+    let mut warned_throttle = false;
+    let throttle = tokio::time::sleep(Duration::ZERO);
+    // Awareness changes held back by the relay rate go out when it fires.
+    let awareness_timer = tokio::time::sleep(Duration::ZERO);
+    let mut awareness_armed = false;
+    tokio::pin!(throttle, awareness_timer);
     // Created once, not per loop turn: registering with a cancellation
     // token takes a lock, and this loop turns once per delivered message.
     let shutdown = app.shutdown.clone().cancelled_owned();
@@ -238,7 +292,8 @@ async fn run(
     loop {
         tokio::select! {
             _ = ping.tick() => {
-                if last_heard.elapsed() >= ping_every * 2 {
+                // A throttled socket is not read, so its pongs are not seen.
+                if throttled_since.is_none() && last_heard.elapsed() >= ping_every * 2 {
                     tracing::info!(silent_ms = last_heard.elapsed().as_millis() as u64, "closing: peer stopped answering pings");
                     return Closing::Dead;
                 }
@@ -264,7 +319,26 @@ async fn run(
             _ = &mut closing => {
                 return Closing::server(close_code::SERVICE_RESTART, "document reloading; reconnect");
             }
-            frame = stream.next() => {
+            _ = &mut throttle, if throttled_since.is_some() => {
+                if let Some(since) = throttled_since.take() {
+                    METRICS.inbound_throttled_seconds.inc_by(since.elapsed().as_secs_f64());
+                }
+                last_heard = tokio::time::Instant::now();
+            }
+            _ = &mut awareness_timer, if awareness_armed => {
+                awareness_armed = false;
+                let now = started.elapsed();
+                room.with_state(|state| {
+                    if let Some(message) = session.flush_awareness(&state.awareness, now) {
+                        room.broadcast(crate::rooms::EVERYONE, message);
+                    }
+                });
+                if let Some(due) = session.awareness_due() {
+                    awareness_timer.as_mut().reset(started + due);
+                    awareness_armed = true;
+                }
+            }
+            frame = stream.next(), if throttled_since.is_none() => {
                 last_heard = tokio::time::Instant::now();
                 let bytes = match frame {
                     None | Some(Ok(Message::Close(_))) => return Closing::Peer,
@@ -276,7 +350,34 @@ async fn run(
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
                     Some(Err(error)) => return transport_error(error, app.config.max_message_bytes),
                 };
-                match handle_frame(room, session, connection, &bytes, app.config.max_document_bytes) {
+                let now = started.elapsed();
+                let handled = handle_frame(
+                    room,
+                    session,
+                    connection,
+                    &bytes,
+                    app.config.max_document_bytes,
+                    now,
+                    &mut inbound,
+                );
+                if !awareness_armed && let Some(due) = session.awareness_due() {
+                    awareness_timer.as_mut().reset(started + due);
+                    awareness_armed = true;
+                }
+                let wait = inbound.wait(now);
+                if !wait.is_zero() {
+                    METRICS.inbound_throttles.inc();
+                    if warned_throttle {
+                        tracing::debug!(wait_ms = wait.as_millis() as u64, "throttling: not reading the socket");
+                    } else {
+                        warned_throttle = true;
+                        tracing::warn!(wait_ms = wait.as_millis() as u64, "throttling: the connection sends more than its budget; not reading it until the budget refills");
+                    }
+                    let now = tokio::time::Instant::now();
+                    throttle.as_mut().reset(now + wait);
+                    throttled_since = Some(now);
+                }
+                match handled {
                     Ok(handled) => {
                         if handled.enable_saved {
                             saved_acks = true;
@@ -365,7 +466,10 @@ fn handle_frame(
     connection: u64,
     frame: &[u8],
     max_document_bytes: u64,
+    now: Duration,
+    inbound: &mut InboundBudget,
 ) -> Result<Handled, Closing> {
+    inbound.bytes.charge(frame.len() as f64, now);
     let messages = protocol::decode_frame(frame).map_err(|error| {
         tracing::warn!(code = error.close_code(), %error, bytes = frame.len(), "closing: malformed frame");
         Closing::server(error.close_code(), error.to_string())
@@ -392,30 +496,27 @@ fn handle_frame(
                 handled.replies.push(state.full_sync());
                 continue;
             }
-            // The document size limit: refuse an edit that would grow the
-            // stored document past it (empty updates are 2 bytes).
+            // Every message but awareness counts against the message budget
+            // (stock clients send back each awareness update they receive,
+            // so awareness volume grows with the room; the byte budget and
+            // the session's relay rate bound it).
+            if !matches!(message, protocol::ClientMessage::Awareness(_)) {
+                inbound.updates.charge(1.0, now);
+            }
             if let protocol::ClientMessage::Update(update)
             | protocol::ClientMessage::SyncStep2(update) = &message
-                && session.can_write()
-                && update.len() > 2
-                && state.stored_bytes() + update.len() as u64 > max_document_bytes
             {
-                tracing::warn!(
-                    code = close_code::DOCUMENT_TOO_LARGE,
-                    limit = max_document_bytes,
-                    stored = state.stored_bytes(),
-                    update = update.len(),
-                    "closing: document size limit"
-                );
-                return Err(FrameError::Closing(Closing::server(
-                    close_code::DOCUMENT_TOO_LARGE,
-                    format!(
-                        "the document reached its size limit ({} MiB); this edit was not saved",
-                        max_document_bytes / (1024 * 1024)
-                    ),
-                )));
+                // The document size limit: refuse an edit that would grow
+                // the stored document past it (empty updates are 2 bytes).
+                if session.can_write()
+                    && update.len() > 2
+                    && state.stored_bytes() + update.len() as u64 > max_document_bytes
+                {
+                    check_size_limit(room, state, update, max_document_bytes)?;
+                }
             }
-            let effects = match session.handle(&state.awareness, message) {
+            let awareness_message = matches!(message, protocol::ClientMessage::Awareness(_));
+            let effects = match session.handle_at(&state.awareness, message, now) {
                 Ok(effects) => effects,
                 Err(error) => {
                     if error.leaves_document_suspect() {
@@ -424,6 +525,15 @@ fn handle_frame(
                     return Err(FrameError::Protocol(error));
                 }
             };
+            log_refusals(session.take_refusals());
+            if awareness_message
+                && session.awareness_held_back() > 0
+                && !effects
+                    .iter()
+                    .any(|effect| matches!(effect, Effect::BroadcastAll(_)))
+            {
+                METRICS.awareness_coalesced.inc();
+            }
             for effect in effects {
                 tracing::trace!(?effect, "effect");
                 match effect {
@@ -432,6 +542,9 @@ fn handle_frame(
                     Effect::BroadcastAll(bytes) => room.broadcast(crate::rooms::EVERYONE, bytes),
                     Effect::Commit { update, change } => {
                         METRICS.updates.inc();
+                        if session.last_commit_deleted() {
+                            state.note_deletion();
+                        }
                         room.relay_update(state, connection, update.clone());
                         let wait = room
                             .persist(state, update)
@@ -454,6 +567,79 @@ fn handle_frame(
         Ok::<_, FrameError>(handled)
     });
     outcome.map_err(|error| error.into_closing(room))
+}
+
+/// An update would grow the document past `--max-document-bytes`. It goes
+/// through anyway if it only deletes (that never grows the document; a
+/// full document must stay editable down), or if compacting the document
+/// (dropping deleted text from storage) made room; else the connection is
+/// closed with 4413.
+fn check_size_limit(
+    room: &RoomGuard,
+    state: &mut crate::rooms::RoomState,
+    update: &[u8],
+    max_document_bytes: u64,
+) -> Result<(), FrameError> {
+    match protocol::only_deletes(update) {
+        Ok(true) => return Ok(()),
+        Ok(false) => {}
+        // Refused by the session with its precise reason.
+        Err(_) => return Ok(()),
+    }
+    room.compact_at_limit(state)
+        .map_err(|error| FrameError::Closing(storage_closing(error)))?;
+    if state.stored_bytes() + update.len() as u64 <= max_document_bytes {
+        return Ok(());
+    }
+    tracing::warn!(
+        code = close_code::DOCUMENT_TOO_LARGE,
+        limit = max_document_bytes,
+        stored = state.stored_bytes(),
+        update = update.len(),
+        "closing: document size limit"
+    );
+    Err(FrameError::Closing(Closing::server(
+        close_code::DOCUMENT_TOO_LARGE,
+        format!(
+            "the document reached its size limit ({}); this edit was not saved",
+            if max_document_bytes >= 1024 * 1024 {
+                format!("{} MiB", max_document_bytes / (1024 * 1024))
+            } else {
+                format!("{max_document_bytes} bytes")
+            }
+        ),
+    )))
+}
+
+/// One log line (and a metric) per awareness entry the session dropped.
+fn log_refusals(refusals: Vec<AwarenessRefusal>) {
+    for refusal in refusals {
+        match refusal {
+            AwarenessRefusal::Foreign { client } => {
+                METRICS
+                    .awareness_refused
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: "foreign" })
+                    .inc();
+                tracing::warn!(
+                    client,
+                    "dropped an awareness state for a client id another connection owns"
+                );
+            }
+            AwarenessRefusal::ForeignRemoval { client } => {
+                METRICS
+                    .awareness_refused
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "foreign_removal",
+                    })
+                    .inc();
+                // Stock clients do this when a peer's renewal is late.
+                tracing::info!(
+                    client,
+                    "kept an awareness state another connection owns that this one tried to remove"
+                );
+            }
+        }
+    }
 }
 
 /// Why handling a frame stopped.

@@ -5,6 +5,8 @@ use yrs::updates::decoder::Decode;
 use yrs::updates::encoder::Encode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
+use std::time::Duration;
+
 use super::*;
 
 fn room_with(text: &str) -> Awareness {
@@ -343,4 +345,275 @@ fn saved_acknowledgements_decode_as_yrs_custom_messages() {
         };
         assert_eq!(reader.varuint().unwrap(), n);
     }
+}
+
+fn caller(name: &str) -> Caller {
+    Caller {
+        user_id: name.to_lowercase(),
+        name: name.to_owned(),
+    }
+}
+
+fn responder(name: &str, awareness_per_second: u32) -> Session {
+    Session::for_caller(
+        Access::ReadWrite,
+        caller(name),
+        SessionLimits {
+            awareness_per_second,
+        },
+    )
+}
+
+/// An awareness message setting each `(client, clock, json)`.
+fn awareness_of(entries: &[(u64, u32, &str)]) -> ClientMessage<'static> {
+    let clients = entries
+        .iter()
+        .map(|(client, clock, json)| {
+            (
+                ClientID::new(*client),
+                AwarenessUpdateEntry {
+                    clock: *clock,
+                    json: (*json).into(),
+                },
+            )
+        })
+        .collect();
+    ClientMessage::Awareness(AwarenessUpdate { clients })
+}
+
+fn state_of(room: &Awareness, client: u64) -> Option<serde_json::Value> {
+    room.state::<serde_json::Value>(ClientID::new(client))
+}
+
+#[test]
+fn awareness_names_come_from_the_token_and_colours_from_the_client() {
+    let room = room_with("");
+    let mut mallory = responder("Mallory", 0);
+    let effects = mallory
+        .handle(
+            &room,
+            awareness_of(&[(
+                5,
+                1,
+                r##"{"user":{"name":"Ada","color":"#c33"},"cursor":3}"##,
+            )]),
+        )
+        .unwrap();
+    let state = state_of(&room, 5).unwrap();
+    assert_eq!(state["user"]["name"], "Mallory");
+    assert_eq!(state["user"]["id"], "mallory");
+    assert_eq!(state["user"]["color"], "#c33");
+    assert_eq!(state["cursor"], 3);
+    // What is relayed is what is stored.
+    let [Effect::BroadcastAll(frame)] = effects.as_slice() else {
+        panic!("expected one relay, got {effects:?}");
+    };
+    let relayed = only_awareness(frame);
+    assert!(relayed.clients[&ClientID::new(5)].json.contains("Mallory"));
+    // A state without a user gets one; a state that is not an object is
+    // refused whole.
+    mallory
+        .handle(&room, awareness_of(&[(5, 2, r#"{"user":"Ada"}"#)]))
+        .unwrap();
+    assert_eq!(state_of(&room, 5).unwrap()["user"]["name"], "Mallory");
+    let error = mallory
+        .handle(&room, awareness_of(&[(5, 3, "42")]))
+        .unwrap_err();
+    assert!(
+        matches!(error, ProtocolError::AwarenessRefused(_)),
+        "{error}"
+    );
+    assert_eq!(error.close_code(), close_code::MALFORMED);
+}
+
+#[test]
+fn a_connection_cannot_set_or_remove_another_connections_awareness() {
+    let room = room_with("");
+    let mut vera = responder("Vera", 0);
+    let mut mallory = responder("Mallory", 0);
+    vera.handle(
+        &room,
+        awareness_of(&[(1, 1, r#"{"user":{"name":"Vera"}}"#)]),
+    )
+    .unwrap();
+    // Setting Vera's client id, then removing it: both dropped, reported,
+    // relayed to nobody.
+    for (clock, json) in [(2, r#"{"user":{"name":"IMPOSTOR"}}"#), (3, "null")] {
+        let effects = mallory
+            .handle(&room, awareness_of(&[(1, clock, json)]))
+            .unwrap();
+        assert!(effects.is_empty(), "{effects:?}");
+    }
+    assert_eq!(
+        mallory.take_refusals(),
+        vec![
+            AwarenessRefusal::Foreign { client: 1 },
+            AwarenessRefusal::ForeignRemoval { client: 1 }
+        ]
+    );
+    assert_eq!(state_of(&room, 1).unwrap()["user"]["name"], "Vera");
+    // An echo of Vera's state (what stock clients send back) is stale:
+    // skipped without a report. The rest of a message still applies.
+    let effects = mallory
+        .handle(
+            &room,
+            awareness_of(&[(1, 1, r#"{"user":{"name":"Vera"}}"#), (2, 1, "{}")]),
+        )
+        .unwrap();
+    assert_eq!(effects.len(), 1);
+    assert!(mallory.take_refusals().is_empty());
+    assert!(mallory.leave(&room).is_some());
+    assert!(state_of(&room, 1).is_some(), "Mallory's leave keeps Vera's");
+    assert!(state_of(&room, 2).is_none());
+
+    // The same user on a new connection (a reconnecting tab) takes its
+    // client id over; the old connection's leave then removes nothing.
+    let mut vera_again = responder("Vera", 0);
+    vera_again
+        .handle(
+            &room,
+            awareness_of(&[(1, 2, r#"{"user":{"name":"Vera"}}"#)]),
+        )
+        .unwrap();
+    assert!(vera.leave(&room).is_none());
+    assert!(state_of(&room, 1).is_some());
+    assert!(vera_again.leave(&room).is_some());
+    assert!(state_of(&room, 1).is_none());
+}
+
+#[test]
+fn awareness_beyond_its_limits_is_refused_whole() {
+    let room = room_with("");
+    let mut flood = responder("Flood", 0);
+    let many: Vec<(u64, u32, &str)> = (0..=MAX_AWARENESS_CLIENTS as u64)
+        .map(|client| (100 + client, 1, "{}"))
+        .collect();
+    let error = flood.handle(&room, awareness_of(&many)).unwrap_err();
+    assert!(error.to_string().contains("client ids"), "{error}");
+    assert!(state_of(&room, 100).is_none(), "nothing of it applies");
+    // One at a time, the same: the count is per connection, removals
+    // included.
+    for (client, _, _) in &many[..MAX_AWARENESS_CLIENTS] {
+        flood
+            .handle(&room, awareness_of(&[(*client, 1, "{}")]))
+            .unwrap();
+        flood
+            .handle(&room, awareness_of(&[(*client, 2, "null")]))
+            .unwrap();
+    }
+    let last = many[MAX_AWARENESS_CLIENTS].0;
+    assert!(
+        flood
+            .handle(&room, awareness_of(&[(last, 1, "{}")]))
+            .is_err()
+    );
+
+    let big = format!(r#"{{"pad":"{}"}}"#, "x".repeat(MAX_AWARENESS_STATE_BYTES));
+    let error = responder("Big", 0)
+        .handle(&room, awareness_of(&[(7, 1, &big)]))
+        .unwrap_err();
+    assert!(error.to_string().contains("bytes"), "{error}");
+    assert!(state_of(&room, 7).is_none());
+}
+
+#[test]
+fn awareness_beyond_the_relay_rate_is_coalesced_to_the_latest_state() {
+    let room = room_with("");
+    let mut typist = responder("Ty", 2);
+    let second = Duration::from_secs(1);
+    let mut relayed = 0;
+    for clock in 1..=10u32 {
+        let json = format!(r#"{{"cursor":{clock}}}"#);
+        let effects = typist
+            .handle_at(&room, awareness_of(&[(9, clock, &json)]), Duration::ZERO)
+            .unwrap();
+        relayed += effects.len();
+    }
+    assert_eq!(relayed, 2, "the burst goes out, the rest waits");
+    // Stored at once (joiners see the latest), relayed once the rate allows.
+    assert_eq!(state_of(&room, 9).unwrap()["cursor"], 10);
+    let due = typist.awareness_due().expect("something waits");
+    assert!(due > Duration::ZERO && due <= second, "{due:?}");
+    assert!(typist.flush_awareness(&room, Duration::ZERO).is_none());
+    let frame = typist
+        .flush_awareness(&room, due)
+        .expect("relayed when due");
+    let update = only_awareness(&frame);
+    assert!(
+        update.clients[&ClientID::new(9)]
+            .json
+            .contains(r#""cursor":10"#)
+    );
+    assert_eq!(update.clients[&ClientID::new(9)].clock, 10);
+    assert!(typist.awareness_due().is_none());
+}
+
+#[test]
+fn token_buckets_allow_a_burst_then_charge_debt_as_waiting_time() {
+    let mut bucket = TokenBucket::new(100.0, 200.0);
+    let start = Duration::from_secs(5);
+    bucket.charge(200.0, start);
+    assert_eq!(bucket.wait_for(0.0, start), Duration::ZERO);
+    bucket.charge(50.0, start);
+    assert_eq!(bucket.wait_for(0.0, start), Duration::from_millis(500));
+    assert_eq!(
+        bucket.wait_for(0.0, start + Duration::from_millis(500)),
+        Duration::ZERO
+    );
+    let mut off = TokenBucket::new(0.0, 0.0);
+    off.charge(1e12, start);
+    assert_eq!(off.wait_for(0.0, start), Duration::ZERO);
+    assert!(off.try_take(1.0, start));
+}
+
+#[test]
+fn updates_that_only_delete_are_recognised() {
+    let room = room_with("hello world");
+    let peer = Doc::new();
+    let state = room
+        .doc()
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    peer.transact_mut()
+        .apply_update(Update::decode_v1(&state).unwrap())
+        .unwrap();
+    let text = peer.get_or_insert_text("body");
+    let before = peer.transact().state_vector();
+    text.remove_range(&mut peer.transact_mut(), 0, 6);
+    let deletion = peer.transact().encode_diff_v1(&before);
+    assert_eq!(only_deletes(&deletion), Ok(true));
+    assert_eq!(only_deletes(&remote_edit(&room, "!")), Ok(false));
+    let mut session = Session::new(Access::ReadWrite);
+    session
+        .handle(&room, ClientMessage::Update(&deletion))
+        .unwrap();
+    assert!(session.last_commit_deleted());
+    assert_eq!(body(&room), "world");
+}
+
+/// A removal held back by the relay rate still reaches the others when the
+/// connection closes right after it (a tab closing).
+#[test]
+fn leaving_relays_a_removal_still_held_back() {
+    let room = room_with("");
+    let mut tab = responder("Tab", 1);
+    let start = Duration::ZERO;
+    assert_eq!(
+        tab.handle_at(&room, awareness_of(&[(3, 1, "{}")]), start)
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(
+        tab.handle_at(&room, awareness_of(&[(3, 2, "null")]), start)
+            .unwrap()
+            .is_empty(),
+        "held back"
+    );
+    assert!(state_of(&room, 3).is_none());
+    let goodbye = tab.leave(&room).expect("the held-back removal");
+    let Message::Awareness(update) = Message::decode_v1(&goodbye).unwrap() else {
+        panic!("expected an awareness message");
+    };
+    assert_eq!(update.clients[&ClientID::new(3)].json.as_ref(), "null");
 }

@@ -41,6 +41,9 @@ pub struct Seen {
     pub awareness: std::collections::HashMap<u64, String>,
     /// Binary frames received.
     pub frames: u64,
+    /// Awareness entries received, per client id (relays counted, not
+    /// just the latest state).
+    pub awareness_received: std::collections::HashMap<u64, u64>,
 }
 
 pub struct YClient {
@@ -242,6 +245,41 @@ impl YClient {
         self.send_raw(Message::Awareness(AwarenessUpdate { clients }).encode_v1());
     }
 
+    /// Sends one awareness message with several `(client id, clock, json)`
+    /// entries.
+    pub fn send_awareness_entries(&self, entries: &[(u64, u32, String)]) {
+        let clients = entries
+            .iter()
+            .map(|(client, clock, json)| {
+                (
+                    ClientID::new(*client),
+                    AwarenessUpdateEntry {
+                        clock: *clock,
+                        json: json.as_str().into(),
+                    },
+                )
+            })
+            .collect();
+        self.send_raw(Message::Awareness(AwarenessUpdate { clients }).encode_v1());
+    }
+
+    /// The awareness state last received for `client`, parsed (`None` when
+    /// none arrived or it was removed).
+    pub fn awareness_state(&self, client: u64) -> Option<serde_json::Value> {
+        let seen = self.seen.lock();
+        let json = seen.awareness.get(&client)?;
+        serde_json::from_str::<serde_json::Value>(json)
+            .ok()
+            .filter(|state| !state.is_null())
+    }
+
+    /// Deletes `len` characters at `index` (an update with only a delete
+    /// set).
+    pub fn delete(&self, index: u32, len: u32) {
+        let mut txn = self.doc.transact_mut();
+        self.text.remove_range(&mut txn, index, len);
+    }
+
     /// Stops reading the socket, like a peer whose network stalled.
     pub fn pause_reading(&self) {
         let _ = self.reading.send(false);
@@ -355,6 +393,7 @@ fn handle_frame(
                 let mut seen = seen.lock();
                 for (client, entry) in update.clients {
                     seen.awareness.insert(client.get(), entry.json.to_string());
+                    *seen.awareness_received.entry(client.get()).or_default() += 1;
                 }
             }
             Message::AwarenessQuery | Message::Custom(..) => {}
