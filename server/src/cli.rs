@@ -235,11 +235,29 @@ struct TokenArgs {
 #[derive(Subcommand, Debug)]
 enum TokenAction {
     /// Revoke a token by its id (printed when it was minted, or the `jti`
-    /// claim) on a running server: it is refused from then on and open
-    /// connections using it close within a second. Needs an admin token.
+    /// claim) on a running server: it is refused from then on, and so is
+    /// every share link minted with it; open connections using any of them
+    /// close within a second. With `--minted-by SUB` instead of an id:
+    /// revoke every token SUB minted. Needs an admin token for every
+    /// incident.
+    #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "minted_by"])))]
     Revoke {
         /// The token id.
-        id: String,
+        id: Option<String>,
+        /// Revoke every token this user id minted (share links), and what
+        /// was minted from those, instead of one token.
+        #[arg(long, value_name = "SUB")]
+        minted_by: Option<String>,
+        #[command(flatten)]
+        remote: remote::Remote,
+    },
+    /// List the tokens a running server minted or has seen in use (the
+    /// token registry): id, subject, role, scope, expiry, who minted it.
+    /// Needs an admin token for every incident.
+    List {
+        /// Only the tokens this user id minted.
+        #[arg(long, value_name = "SUB")]
+        minted_by: Option<String>,
         #[command(flatten)]
         remote: remote::Remote,
     },
@@ -287,9 +305,24 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(TokenArgs {
-            action: Some(TokenAction::Revoke { id, remote }),
+            action:
+                Some(TokenAction::Revoke {
+                    id,
+                    minted_by,
+                    remote,
+                }),
             ..
-        }) => remote::revoke(remote, &id),
+        }) => match (id, minted_by) {
+            (_, Some(subject)) => remote::revoke_minted_by(remote, &subject),
+            (Some(id), None) => remote::revoke(remote, &id),
+            (None, None) => Err(anyhow::anyhow!(
+                "name the token id to revoke, or --minted-by SUB"
+            )),
+        },
+        Command::Token(TokenArgs {
+            action: Some(TokenAction::List { minted_by, remote }),
+            ..
+        }) => remote::list_tokens(remote, minted_by.as_deref()),
         Command::Token(TokenArgs { mint, .. }) => token(mint),
         Command::Backup { remote, out } => remote::backup(remote, &out),
         Command::Restore { from, data } => restore(&from, &data),
@@ -389,7 +422,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .trim_end_matches('/')
             .to_owned();
         let ttl = config.admin_token_ttl;
-        let admin = server.keys().mint("admin", "Admin", AccessRole::Admin, None, ttl);
+        let admin = server.mint_startup_admin(ttl).await?;
         println!("Command Post is running.");
         println!("  Listening on:   http://{address}");
         println!("  Data directory: {}", config.data_dir.display());
@@ -461,9 +494,14 @@ fn token(args: MintArgs) -> anyhow::Result<()> {
     });
     anyhow::ensure!(!user.is_empty(), "--name (or --user) must not be empty");
     anyhow::ensure!(
-        user != commandpost_shared::incident::SYSTEM_USER_ID,
-        "the user id `system` is reserved for the server's timer; choose another --user"
+        !commandpost_shared::limits::is_reserved_user_id(&user),
+        "the user id `system` (in any spelling) is reserved for the server's timer; choose another --user"
     );
+    if let (AccessRole::Admin, Some(incident)) = (role, &args.incident) {
+        eprintln!(
+            "note: an admin token limited to {incident} acts as an admin inside {incident} only; backups, the quarantine, the token registry and revocation need an admin token without --incident"
+        );
+    }
     let token = keys.mint(&user, name.trim(), role, args.incident, args.ttl);
     if let Ok(claims) = keys.verify(&token) {
         eprintln!(

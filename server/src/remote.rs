@@ -375,6 +375,69 @@ pub fn revoke(remote: Remote, id: &str) -> anyhow::Result<()> {
     })
 }
 
+/// `commandpost token revoke --minted-by SUB`: revokes every token SUB
+/// minted through the server (share links), and what was minted from those.
+pub fn revoke_minted_by(remote: Remote, subject: &str) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let answer = remote
+            .post(
+                "/api/admin/tokens/revoke",
+                serde_json::json!({ "minted_by": subject }),
+            )
+            .await?;
+        remote.print(&answer, || {
+            let revoked: Vec<&str> = answer
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|revocation| revocation["jti"].as_str())
+                .collect();
+            if revoked.is_empty() {
+                format!("{subject} minted no token that is not revoked already")
+            } else {
+                format!(
+                    "revoked {} token(s) minted by {subject}: {}",
+                    revoked.len(),
+                    revoked.join(", ")
+                )
+            }
+        });
+        Ok(())
+    })
+}
+
+/// `commandpost token list [--minted-by SUB]`: the server's token registry.
+pub fn list_tokens(remote: Remote, minted_by: Option<&str>) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let mut request = reqwest::Client::new().get(remote.url("/api/admin/tokens"));
+        if let Some(subject) = minted_by {
+            request = request.query(&[("minted_by", subject)]);
+        }
+        let answer: Value = remote.send(request).await?.json().await?;
+        remote.print(&answer, || {
+            let mut lines = vec![format!(
+                "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
+                "ID", "SUBJECT", "ROLE", "SCOPE", "EXPIRES (UTC)", "MINTED BY", "ORIGIN"
+            )];
+            for token in answer.as_array().into_iter().flatten() {
+                let text = |key: &str| token[key].as_str().unwrap_or("-").to_owned();
+                lines.push(format!(
+                    "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
+                    text("jti"),
+                    text("sub"),
+                    text("role"),
+                    token["incident"].as_str().unwrap_or("all"),
+                    text("expires_at").replace('T', " ").trim_end_matches('Z'),
+                    token["minted_by"]["sub"].as_str().unwrap_or("-"),
+                    text("origin"),
+                ));
+            }
+            lines.join("\n")
+        });
+        Ok(())
+    })
+}
+
 /// `commandpost backup --out FILE`.
 pub fn backup(remote: Remote, out: &std::path::Path) -> anyhow::Result<()> {
     runtime()?.block_on(async {

@@ -208,6 +208,12 @@ async fn admins_list_issued_tokens_and_revoke_everything_someone_minted() {
         .expect("a token minted with the secret is recorded when first used");
     assert_eq!(ida_entry["origin"], "first_use");
     assert_eq!(ida_entry["role"], "responder");
+    assert!(
+        tokens
+            .iter()
+            .any(|token| token["origin"] == "start_up" && token["sub"] == "admin"),
+        "the admin token printed at start is recorded: {tokens:?}"
+    );
     let (status, minted) = server
         .get_json("/api/admin/tokens?minted_by=ida", &admin)
         .await;
@@ -289,4 +295,48 @@ async fn reserved_subjects_and_tokens_from_the_future_are_refused() {
         .get_json("/api/me", &future(&|claims| claims.nbf = Some(now - 60)))
         .await;
     assert_eq!(status, 200, "a token already valid is accepted");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_lists_the_registry_and_revokes_what_someone_minted() {
+    let server = TestServer::start();
+    let ida = token_for(&server, "ida", AccessRole::Responder, 48);
+    declare(&server, &ida).await;
+    let (status, link) = share(&server, &ida, json!({"role": "viewer", "name": "Sam"})).await;
+    assert_eq!(status, 200, "{link}");
+    let sam = link["token"].as_str().unwrap().to_owned();
+    let admin = token_for(&server, "root", AccessRole::Admin, 48);
+    let cli = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_commandpost"))
+            .args(args)
+            .env("COMMANDPOST_SERVER", server.url(""))
+            .env("COMMANDPOST_TOKEN", &admin)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "commandpost {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let listed = cli(&["token", "list", "--minted-by", "ida"]);
+    let sam_jti = server.keys().verify(&sam).unwrap().jti;
+    assert!(listed.contains(&sam_jti), "{listed}");
+    assert!(
+        listed.contains("viewer") && listed.contains("INC-1") && listed.contains("share_link"),
+        "{listed}"
+    );
+    let all = cli(&["token", "list"]);
+    assert!(
+        all.lines().count() >= 3,
+        "ida's and root's tokens, and the link: {all}"
+    );
+    let revoked = cli(&["token", "revoke", "--minted-by", "ida"]);
+    assert!(
+        revoked.contains("revoked 1 token(s) minted by ida"),
+        "{revoked}"
+    );
+    assert_eq!(server.get_json("/api/me", &sam).await.0, 401);
+    assert_eq!(server.get_json("/api/me", &ida).await.0, 200);
 }
