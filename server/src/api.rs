@@ -671,7 +671,7 @@ async fn read_body_in_time(
         Ok(Err(_)) => {
             return ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
-                "body_too_large",
+                "invalid_body",
                 format!(
                     "the request body is larger than {} KiB",
                     crate::limits::MAX_BODY_BYTES / 1024

@@ -172,7 +172,7 @@ async fn texts_over_their_limits_are_refused_naming_the_field() {
     // A body far beyond any command: 413, in the JSON error shape.
     let (status, body) = post_note(&server, &token, &"x".repeat(200 * 1024)).await;
     assert_eq!(status, 413, "{body}");
-    assert_eq!(body["error"]["code"], "body_too_large", "{body}");
+    assert_eq!(body["error"]["code"], "invalid_body", "{body}");
     // Nothing of it was stored.
     let (_, timeline) = server
         .get_json("/api/incidents/INC-1/timeline", &token)
