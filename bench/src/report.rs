@@ -307,7 +307,7 @@ pub fn markdown(results: &Results) -> String {
     let _ = writeln!(out, "## Traces\n");
     let _ = writeln!(
         out,
-        "Editors replay `clownschool_flat`, `seph-blog1` and `automerge-paper` (each editor its own text in the shared document, starting at a different point of its trace); the join document is the whole `automerge-paper` trace. The traces are from Joseph Gentle's public editing-traces collection: `automerge-paper` was recorded by Martin Kleppmann while writing the paper \"A Conflict-Free Replicated JSON Datatype\" (published with the automerge-perf benchmarks); `seph-blog1` and `clownschool_flat` are provided under the Creative Commons Attribution 4.0 licence. They are read from `../shared/data/editing-traces/`, never copied into this repository."
+        "Editors replay `clownschool_flat`, `seph-blog1` and `automerge-paper` (each editor its own text in the shared document, starting at a different point of its trace); the join document is the whole `automerge-paper` trace. The traces are from Joseph Gentle's public editing-traces collection: `automerge-paper` was recorded by Martin Kleppmann while writing the paper \"A Conflict-Free Replicated JSON Datatype\" (published with the automerge-perf benchmarks); `seph-blog1` and `clownschool_flat` are provided under the Creative Commons Attribution 4.0 licence. They are kept in `data/editing-traces/` with their provenance and licence."
     );
     out
 }

@@ -1,4 +1,4 @@
-//! Editing traces from `../shared/data/editing-traces/` and an editor that
+//! Editing traces from `data/editing-traces/` and an editor that
 //! replays one into a yrs document, producing real Yjs updates.
 
 use std::path::{Path, PathBuf};
@@ -41,7 +41,7 @@ pub struct Trace {
 }
 
 pub fn traces_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/editing-traces")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/editing-traces")
 }
 
 impl Trace {
@@ -49,7 +49,7 @@ impl Trace {
         let path = traces_dir().join(format!("{name}.json.gz"));
         let file = std::fs::File::open(&path).with_context(|| {
             format!(
-                "cannot open the editing trace {}: the shared/ folder must sit beside the repository",
+                "cannot open the editing trace {}: it ships in data/editing-traces",
                 path.display()
             )
         })?;

@@ -27,17 +27,8 @@ use yrs::{GetString, ReadTxn, StateVector, Text, Transact};
 
 fn open(dir: &Path) -> Store {
     // The previous handle's writer thread may still be closing the database.
-    let started = Instant::now();
-    loop {
-        match Store::open(dir) {
-            Ok(store) => return store,
-            Err(error) if started.elapsed() < Duration::from_secs(10) => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            Err(error) => panic!("cannot reopen the store: {error}"),
-        }
-    }
+    Store::open_when_unlocked(dir, Duration::from_secs(10))
+        .unwrap_or_else(|error| panic!("cannot reopen the store: {error}"))
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -139,7 +130,7 @@ async fn group_commit(dir: &Path, quick: bool) {
 
 async fn cold_load(dir: &Path, quick: bool) {
     let trace_path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/editing-traces/automerge-paper.json.gz");
+        .join("../data/editing-traces/automerge-paper.json.gz");
     let file = std::fs::File::open(&trace_path)
         .unwrap_or_else(|error| panic!("cannot open {} ({error})", trace_path.display()));
     let trace: serde_json::Value =

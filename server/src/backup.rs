@@ -166,6 +166,21 @@ pub fn restore(backup: &[u8], data_dir: &Path) -> anyhow::Result<Restored> {
 mod tests {
     use super::*;
 
+    fn open_when_unlocked(path: &std::path::Path) -> sled::Db {
+        let started = std::time::Instant::now();
+        loop {
+            match sled::open(path) {
+                Err(sled::Error::Io(error))
+                    if error.kind() == std::io::ErrorKind::WouldBlock
+                        && started.elapsed() < std::time::Duration::from_secs(60) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other.unwrap(),
+            }
+        }
+    }
+
     #[test]
     fn a_backup_restores_every_tree_and_entry_and_damage_is_detected() {
         let source = tempfile::tempdir().unwrap();
@@ -184,7 +199,9 @@ mod tests {
         let target = tempfile::tempdir().unwrap();
         let restored = restore(&backup, target.path()).unwrap();
         assert_eq!(restored.entries, 501);
-        let copy = sled::open(target.path().join("db")).unwrap();
+        // sled unlocks a database a moment after its last handle is gone
+        // (its I/O jobs end on their own thread): wait for that, not a time.
+        let copy = open_when_unlocked(&target.path().join("db"));
         assert_eq!(copy.checksum().unwrap(), db.checksum().unwrap());
         assert_eq!(
             copy.open_tree("docs")

@@ -426,7 +426,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("Command Post is running.");
         println!("  Listening on:   http://{address}");
         println!("  Data directory: {}", config.data_dir.display());
-        println!("  Admin URL (valid {}; keep it private):", humantime::format_duration(ttl));
+        println!("  Admin URL (valid {}; keep it private):", spoken_duration(ttl));
         println!("    {base}/?token={admin}");
         println!("  Declare an incident from the command line:");
         println!(
@@ -439,6 +439,37 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tokio::spawn(signal_shutdown(shutdown.clone()));
         server.serve(listener, shutdown).await
     })
+}
+
+/// A duration as people write it: "7 days", "1 day 12 hours", "90 seconds"
+/// (the two largest units; humantime's "7days 2h" is for flags).
+fn spoken_duration(duration: Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut left = duration.as_secs();
+    let mut parts = Vec::new();
+    for (seconds, unit) in UNITS {
+        let count = left / seconds;
+        left %= seconds;
+        if count > 0 && parts.len() < 2 {
+            parts.push(format!(
+                "{count} {unit}{}",
+                if count == 1 { "" } else { "s" }
+            ));
+        } else if !parts.is_empty() {
+            // Only adjacent units: "1 day 12 hours", never "1 day 5 seconds".
+            break;
+        }
+    }
+    if parts.is_empty() {
+        "less than a second".to_owned()
+    } else {
+        parts.join(" ")
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM.
@@ -511,4 +542,25 @@ fn token(args: MintArgs) -> anyhow::Result<()> {
     }
     println!("{token}");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_write_them() {
+        let cases = [
+            (7 * 86_400, "7 days"),
+            (86_400 + 12 * 3_600, "1 day 12 hours"),
+            (86_400 + 5, "1 day"),
+            (3_600, "1 hour"),
+            (90, "1 minute 30 seconds"),
+            (45, "45 seconds"),
+            (0, "less than a second"),
+        ];
+        for (seconds, spoken) in cases {
+            assert_eq!(spoken_duration(Duration::from_secs(seconds)), spoken);
+        }
+    }
 }

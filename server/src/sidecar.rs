@@ -483,12 +483,7 @@ mod tests {
     }
 
     fn reopen(dir: &std::path::Path) -> Store {
-        loop {
-            match Store::open(dir) {
-                Ok(store) => return store,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        }
+        Store::open_when_unlocked(dir, std::time::Duration::from_secs(60)).unwrap()
     }
 
     fn overdue(events: &[(IncidentId, Event)]) -> usize {

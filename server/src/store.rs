@@ -235,6 +235,28 @@ impl Store {
         })
     }
 
+    /// Opens the store like [`Store::open`], waiting up to `patience` while
+    /// another handle of this process still holds the database's lock
+    /// (sled releases it when its last background job ends, a moment after
+    /// the handle is closed). Other errors are returned at once.
+    pub fn open_when_unlocked(
+        dir: &Path,
+        patience: std::time::Duration,
+    ) -> Result<Self, StoreError> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open(dir) {
+                Err(StoreError::Sled(error))
+                    if matches!(&*error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
+                        && started.elapsed() < patience =>
+                {
+                    thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Runs `f` on the database while no write happens: everything queued
     /// before is durable, and writes queued meanwhile wait. For consistent
     /// online backups.
@@ -1147,12 +1169,8 @@ mod tests {
             assert_eq!(events, vec![(1, br#"{"declared":"INC-2"}"#.to_vec())]);
         }
         // The writer thread closes the database once the last handle is gone.
-        let store = loop {
-            match Store::open(dir.path()) {
-                Ok(store) => break store,
-                Err(_) => std::thread::sleep(std::time::Duration::from_millis(20)),
-            }
-        };
+        let store =
+            Store::open_when_unlocked(dir.path(), std::time::Duration::from_secs(60)).unwrap();
         assert_eq!(incident(&store, "three").await.id, IncidentId::new(3));
         let titles: Vec<_> = store
             .list_incidents()

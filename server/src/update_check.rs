@@ -1309,7 +1309,7 @@ mod tests {
         let started = Instant::now();
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/editing-traces/seph-blog1.json.gz"
+            "/../data/editing-traces/seph-blog1.json.gz"
         );
         let file = std::fs::File::open(path).unwrap();
         let mut json = String::new();

@@ -300,14 +300,14 @@ pub async fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
     }
 }
 
-/// Reads a gzipped editing trace from ../shared/data/editing-traces.
+/// Reads a gzipped editing trace from data/editing-traces (see its README).
 pub fn load_trace(name: &str) -> serde_json::Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../shared/data/editing-traces")
+        .join("../data/editing-traces")
         .join(format!("{name}.json.gz"));
     let file = File::open(&path).unwrap_or_else(|error| {
         panic!(
-            "cannot open the editing trace {} ({error}); the shared/ folder must sit beside the repository",
+            "cannot open the editing trace {} ({error}); it ships in data/editing-traces",
             path.display()
         )
     });
