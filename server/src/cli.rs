@@ -153,8 +153,10 @@ struct ServeArgs {
     /// process's open-files limit must allow them).
     #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS", default_value_t = 50_000)]
     max_connections: usize,
-    /// ... and per token (a share link's token is used by everyone who
-    /// opens the link).
+    /// ... and per token that can write (responders, admins), so one
+    /// leaked or buggy token cannot take every slot. Read-only tokens are
+    /// bounded only by --max-connections: everyone who opens a viewer share
+    /// link uses its one token, and a major incident draws thousands.
     #[arg(
         long,
         env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN",

@@ -291,7 +291,7 @@ pub async fn stream_events(
     let mut live = state.sidecars.subscribe(&id).await?;
     let sidecars = state.sidecars.clone();
     let shutdown = state.shutdown.clone();
-    let permit = state.connection_limits.acquire(&claims.jti)?;
+    let permit = state.connection_limits.acquire(&claims)?;
     let revocations = state.revocations.clone();
     let mut revoked = revocations.subscribe();
     let jti = claims.jti.clone();

@@ -34,9 +34,15 @@ impl ConnectionLimits {
         })
     }
 
-    /// Takes a slot for a connection made with token `jti`, or says which
-    /// limit is reached.
-    pub fn acquire(self: &Arc<Self>, jti: &str) -> Result<ConnectionPermit, ApiError> {
+    /// Takes a slot for a connection made with the token of `claims`, or
+    /// says which limit is reached. The per-token limit applies to tokens
+    /// that can write; a read-only token (a viewer share link, opened by
+    /// every stakeholder who has the link) is bounded only by the total.
+    pub fn acquire(
+        self: &Arc<Self>,
+        claims: &commandpost_shared::TokenClaims,
+    ) -> Result<ConnectionPermit, ApiError> {
+        let jti = claims.jti.as_str();
         let mut open = self.open.lock();
         if open.0 >= self.max_total {
             tracing::warn!(
@@ -53,7 +59,7 @@ impl ConnectionLimits {
             ));
         }
         let for_token = open.1.get(jti).copied().unwrap_or(0);
-        if for_token >= self.max_per_token {
+        if claims.role.can_write() && for_token >= self.max_per_token {
             tracing::warn!(
                 limit = self.max_per_token,
                 "refused a connection: per-token connection limit reached"
@@ -62,7 +68,7 @@ impl ConnectionLimits {
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_connections_for_token",
                 format!(
-                    "this token already has {} open connections, the maximum; close some (operators: --max-connections-per-token)",
+                    "this token already has {} open connections, the maximum for a token that can write; close some (operators: --max-connections-per-token)",
                     self.max_per_token
                 ),
             ));
@@ -226,19 +232,36 @@ impl Drop for BodySlot {
 mod tests {
     use super::*;
 
+    fn claims(jti: &str, role: commandpost_shared::AccessRole) -> commandpost_shared::TokenClaims {
+        let mut claims =
+            crate::auth::new_claims("u", "U", role, None, std::time::Duration::from_secs(60));
+        claims.jti = jti.to_owned();
+        claims
+    }
+
     #[test]
     fn connection_slots_are_counted_per_token_and_released_on_drop() {
+        use commandpost_shared::AccessRole::{Responder, Viewer};
         let limits = ConnectionLimits::new(3, 2);
-        let a1 = limits.acquire("a").unwrap();
-        let _a2 = limits.acquire("a").unwrap();
-        let refused = limits.acquire("a").err().unwrap();
+        let a1 = limits.acquire(&claims("a", Responder)).unwrap();
+        let _a2 = limits.acquire(&claims("a", Responder)).unwrap();
+        let refused = limits.acquire(&claims("a", Responder)).err().unwrap();
         assert!(format!("{refused:?}").contains("too_many_connections_for_token"));
-        let _b1 = limits.acquire("b").unwrap();
-        let refused = limits.acquire("c").err().unwrap();
+        let _b1 = limits.acquire(&claims("b", Responder)).unwrap();
+        let refused = limits.acquire(&claims("c", Responder)).err().unwrap();
         assert!(format!("{refused:?}").contains("\"too_many_connections\""));
         drop(a1);
         assert_eq!(limits.open(), 2);
-        limits.acquire("c").unwrap();
+        limits.acquire(&claims("c", Responder)).unwrap();
+
+        // A read-only token is bounded by the total only.
+        let limits = ConnectionLimits::new(5, 2);
+        let viewers: Vec<_> = (0..5)
+            .map(|_| limits.acquire(&claims("link", Viewer)).unwrap())
+            .collect();
+        let refused = limits.acquire(&claims("link", Viewer)).err().unwrap();
+        assert!(format!("{refused:?}").contains("\"too_many_connections\""));
+        drop(viewers);
     }
 
     #[test]

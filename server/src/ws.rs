@@ -81,7 +81,7 @@ pub async fn upgrade(
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
     };
-    let permit = app.connection_limits.acquire(&claims.jti)?;
+    let permit = app.connection_limits.acquire(&claims)?;
     let access = if claims.role.can_write() {
         Access::ReadWrite
     } else {

@@ -196,3 +196,41 @@ async fn app_routes_serve_the_browser_app_and_api_paths_stay_json() {
     assert_eq!(response.status(), 404);
     assert_eq!(response.headers()["content-type"], "application/json");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_viewer_link_admits_five_thousand_viewers_with_default_flags() {
+    // Each viewer is a socket in this process too.
+    rlimit::increase_nofile_limit(12_000).unwrap();
+    let server = TestServer::start();
+    let incident = server.create_incident("Major outage").await;
+    let admin = server.keys().mint(
+        "root",
+        "Root",
+        AccessRole::Admin,
+        None,
+        std::time::Duration::from_secs(48 * 3600),
+    );
+    let (status, link) = share(
+        &server,
+        "INC-1",
+        &admin,
+        json!({"role": "viewer", "name": "Everyone"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{link}");
+    let url = server.ws_url(&incident, link["token"].as_str().unwrap());
+    let mut viewers = Vec::new();
+    for opened in 0..5_000 {
+        match tokio_tungstenite::connect_async(url.as_str()).await {
+            Ok((socket, _)) => viewers.push(socket),
+            Err(error) => panic!("viewer {} was refused: {error}", opened + 1),
+        }
+    }
+    let (_, incident) = server.get_json("/api/incidents/INC-1", &admin).await;
+    assert_eq!(
+        incident["presence"]["viewers"], 5_000,
+        "{}",
+        incident["presence"]
+    );
+    drop(viewers);
+}
