@@ -1,6 +1,6 @@
 //! Limits that keep one client (or a crowd) from taking the server down:
-//! open connections, globally and per token, and the rate of commands per
-//! token. The frame-size and document-size limits live where frames and
+//! open connections, globally and per token, request bodies in flight per
+//! token, and the rate of commands per token. The frame-size and document-size limits live where frames and
 //! documents are handled (`ws`, `rooms`).
 
 use std::collections::HashMap;
@@ -12,25 +12,73 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::api::ApiError;
 
+/// Open things counted per key (a token id) and in all. Each one holds a
+/// [`Slot`]; dropping it gives the slot back, so counts stay exact however
+/// a connection or request ends. A plain lock: held for a count, never
+/// across `.await`.
+#[derive(Default)]
+struct Counter {
+    open: parking_lot::Mutex<(usize, HashMap<String, usize>)>,
+}
+
+impl Counter {
+    /// Takes a slot under `key` if `admit(total, for_key)` allows it.
+    fn take(
+        self: &Arc<Self>,
+        key: &str,
+        admit: impl FnOnce(usize, usize) -> Result<(), ApiError>,
+    ) -> Result<Slot, ApiError> {
+        let mut open = self.open.lock();
+        let for_key = open.1.get(key).copied().unwrap_or(0);
+        admit(open.0, for_key)?;
+        open.0 += 1;
+        *open.1.entry(key.to_owned()).or_default() += 1;
+        Ok(Slot {
+            counter: self.clone(),
+            key: key.to_owned(),
+        })
+    }
+
+    fn total(&self) -> usize {
+        self.open.lock().0
+    }
+}
+
+/// One counted connection or request; dropping it releases the slot.
+pub struct Slot {
+    counter: Arc<Counter>,
+    key: String,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut open = self.counter.open.lock();
+        open.0 = open.0.saturating_sub(1);
+        if let Some(count) = open.1.get_mut(&self.key) {
+            *count -= 1;
+            if *count == 0 {
+                open.1.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// Counts open WebSockets and event streams.
 pub struct ConnectionLimits {
     max_total: usize,
     max_per_token: usize,
-    open: parking_lot::Mutex<(usize, HashMap<String, usize>)>,
+    open: Arc<Counter>,
 }
 
 /// One counted connection; dropping it releases the slot.
-pub struct ConnectionPermit {
-    limits: Arc<ConnectionLimits>,
-    jti: String,
-}
+pub type ConnectionPermit = Slot;
 
 impl ConnectionLimits {
     pub fn new(max_total: usize, max_per_token: usize) -> Arc<Self> {
         Arc::new(Self {
             max_total,
             max_per_token,
-            open: parking_lot::Mutex::new((0, HashMap::new())),
+            open: Arc::default(),
         })
     }
 
@@ -39,64 +87,45 @@ impl ConnectionLimits {
     /// that can write; a read-only token (a viewer share link, opened by
     /// every stakeholder who has the link) is bounded only by the total.
     pub fn acquire(
-        self: &Arc<Self>,
+        &self,
         claims: &commandpost_shared::TokenClaims,
     ) -> Result<ConnectionPermit, ApiError> {
-        let jti = claims.jti.as_str();
-        let mut open = self.open.lock();
-        if open.0 >= self.max_total {
-            tracing::warn!(
-                limit = self.max_total,
-                "refused a connection: server connection limit reached"
-            );
-            return Err(ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too_many_connections",
-                format!(
-                    "the server holds its maximum of {} connections; try again later (operators: --max-connections)",
-                    self.max_total
-                ),
-            ));
-        }
-        let for_token = open.1.get(jti).copied().unwrap_or(0);
-        if claims.role.can_write() && for_token >= self.max_per_token {
-            tracing::warn!(
-                limit = self.max_per_token,
-                "refused a connection: per-token connection limit reached"
-            );
-            return Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections_for_token",
-                format!(
-                    "this token already has {} open connections, the maximum for a token that can write; close some (operators: --max-connections-per-token)",
-                    self.max_per_token
-                ),
-            ));
-        }
-        open.0 += 1;
-        *open.1.entry(jti.to_owned()).or_default() += 1;
-        Ok(ConnectionPermit {
-            limits: self.clone(),
-            jti: jti.to_owned(),
+        self.open.take(&claims.jti, |total, for_token| {
+            if total >= self.max_total {
+                tracing::warn!(
+                    limit = self.max_total,
+                    "refused a connection: server connection limit reached"
+                );
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too_many_connections",
+                    format!(
+                        "the server holds its maximum of {} connections; try again later (operators: --max-connections)",
+                        self.max_total
+                    ),
+                ));
+            }
+            if claims.role.can_write() && for_token >= self.max_per_token {
+                tracing::warn!(
+                    limit = self.max_per_token,
+                    "refused a connection: per-token connection limit reached"
+                );
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_connections_for_token",
+                    format!(
+                        "this token already has {} open connections, the maximum for a token that can write; close some (operators: --max-connections-per-token)",
+                        self.max_per_token
+                    ),
+                ));
+            }
+            Ok(())
         })
     }
 
     /// Open connections now.
     pub fn open(&self) -> usize {
-        self.open.lock().0
-    }
-}
-
-impl Drop for ConnectionPermit {
-    fn drop(&mut self) {
-        let mut open = self.limits.open.lock();
-        open.0 = open.0.saturating_sub(1);
-        if let Some(count) = open.1.get_mut(&self.jti) {
-            *count -= 1;
-            if *count == 0 {
-                open.1.remove(&self.jti);
-            }
-        }
+        self.open.total()
     }
 }
 
@@ -152,11 +181,11 @@ impl CommandLimiter {
 
 /// Requests whose body is still arriving, per token (keyed by the token id
 /// when the bearer token verifies, else under one shared key): a body that
-/// trickles in holds a slot until it is complete or
-/// [`BODY_READ_TIMEOUT`] passes.
+/// trickles in holds a slot until it is complete or [`BODY_READ_TIMEOUT`]
+/// passes.
 pub struct BodyReads {
     per_key: usize,
-    open: parking_lot::Mutex<HashMap<String, usize>>,
+    open: Arc<Counter>,
 }
 
 /// Request bodies one token may be sending at once (and all requests
@@ -170,61 +199,39 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// kilobytes; see `commandpost_shared::limits`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// One body being read; dropping it frees the slot.
-pub struct BodySlot {
-    reads: Arc<BodyReads>,
-    key: String,
-}
-
 impl BodyReads {
     pub fn new(per_key: usize) -> Arc<Self> {
         Arc::new(Self {
             per_key,
-            open: parking_lot::Mutex::new(HashMap::new()),
+            open: Arc::default(),
         })
     }
 
     /// Takes a slot for a body sent under `key`, or says the limit is
     /// reached.
-    pub fn acquire(self: &Arc<Self>, key: &str) -> Result<BodySlot, ApiError> {
-        let mut open = self.open.lock();
-        let count = open.entry(key.to_owned()).or_default();
-        if *count >= self.per_key {
+    pub fn acquire(&self, key: &str) -> Result<Slot, ApiError> {
+        self.open.take(key, |_, for_key| {
+            if for_key < self.per_key {
+                return Ok(());
+            }
             tracing::warn!(
                 limit = self.per_key,
                 "refused a request: too many bodies in flight for one token"
             );
-            return Err(ApiError::new(
+            Err(ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_requests_for_token",
                 format!(
                     "this token already has {} requests whose bodies are still arriving; finish or cancel them",
                     self.per_key
                 ),
-            ));
-        }
-        *count += 1;
-        Ok(BodySlot {
-            reads: self.clone(),
-            key: key.to_owned(),
+            ))
         })
     }
 
     /// Bodies being read now.
     pub fn open(&self) -> usize {
-        self.open.lock().values().sum()
-    }
-}
-
-impl Drop for BodySlot {
-    fn drop(&mut self) {
-        let mut open = self.reads.open.lock();
-        if let Some(count) = open.get_mut(&self.key) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.key);
-            }
-        }
+        self.open.total()
     }
 }
 
