@@ -1,0 +1,48 @@
+// What the parts of the incident page share: the context they read the
+// state and send commands through, the page's lifetime, and the shape of a
+// part.
+
+import { h } from '../dom'
+import type { Permissions } from '../permissions'
+import type { Actor, IncidentState, Me } from '../types'
+
+export interface IncidentContext {
+  id: string
+  me: Me
+  /** The state shown now (read only once the incident has loaded). */
+  state(): IncidentState
+  perms(): Permissions
+  /** Sends a command; throws ApiError on refusal. */
+  run(name: string, body: Record<string, unknown>): Promise<void>
+  /** People the app knows of (present now, role holders, responders, timeline). */
+  people(): Array<Actor & { here: boolean }>
+}
+
+/** The page's lifetime, for parts that start async work, timers or views. */
+export interface Lifetime {
+  /** Whether the page was torn down (late async work must then do nothing). */
+  stopped(): boolean
+  /** Registers a teardown step, run when the page goes. */
+  defer(cleanup: () => void): void
+}
+
+/** A part of the page: its root element, re-rendered from the state by `refresh`. */
+export interface Part {
+  readonly element: HTMLElement
+  refresh(): void
+}
+
+/**
+ * A section of the command panel. Its display part is re-rendered from the
+ * state; its error line (and any form) are stable nodes that survive
+ * re-renders, so a refusal shows next to the control that caused it.
+ * `clearError` hides the last refusal (an accepted command makes it moot).
+ */
+export interface PanelSection extends Part {
+  clearError(): void
+}
+
+/** The line where a refusal shows. */
+export function errorLine(): HTMLParagraphElement {
+  return h('p', { class: 'form-error', role: 'alert', hidden: true })
+}

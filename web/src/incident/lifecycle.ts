@@ -1,0 +1,154 @@
+// The command panel's lifecycle section: status and severity, the next
+// steps (mitigate, resolve, close, reopen), what each gate still needs,
+// and the dialogs for the weighty steps.
+
+import { openFormDialog } from '../dialog'
+import { field, h, replaceChildren } from '../dom'
+import { SEVERITIES, SEVERITY_NAMES, STATUS_NAMES, type Status } from '../types'
+import { errorLine, type IncidentContext, type PanelSection } from './context'
+import { actionButton, dialogButton, openReasonDialog } from './controls'
+
+export function createLifecycle(context: IncidentContext): PanelSection {
+  const display = h('div')
+  const error = errorLine()
+  return {
+    element: h('div', { class: 'section-wrap' }, display, error),
+    refresh() {
+      replaceChildren(display, lifecycleSection(context, error))
+    },
+    clearError() {
+      error.hidden = true
+    },
+  }
+}
+
+const NEXT: Record<Status, Array<{ to: Status; label: string }>> = {
+  active: [
+    { to: 'mitigated', label: 'Mark mitigated' },
+    { to: 'resolved', label: 'Resolve…' },
+  ],
+  mitigated: [
+    { to: 'resolved', label: 'Resolve…' },
+    { to: 'active', label: 'Back to active' },
+  ],
+  resolved: [{ to: 'closed', label: 'Close…' }],
+  closed: [],
+}
+
+function lifecycleSection(context: IncidentContext, errorSlot: HTMLElement): HTMLElement {
+  const state = context.state()
+  const perms = context.perms()
+  const met = state.exit_criteria.filter((c) => c.met).length
+  const openChanges = state.changes.filter((c) => c.state.type === 'open').length
+  const buttons: HTMLElement[] = []
+  if (perms.lifecycle) {
+    for (const step of NEXT[state.status]) {
+      if (step.to === 'resolved') buttons.push(dialogButton(step.label, 'to-resolved', () => openResolveDialog(context)))
+      else if (step.to === 'closed') {
+        const button = dialogButton(step.label, 'to-closed', () => openCloseDialog(context))
+        if (openChanges > 0) {
+          button.disabled = true
+          button.setAttribute('aria-describedby', 'close-gate')
+        }
+        buttons.push(button)
+      } else buttons.push(actionButton(step.label, `to-${step.to}`, errorSlot, () => context.run('set_status', { status: step.to })))
+    }
+  }
+  if (perms.reopen) {
+    buttons.push(dialogButton('Reopen…', 'reopen', () => openReasonDialog(context, 'Reopen the incident', 'It becomes active again; say why.', 'Reopen', 'reopen', {}, true)))
+  }
+  const gates: HTMLElement[] = []
+  if (state.status === 'active' || state.status === 'mitigated') {
+    gates.push(
+      h(
+        'li',
+        null,
+        state.exit_criteria.length === 0
+          ? 'Resolving needs at least one exit criterion, all met — or an override with a reason.'
+          : `Resolving needs every exit criterion met (${met} of ${state.exit_criteria.length} met) — or an override with a reason.`,
+      ),
+    )
+  }
+  if (state.status !== 'closed') {
+    gates.push(
+      h(
+        'li',
+        { id: 'close-gate' },
+        openChanges
+          ? `Closing needs every recorded production change reverted or waived: ${openChanges} still open (see the change ledger).`
+          : 'Closing needs every recorded production change reverted or waived: none open.',
+      ),
+    )
+  }
+  if (perms.setSeverity) buttons.push(dialogButton('Set severity…', 'sev-set', () => openSeverityDialog(context)))
+  return h(
+    'section',
+    { class: 'panel-section', 'aria-labelledby': 'life-h' },
+    h('h3', { id: 'life-h' }, 'Lifecycle'),
+    h('p', { class: 'lifecycle-line' }, 'Status: ', h('strong', { class: `status-text status-${state.status}` }, STATUS_NAMES[state.status]), ' · Severity: ', h('strong', null, state.severity ? SEVERITY_NAMES[state.severity] : 'not assessed')),
+    buttons.length ? h('div', { class: 'row-actions' }, buttons) : null,
+    gates.length ? h('ul', { class: 'gates' }, gates) : null,
+  )
+}
+
+function openResolveDialog(context: IncidentContext): void {
+  const state = context.state()
+  const met = state.exit_criteria.filter((c) => c.met).length
+  const allMet = state.exit_criteria.length > 0 && met === state.exit_criteria.length
+  const reason = h('textarea', { rows: 2, required: !allMet })
+  openFormDialog({
+    title: 'Resolve the incident',
+    submitLabel: allMet ? 'Resolve' : 'Resolve with override',
+    danger: !allMet,
+    body: [
+      state.exit_criteria.length
+        ? h(
+            'ul',
+            { class: 'checklist readonly' },
+            state.exit_criteria.map((c) => h('li', { class: c.met ? 'met' : 'unmet' }, h('span', { class: 'check', 'aria-hidden': 'true' }, c.met ? '✓' : '○'), `${c.text} — ${c.met ? 'met' : 'not met'}`)),
+          )
+        : h('p', null, 'No exit criteria were set.'),
+      allMet
+        ? h('p', { class: 'notice ok' }, 'Every exit criterion is met.')
+        : h(
+            'div',
+            null,
+            h('p', { class: 'notice warn' }, state.exit_criteria.length ? `Only ${met} of ${state.exit_criteria.length} exit criteria are met.` : 'Resolving normally needs at least one exit criterion, all met.', ' To resolve anyway, give a reason; it is recorded on the timeline.'),
+            field('Override reason (required)', reason),
+          ),
+    ],
+    onSubmit: async () => {
+      await context.run('set_status', allMet ? { status: 'resolved' } : { status: 'resolved', override_reason: reason.value })
+    },
+  })
+}
+
+function openSeverityDialog(context: IncidentContext): void {
+  const current = context.state().severity
+  const select = h(
+    'select',
+    { required: true },
+    h('option', { value: '' }, 'Choose…'),
+    SEVERITIES.map((sev) => h('option', { value: sev, disabled: sev === current }, `${SEVERITY_NAMES[sev]}${sev === current ? ' (current)' : ''}`)),
+  )
+  openFormDialog({
+    title: 'Set the severity',
+    submitLabel: 'Set severity',
+    body: [field('Severity', select)],
+    onSubmit: async () => {
+      await context.run('set_severity', { severity: select.value })
+    },
+  })
+}
+
+function openCloseDialog(context: IncidentContext): void {
+  openFormDialog({
+    title: 'Close the incident',
+    submitLabel: 'Close incident',
+    danger: true,
+    body: [h('p', null, 'A closed incident refuses every change except reopening. Every production change is reverted or waived, and pending offers are cancelled.')],
+    onSubmit: async () => {
+      await context.run('set_status', { status: 'closed' })
+    },
+  })
+}
