@@ -32,7 +32,8 @@ async fn main() -> anyhow::Result<()> {
     let viewers = arg("--viewers", 100);
     let rounds = arg("--rounds", 50);
     let dir = tempfile::tempdir()?;
-    let mut config = ServerConfig::new(dir.path().to_path_buf());
+    let data = dir.path().to_str().expect("a UTF-8 temporary path");
+    let mut config = ServerConfig::from_args(["--data", data])?;
     config.secret = Some("handoff-fanout-benchmark-secret-0123456789".into());
     let server = Server::new(config)?;
     let keys = server.keys().clone();

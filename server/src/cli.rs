@@ -1,6 +1,5 @@
 //! The `commandpost` command line: `serve` and `token`.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -104,125 +103,11 @@ enum Command {
 
 #[derive(Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on. Use 127.0.0.1:0 for a free port.
-    #[arg(long, env = "COMMANDPOST_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Data directory: the sled store (db/) and the token secret (secret).
-    #[arg(long, env = "COMMANDPOST_DATA", default_value = "commandpost-data")]
-    data: PathBuf,
-    /// Base URL that users reach this server at, used in printed links.
-    /// Defaults to http://<listen address>.
-    #[arg(long, env = "COMMANDPOST_PUBLIC_URL")]
-    public_url: Option<String>,
-    /// Largest WebSocket frame or message accepted, in bytes; larger ones
-    /// close the connection with code 1009.
-    #[arg(long, env = "COMMANDPOST_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
-    max_message_bytes: usize,
-    /// How long a document stays loaded after its last connection left
-    /// (e.g. 30s, 5m).
-    #[arg(long, env = "COMMANDPOST_ROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
-    room_idle_timeout: Duration,
-    /// Compact a document's update log into a snapshot after this many updates.
-    #[arg(
-        long,
-        env = "COMMANDPOST_COMPACT_AFTER_UPDATES",
-        default_value_t = 1000
-    )]
-    compact_after_updates: u64,
-    /// ... or once the log holds this many bytes.
-    #[arg(long, env = "COMMANDPOST_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024)]
-    compact_after_bytes: u64,
-    /// Messages a document buffers per connection; a connection further
-    /// behind is resynced with one merged update.
-    #[arg(long, env = "COMMANDPOST_ROOM_BUFFER", default_value_t = 1024)]
-    room_buffer: usize,
-    /// Fan-out batching: a document with n connections relays edits at
-    /// most once per n/1000 × this (12ms: 60 ms at 5,000 connections),
-    /// merging what arrives in between into one message; an edit after a
-    /// quiet spell goes out at once. 0s disables batching.
-    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_PER_1000", default_value = "12ms", value_parser = humantime::parse_duration)]
-    fanout_window_per_1000: Duration,
-    /// Upper bound of the fan-out batching window.
-    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "150ms", value_parser = humantime::parse_duration)]
-    fanout_window_max: Duration,
-    /// Lower bound of the fan-out batching window, for rooms of any size
-    /// (bursts go out merged; a lone edit still goes out at once).
-    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MIN", default_value = "2ms", value_parser = humantime::parse_duration)]
-    fanout_window_min: Duration,
-    /// Open WebSockets and event streams the server accepts in all (the
-    /// process's open-files limit must allow them).
-    #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS", default_value_t = 50_000)]
-    max_connections: usize,
-    /// ... and per token that can write (responders, admins), so one
-    /// leaked or buggy token cannot take every slot. Read-only tokens are
-    /// bounded only by --max-connections: everyone who opens a viewer share
-    /// link uses its one token, and a major incident draws thousands.
-    #[arg(
-        long,
-        env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN",
-        default_value_t = 1_000
-    )]
-    max_connections_per_token: usize,
-    /// Sidecar commands (notes included) allowed per token per minute; 0
-    /// turns the limit off. Beyond it: 429 with the time to wait.
-    #[arg(long, env = "COMMANDPOST_COMMANDS_PER_MINUTE", default_value_t = 120)]
-    commands_per_minute: u32,
-    /// Commands a token may send in a burst above that rate.
-    #[arg(long, env = "COMMANDPOST_COMMAND_BURST", default_value_t = 30)]
-    command_burst: u32,
-    /// Largest stored size of one document in bytes; an edit that would
-    /// grow it further is refused (close code 4413) and the document stays
-    /// readable. Edits that only delete are always accepted, and at the
-    /// limit the document is compacted first, so deleted text frees space.
-    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
-    max_document_bytes: u64,
-    /// Bytes one document WebSocket may send per second (edits, cursors,
-    /// everything), with a burst of --max-message-bytes. A faster sender is
-    /// not disconnected: the server stops reading its socket until the
-    /// budget refills, so TCP slows it down. 0 turns the limit off.
-    #[arg(long, env = "COMMANDPOST_INBOUND_BYTES_PER_SECOND", default_value_t = 1024 * 1024)]
-    inbound_bytes_per_second: u64,
-    /// Edits (and other messages, cursors excepted) one document WebSocket
-    /// may send per second, with a burst of twice that; beyond it, the same
-    /// back-pressure. Typing sends one per keystroke. 0 turns the limit off.
-    #[arg(long, env = "COMMANDPOST_UPDATES_PER_SECOND", default_value_t = 1000)]
-    updates_per_second: u32,
-    /// Cursor and presence (awareness) changes relayed per connection per
-    /// second; faster changes are merged, the latest state going out next.
-    /// 0 turns the limit off.
-    #[arg(long, env = "COMMANDPOST_AWARENESS_PER_SECOND", default_value_t = 20)]
-    awareness_per_second: u32,
-    /// How often document WebSockets are pinged; a peer silent for two
-    /// intervals is dropped (its cursor disappears, an empty room unloads).
-    #[arg(long, env = "COMMANDPOST_PING_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    ping_interval: Duration,
-    /// Time a client has to send its request headers (and token) after
-    /// connecting; slower connections are closed.
-    #[arg(long, env = "COMMANDPOST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
-    handshake_timeout: Duration,
-    /// A browser origin (scheme://host[:port]) allowed to open document
-    /// WebSockets besides the server's own; repeat, or comma-separate in
-    /// the environment variable. Pages on any other site are refused (403).
-    #[arg(
-        long = "allowed-origin",
-        env = "COMMANDPOST_ALLOWED_ORIGINS",
-        value_delimiter = ','
-    )]
-    allowed_origins: Vec<String>,
-    /// How long the admin token printed at start-up stays valid.
-    #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
-    admin_token_ttl: Duration,
-    /// How long a handoff offer waits for the named person before it
-    /// expires (e.g. 15m).
-    #[arg(long, env = "COMMANDPOST_HANDOFF_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
-    handoff_ttl: Duration,
+    #[command(flatten)]
+    config: ServerConfig,
     /// Log format on stderr.
     #[arg(long, env = "COMMANDPOST_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
-    /// Token signing secret (at least 32 characters). By default a secret is
-    /// generated into <data>/secret on first start.
-    #[arg(long, env = "COMMANDPOST_SECRET", hide_env_values = true)]
-    secret: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -378,35 +263,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .unwrap_or_default();
         tracing::error!(%location, %message, "panic");
     }));
-    let config = ServerConfig {
-        listen: args.listen,
-        data_dir: args.data,
-        secret: args.secret,
-        public_url: args.public_url,
-        max_message_bytes: args.max_message_bytes,
-        room_idle_timeout: args.room_idle_timeout,
-        compact_after_updates: args.compact_after_updates.max(1),
-        compact_after_bytes: args.compact_after_bytes.max(1),
-        room_buffer_messages: args.room_buffer.max(16),
-        fanout_window_per_1000: args.fanout_window_per_1000,
-        fanout_window_max: args.fanout_window_max,
-        fanout_window_min: args.fanout_window_min,
-        max_connections: args.max_connections.max(1),
-        max_connections_per_token: args.max_connections_per_token.max(1),
-        commands_per_minute: args.commands_per_minute,
-        command_burst: args.command_burst,
-        max_document_bytes: args.max_document_bytes,
-        inbound_bytes_per_second: args.inbound_bytes_per_second,
-        updates_per_second: args.updates_per_second,
-        awareness_per_second: args.awareness_per_second,
-        ping_interval: args
-            .ping_interval
-            .max(std::time::Duration::from_millis(100)),
-        handshake_timeout: args.handshake_timeout,
-        allowed_origins: args.allowed_origins,
-        admin_token_ttl: args.admin_token_ttl,
-        handoff_ttl: args.handoff_ttl,
-    };
+    let config = args.config;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async move {
         let server = Server::new(config.clone())?;

@@ -1,112 +1,191 @@
-//! Server configuration: one struct, filled by the CLI (flags and
-//! `COMMANDPOST_*` environment variables) or directly by tests.
+//! Server configuration: one struct, declared once. Its fields are the
+//! flags of `commandpost serve` (each with a `COMMANDPOST_*` environment
+//! variable); their doc comments are the `--help` text and their attributes
+//! the defaults, so there is no second list to keep in step.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Everything `Server::new` needs. Every field has a CLI flag and an
-/// environment variable; see `commandpost serve --help`.
-#[derive(Clone, Debug)]
+use clap::Parser;
+
+/// Everything `Server::new` needs.
+#[derive(Clone, Debug, clap::Args)]
 pub struct ServerConfig {
-    /// Address to listen on.
+    /// Address to listen on. Use 127.0.0.1:0 for a free port.
+    #[arg(long, env = "COMMANDPOST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// Directory holding the sled database and the token secret.
+    /// Data directory: the sled store (db/) and the token secret (secret).
+    #[arg(
+        long = "data",
+        env = "COMMANDPOST_DATA",
+        default_value = "commandpost-data"
+    )]
     pub data_dir: PathBuf,
-    /// Token signing secret; `None` reads or creates `<data>/secret`.
-    pub secret: Option<String>,
-    /// Public base URL used in printed links; defaults to `http://<listen>`.
+    /// Base URL that users reach this server at, used in printed links.
+    /// Defaults to http://<listen address>.
+    #[arg(long, env = "COMMANDPOST_PUBLIC_URL")]
     pub public_url: Option<String>,
-    /// Largest accepted WebSocket frame or message, in bytes.
+    /// Largest WebSocket frame or message accepted, in bytes; larger ones
+    /// close the connection with code 1009.
+    #[arg(long, env = "COMMANDPOST_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_message_bytes: usize,
-    /// How long a room with no connection stays loaded.
+    /// How long a document stays loaded after its last connection left
+    /// (e.g. 30s, 5m).
+    #[arg(long, env = "COMMANDPOST_ROOM_IDLE_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
     pub room_idle_timeout: Duration,
-    /// Compact a document's log into a snapshot after this many updates.
+    /// Compact a document's update log into a snapshot after this many updates.
+    #[arg(
+        long,
+        env = "COMMANDPOST_COMPACT_AFTER_UPDATES",
+        default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..)
+    )]
     pub compact_after_updates: u64,
-    /// ... or after the log holds this many bytes.
+    /// ... or once the log holds this many bytes.
+    #[arg(long, env = "COMMANDPOST_COMPACT_AFTER_BYTES", default_value_t = 4 * 1024 * 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub compact_after_bytes: u64,
-    /// Messages a room buffers for each connection before that connection
-    /// counts as lagging and is resynced with one merged update.
+    /// Messages a document buffers per connection; a connection further
+    /// behind is resynced with one merged update.
+    #[arg(long = "room-buffer", value_name = "MESSAGES", env = "COMMANDPOST_ROOM_BUFFER", default_value_t = 1024, value_parser = at_least::<16>)]
     pub room_buffer_messages: usize,
-    /// Fan-out batching: in a room with `n` connections, document updates
-    /// are relayed at most once per `n / 1000 × fanout_window_per_1000`
-    /// (capped at `fanout_window_max`); updates arriving in between are
-    /// merged into one message. The first update after a quiet spell goes
-    /// out at once. Zero disables batching.
+    /// Fan-out batching: a document with n connections relays edits at
+    /// most once per n/1000 × this (12ms: 60 ms at 5,000 connections),
+    /// merging what arrives in between into one message; an edit after a
+    /// quiet spell goes out at once. 0s disables batching.
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_PER_1000", default_value = "12ms", value_parser = humantime::parse_duration)]
     pub fanout_window_per_1000: Duration,
+    /// Upper bound of the fan-out batching window.
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MAX", default_value = "150ms", value_parser = humantime::parse_duration)]
     pub fanout_window_max: Duration,
-    /// The smallest window, for rooms of any size: a burst of edits (a
-    /// paste, a script, several typists at once) goes out merged.
+    /// Lower bound of the fan-out batching window, for rooms of any size
+    /// (bursts go out merged; a lone edit still goes out at once).
+    #[arg(long, env = "COMMANDPOST_FANOUT_WINDOW_MIN", default_value = "2ms", value_parser = humantime::parse_duration)]
     pub fanout_window_min: Duration,
-    /// Open WebSockets and event streams, in all and per token.
+    /// Open WebSockets and event streams the server accepts in all (the
+    /// process's open-files limit must allow them).
+    #[arg(long, env = "COMMANDPOST_MAX_CONNECTIONS", default_value_t = 50_000, value_parser = at_least::<1>)]
     pub max_connections: usize,
+    /// ... and per token that can write (responders, admins), so one
+    /// leaked or buggy token cannot take every slot. Read-only tokens are
+    /// bounded only by --max-connections: everyone who opens a viewer share
+    /// link uses its one token, and a major incident draws thousands.
+    #[arg(
+        long,
+        env = "COMMANDPOST_MAX_CONNECTIONS_PER_TOKEN",
+        default_value_t = 1_000, value_parser = at_least::<1>
+    )]
     pub max_connections_per_token: usize,
-    /// Sidecar commands (notes included) per token per minute (0: no
-    /// limit), and the burst allowed above that rate.
+    /// Sidecar commands (notes included) allowed per token per minute; 0
+    /// turns the limit off. Beyond it: 429 with the time to wait.
+    #[arg(long, env = "COMMANDPOST_COMMANDS_PER_MINUTE", default_value_t = 120)]
     pub commands_per_minute: u32,
+    /// Commands a token may send in a burst above that rate.
+    #[arg(long, env = "COMMANDPOST_COMMAND_BURST", default_value_t = 30)]
     pub command_burst: u32,
-    /// Largest stored size of one document (snapshot + log); updates that
-    /// would grow it past this are refused (after a compaction, when
-    /// something was deleted since the last one). Updates that only delete
-    /// are always accepted.
+    /// Largest stored size of one document in bytes; an edit that would
+    /// grow it further is refused (close code 4413) and the document stays
+    /// readable. Edits that only delete are always accepted, and at the
+    /// limit the document is compacted first, so deleted text frees space.
+    #[arg(long, env = "COMMANDPOST_MAX_DOCUMENT_BYTES", default_value_t = 256 * 1024 * 1024)]
     pub max_document_bytes: u64,
-    /// Bytes a document WebSocket may send per second (every message),
-    /// with a burst of `max(max_message_bytes, this)`. Beyond it the server
-    /// stops reading that socket until the budget refills (TCP pushes back
-    /// on the sender). 0: no limit.
+    /// Bytes one document WebSocket may send per second (edits, cursors,
+    /// everything), with a burst of --max-message-bytes. A faster sender is
+    /// not disconnected: the server stops reading its socket until the
+    /// budget refills, so TCP slows it down. 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_INBOUND_BYTES_PER_SECOND", default_value_t = 1024 * 1024)]
     pub inbound_bytes_per_second: u64,
-    /// Messages other than awareness (edits, sync, awareness queries) a
-    /// connection may send per second, with a burst of twice that; beyond
-    /// it, the same back-pressure. 0: no limit.
+    /// Edits (and other messages, cursors excepted) one document WebSocket
+    /// may send per second, with a burst of twice that; beyond it, the same
+    /// back-pressure. Typing sends one per keystroke. 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_UPDATES_PER_SECOND", default_value_t = 1000)]
     pub updates_per_second: u32,
-    /// Awareness relays per connection per second (also the burst): faster
-    /// changes are coalesced, the latest state per client id going out
-    /// with the next relay. 0: no limit.
+    /// Cursor and presence (awareness) changes relayed per connection per
+    /// second; faster changes are merged, the latest state going out next.
+    /// 0 turns the limit off.
+    #[arg(long, env = "COMMANDPOST_AWARENESS_PER_SECOND", default_value_t = 20)]
     pub awareness_per_second: u32,
     /// How often document WebSockets are pinged; a peer silent for two
-    /// intervals is dead and its connection is dropped.
+    /// intervals is dropped (its cursor disappears, an empty room unloads).
+    #[arg(long, env = "COMMANDPOST_PING_INTERVAL", default_value = "30s", value_parser = ping_interval)]
     pub ping_interval: Duration,
-    /// Time allowed for a client to send its HTTP request headers (which
-    /// carry the token) after connecting.
+    /// Time a client has to send its request headers (and token) after
+    /// connecting; slower connections are closed.
+    #[arg(long, env = "COMMANDPOST_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub handshake_timeout: Duration,
-    /// Browser origins allowed to open document WebSockets besides the
-    /// server's own (the request's `Host`).
+    /// A browser origin (scheme://host[:port]) allowed to open document
+    /// WebSockets besides the server's own; repeat, or comma-separate in
+    /// the environment variable. Pages on any other site are refused (403).
+    #[arg(
+        long = "allowed-origin",
+        env = "COMMANDPOST_ALLOWED_ORIGINS",
+        value_delimiter = ','
+    )]
     pub allowed_origins: Vec<String>,
     /// How long the admin token printed at start-up stays valid.
+    #[arg(long, env = "COMMANDPOST_ADMIN_TOKEN_TTL", default_value = "7days", value_parser = humantime::parse_duration)]
     pub admin_token_ttl: Duration,
-    /// How long a handoff offer waits for an answer before it expires.
+    /// How long a handoff offer waits for the named person before it
+    /// expires (e.g. 15m).
+    #[arg(long, env = "COMMANDPOST_HANDOFF_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub handoff_ttl: Duration,
+    /// Token signing secret (at least 32 characters). By default a secret is
+    /// generated into <data>/secret on first start.
+    #[arg(long, env = "COMMANDPOST_SECRET", hide_env_values = true)]
+    pub secret: Option<String>,
 }
 
 impl ServerConfig {
-    /// Defaults for everything but the data directory.
-    pub fn new(data_dir: PathBuf) -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
-            data_dir,
-            secret: None,
-            public_url: None,
-            max_message_bytes: 16 * 1024 * 1024,
-            room_idle_timeout: Duration::from_secs(30),
-            compact_after_updates: 1000,
-            compact_after_bytes: 4 * 1024 * 1024,
-            room_buffer_messages: 1024,
-            fanout_window_per_1000: Duration::from_millis(12),
-            fanout_window_max: Duration::from_millis(150),
-            fanout_window_min: Duration::from_millis(2),
-            max_connections: 50_000,
-            max_connections_per_token: 1_000,
-            commands_per_minute: 120,
-            command_burst: 30,
-            max_document_bytes: 256 * 1024 * 1024,
-            inbound_bytes_per_second: 1024 * 1024,
-            updates_per_second: 1000,
-            awareness_per_second: 20,
-            ping_interval: Duration::from_secs(30),
-            handshake_timeout: Duration::from_secs(10),
-            allowed_origins: Vec::new(),
-            admin_token_ttl: Duration::from_secs(7 * 24 * 3600),
-            handoff_ttl: Duration::from_secs(15 * 60),
+    /// The configuration `commandpost serve ARGS` would run with: the
+    /// flags in `args`, then `COMMANDPOST_*` variables, then the defaults.
+    pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self, clap::Error> {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            config: ServerConfig,
+        }
+        Serve::try_parse_from(std::iter::once("serve").chain(args)).map(|serve| serve.config)
+    }
+}
+
+/// A count of at least `MIN`.
+fn at_least<const MIN: usize>(value: &str) -> Result<usize, String> {
+    let count: usize = value
+        .parse()
+        .map_err(|_| format!("`{value}` is not a whole number"))?;
+    if count < MIN {
+        return Err(format!("must be at least {MIN}"));
+    }
+    Ok(count)
+}
+
+/// A ping interval: a duration (`30s`, `1m`) of at least 100 ms.
+fn ping_interval(value: &str) -> Result<Duration, String> {
+    let interval = humantime::parse_duration(value).map_err(|error| error.to_string())?;
+    if interval < Duration::from_millis(100) {
+        return Err("must be at least 100ms".to_owned());
+    }
+    Ok(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_come_from_the_flag_declarations() {
+        let config = ServerConfig::from_args(["--data", "/tmp/x"]).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(config.max_connections_per_token, 1_000);
+        assert_eq!(config.ping_interval, Duration::from_secs(30));
+        assert_eq!(config.admin_token_ttl, Duration::from_secs(7 * 24 * 3600));
+        for refused in [
+            ["--compact-after-updates", "0"],
+            ["--room-buffer", "3"],
+            ["--ping-interval", "5ms"],
+            ["--max-connections", "0"],
+        ] {
+            let error = ServerConfig::from_args(refused).unwrap_err().to_string();
+            assert!(error.contains(refused[0]), "{error}");
         }
     }
 }
