@@ -99,17 +99,20 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/assets/{*path}", get(crate::web::asset)),
         ("/healthz", get(healthz)),
         ("/readyz", get(readyz)),
-        ("/metrics", get(crate::metrics::handler)),
+        ("/metrics", get(crate::admin::metrics)),
         ("/api/openapi.json", get(openapi)),
         ("/api/incidents", get(list_incidents).post(create_incident)),
         ("/api/incidents/{id}", get(get_incident)),
         ("/api/me", get(me)),
-        ("/api/admin/quarantine", get(crate::quarantine::list)),
-        ("/api/admin/backup", get(crate::backup::handler)),
-        ("/api/admin/tokens", get(list_tokens)),
-        ("/api/admin/tokens/revoke", post(revoke_minted_by)),
-        ("/api/tokens/revoked", get(list_revoked)),
-        ("/api/tokens/{jti}/revoke", post(revoke_token)),
+        ("/api/admin/quarantine", get(crate::admin::quarantine)),
+        ("/api/admin/backup", get(crate::admin::backup)),
+        ("/api/admin/tokens", get(crate::admin::list_tokens)),
+        (
+            "/api/admin/tokens/revoke",
+            post(crate::admin::revoke_minted_by),
+        ),
+        ("/api/tokens/revoked", get(crate::admin::list_revoked)),
+        ("/api/tokens/{jti}/revoke", post(crate::admin::revoke_token)),
         ("/api/incidents/{id}/share", post(share)),
         (
             "/api/incidents/{id}/commands/{name}",
@@ -192,6 +195,16 @@ impl From<AuthError> for ApiError {
             }
         };
         Self::new(status, code, error.to_string())
+    }
+}
+
+impl From<crate::limits::LimitError> for ApiError {
+    fn from(error: crate::limits::LimitError) -> Self {
+        let status = match error {
+            crate::limits::LimitError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::TOO_MANY_REQUESTS,
+        };
+        Self::new(status, error.code(), error.to_string())
     }
 }
 
@@ -300,7 +313,7 @@ impl Caller {
         Ok(())
     }
 
-    fn actor(&self) -> Actor {
+    pub(crate) fn actor(&self) -> Actor {
         Actor {
             id: UserId(self.0.sub.clone()),
             name: self.0.name.clone(),
@@ -430,7 +443,7 @@ async fn create_incident(
 
 /// Reads a JSON object body into `T`. serde's derived structs also accept a
 /// JSON array of field values; an API body must be an object.
-fn json_object<T: serde::de::DeserializeOwned>(
+pub(crate) fn json_object<T: serde::de::DeserializeOwned>(
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<T, ApiError> {
     let Json(value) = body.map_err(|rejection| {
@@ -654,7 +667,7 @@ async fn read_body_in_time(
         .map_or_else(|| "unauthenticated".to_owned(), |claims| claims.jti);
     let _slot = match state.body_reads.acquire(&key) {
         Ok(slot) => slot,
-        Err(error) => return error.into_response(),
+        Err(error) => return ApiError::from(error).into_response(),
     };
     let (parts, body) = request.into_parts();
     let read = axum::body::to_bytes(body, crate::limits::MAX_BODY_BYTES);
@@ -704,112 +717,4 @@ async fn log_request(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     tracing::debug!(%method, %path, status = response.status().as_u16(), elapsed_us = started.elapsed().as_micros() as u64, "http");
     response
-}
-
-/// `POST /api/tokens/{jti}/revoke` (admin): revokes a token by its id. It
-/// is refused from then on, and open connections using it close within a
-/// second (WebSockets with close code 4401).
-async fn revoke_token(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(jti): Path<String>,
-) -> Result<Json<crate::store::Revocation>, ApiError> {
-    caller.require_server_admin("revoke tokens")?;
-    let jti = jti.trim().to_owned();
-    if jti.is_empty() || jti.len() > 128 {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_token_id",
-            "a token id is 1 to 128 characters (the `jti` claim; `commandpost token` prints it)",
-        ));
-    }
-    Ok(Json(revoke(&state, &caller, jti).await?))
-}
-
-/// Revokes `jti` durably and closes the connections of it and of every
-/// token minted with it.
-async fn revoke(
-    state: &AppState,
-    caller: &Caller,
-    jti: String,
-) -> Result<crate::store::Revocation, ApiError> {
-    let revocation = crate::store::Revocation {
-        jti: jti.clone(),
-        revoked_at: Utc::now(),
-        revoked_by: caller.0.sub.clone(),
-    };
-    state.store.revoke(&revocation).await?;
-    let descendants = state.tokens.descendants(&jti)?;
-    tracing::info!(jti = %revocation.jti, by = %revocation.revoked_by, descendants = descendants.len(), "token revoked");
-    state.revocations.add(jti, descendants);
-    Ok(revocation)
-}
-
-#[derive(serde::Deserialize)]
-pub struct TokensQuery {
-    /// Only tokens minted by this subject.
-    minted_by: Option<String>,
-}
-
-/// `GET /api/admin/tokens?minted_by=SUB` (admin of every incident): every
-/// token the server minted or has seen in use, newest first.
-async fn list_tokens(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<TokensQuery>,
-) -> Result<Json<Vec<commandpost_shared::IssuedToken>>, ApiError> {
-    caller.require_server_admin("list tokens")?;
-    let mut tokens = state.tokens.list()?;
-    if let Some(minted_by) = &query.minted_by {
-        tokens.retain(|token| {
-            token
-                .minted_by
-                .as_ref()
-                .is_some_and(|by| &by.sub == minted_by)
-        });
-    }
-    Ok(Json(tokens))
-}
-
-/// `POST /api/admin/tokens/revoke` `{"minted_by": SUB}` (admin of every
-/// incident): revokes every recorded token that `SUB` minted (share links),
-/// and with them everything minted from those. Answers the revocations.
-async fn revoke_minted_by(
-    State(state): State<AppState>,
-    caller: Caller,
-    body: Result<Json<serde_json::Value>, JsonRejection>,
-) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
-    caller.require_server_admin("revoke tokens")?;
-    let request: commandpost_shared::RevokeMintedBy = json_object(body)?;
-    let minter = request.minted_by.trim();
-    if minter.is_empty() || minter.chars().count() > commandpost_shared::limits::USER_ID_CHARS {
-        return Err(ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_body",
-            "`minted_by` must be a user id of 1 to 100 characters",
-        ));
-    }
-    let minted: Vec<String> = state
-        .tokens
-        .list()?
-        .into_iter()
-        .filter(|token| token.minted_by.as_ref().is_some_and(|by| by.sub == minter))
-        .filter(|token| !state.revocations.is_revoked(&token.jti))
-        .map(|token| token.jti)
-        .collect();
-    let mut revoked = Vec::with_capacity(minted.len());
-    for jti in minted {
-        revoked.push(revoke(&state, &caller, jti).await?);
-    }
-    tracing::info!(minted_by = %minter, revoked = revoked.len(), "revoked the tokens minted by a subject");
-    Ok(Json(revoked))
-}
-
-/// `GET /api/tokens/revoked` (admin).
-async fn list_revoked(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
-    caller.require_server_admin("list revoked tokens")?;
-    Ok(Json(state.store.revocations()?))
 }

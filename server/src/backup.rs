@@ -16,7 +16,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail, ensure};
 
-use crate::api::{ApiError, AppState, Caller};
 use crate::store::StoreError;
 
 const MAGIC: &[u8] = b"COMMANDPOST-BACKUP-1\n";
@@ -49,35 +48,6 @@ pub fn export(db: &sled::Db) -> Result<Vec<u8>, StoreError> {
     out.write_all(b"E").map_err(io)?;
     out.write_all(&db.checksum()?.to_be_bytes()).map_err(io)?;
     out.finish().map_err(io)
-}
-
-/// `GET /api/admin/backup` (admin): a consistent backup of the database as
-/// one gzip file (see the module docs).
-pub async fn handler(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    caller: Caller,
-) -> Result<axum::response::Response, ApiError> {
-    use axum::response::IntoResponse;
-    caller.require_server_admin("download backups")?;
-    let started = std::time::Instant::now();
-    let bytes = state.store.while_held(export).await??;
-    tracing::info!(
-        bytes = bytes.len(),
-        by = %caller.0.sub,
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "backup taken"
-    );
-    Ok((
-        [
-            (axum::http::header::CONTENT_TYPE, "application/gzip"),
-            (
-                axum::http::header::CONTENT_DISPOSITION,
-                "attachment; filename=\"commandpost-backup.gz\"",
-            ),
-        ],
-        bytes,
-    )
-        .into_response())
 }
 
 fn write_chunk(out: &mut impl Write, bytes: &[u8]) -> std::io::Result<()> {
@@ -170,8 +140,8 @@ mod tests {
         let started = std::time::Instant::now();
         loop {
             match sled::open(path) {
-                Err(sled::Error::Io(error))
-                    if error.kind() == std::io::ErrorKind::WouldBlock
+                Err(error)
+                    if crate::store::is_locked(&error)
                         && started.elapsed() < std::time::Duration::from_secs(60) =>
                 {
                     std::thread::sleep(std::time::Duration::from_millis(20));

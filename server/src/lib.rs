@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod backup;
@@ -27,3 +28,6 @@ pub mod template;
 pub mod update_check;
 pub mod web;
 pub mod ws;
+
+#[cfg(test)]
+mod layers;

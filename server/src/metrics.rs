@@ -214,14 +214,3 @@ impl Metrics {
         out
     }
 }
-
-/// `GET /metrics`.
-pub async fn handler() -> impl axum::response::IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        METRICS.render(),
-    )
-}

@@ -12,14 +12,9 @@
 //! Admins read the quarantine with `GET /api/admin/quarantine` (the raw bytes
 //! only with `?bytes=true`).
 
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use commandpost_shared::IncidentId;
 use serde::{Deserialize, Serialize};
-
-use crate::api::{ApiError, ApiQuery, AppState, Caller};
 
 /// What kind of stored record was moved aside.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -102,49 +97,6 @@ pub struct QuarantineEntry {
     /// Only with `?bytes=true`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct ListQuery {
-    /// Include each entry's original bytes (hex).
-    #[serde(default)]
-    bytes: bool,
-}
-
-/// `GET /api/admin/quarantine` (admin): every quarantined record, oldest
-/// first, without the original bytes unless `?bytes=true`.
-pub async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Vec<QuarantineEntry>>, ApiError> {
-    caller.require_server_admin("read the quarantine")?;
-    let store = state.store.clone();
-    let records = tokio::task::spawn_blocking(move || store.quarantined())
-        .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "reading the quarantine failed",
-            )
-        })??;
-    Ok(Json(
-        records
-            .into_iter()
-            .map(|(key, record)| QuarantineEntry {
-                id: hex(&key),
-                incident: record.incident,
-                kind: record.kind,
-                seq: record.seq,
-                original_key: record.original_key,
-                reason: record.reason,
-                quarantined_at: record.quarantined_at,
-                size: record.size,
-                bytes: query.bytes.then_some(record.bytes),
-            })
-            .collect(),
-    ))
 }
 
 /// Lower-case hex.

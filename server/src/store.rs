@@ -247,8 +247,7 @@ impl Store {
         loop {
             match Self::open(dir) {
                 Err(StoreError::Sled(error))
-                    if matches!(&*error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock)
-                        && started.elapsed() < patience =>
+                    if is_locked(&error) && started.elapsed() < patience =>
                 {
                     thread::sleep(std::time::Duration::from_millis(20));
                 }
@@ -559,6 +558,14 @@ impl Store {
     fn send(&self, op: WriteOp) -> Result<(), StoreError> {
         self.writer.send(op).map_err(|_| StoreError::WriterGone)
     }
+}
+
+/// Whether sled refused to open because another handle holds its lock.
+/// sled reports it as an `Other` I/O error whose message wraps the
+/// `WouldBlock` of `flock`, so the message is all there is to go by.
+pub fn is_locked(error: &sled::Error) -> bool {
+    matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().contains("could not acquire lock"))
 }
 
 fn decode_incident(bytes: &[u8]) -> Result<IncidentRecord, StoreError> {

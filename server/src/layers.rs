@@ -1,0 +1,189 @@
+//! The direction of imports, checked: adapters (HTTP, WebSocket, CLI) →
+//! domain (documents and rooms, the sidecar, auth, limits, backups) →
+//! storage. A module that imports the wrong way fails this test, so the
+//! layering in ARCHITECTURE.md cannot drift silently.
+//!
+//! It reads each module's source (up to its `#[cfg(test)]` section, which
+//! clippy keeps last) and collects the `crate::<module>` paths it names and
+//! the outside crates it uses.
+
+use std::collections::BTreeMap;
+
+/// Where each module of `server/src` sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    /// Cross-cutting and importing nothing of ours above storage: metrics.
+    Utility,
+    /// Only `store` and the quarantine's record types; sled lives here.
+    Storage,
+    /// What the server does, whatever the transport.
+    Domain,
+    /// The edges: HTTP, WebSocket, CLI, assembly.
+    Adapter,
+}
+
+const MODULES: &[(&str, Layer)] = &[
+    ("metrics", Layer::Utility),
+    ("store", Layer::Storage),
+    ("quarantine", Layer::Storage),
+    ("auth", Layer::Domain),
+    ("backup", Layer::Domain),
+    ("config", Layer::Domain),
+    ("limits", Layer::Domain),
+    ("postmortem", Layer::Domain),
+    ("protocol", Layer::Domain),
+    ("rooms", Layer::Domain),
+    ("sidecar", Layer::Domain),
+    ("template", Layer::Domain),
+    ("update_check", Layer::Domain),
+    ("admin", Layer::Adapter),
+    ("api", Layer::Adapter),
+    ("cli", Layer::Adapter),
+    ("commands", Layer::Adapter),
+    ("openapi", Layer::Adapter),
+    ("remote", Layer::Adapter),
+    ("security", Layer::Adapter),
+    ("server", Layer::Adapter),
+    ("web", Layer::Adapter),
+    ("ws", Layer::Adapter),
+];
+
+/// Outside crates that belong to the edges: no domain or storage module
+/// may name them.
+const ADAPTER_CRATES: &[&str] = &[
+    "axum",
+    "hyper",
+    "hyper_util",
+    "tungstenite",
+    "reqwest",
+    "rust_embed",
+];
+
+/// The sans-IO cores: no runtime, no storage, no sockets.
+const PURE: &[&str] = &["protocol", "update_check", "postmortem", "template"];
+const IO_CRATES: &[&str] = &["tokio", "sled", "axum", "tungstenite", "hyper", "reqwest"];
+
+fn layer_of(module: &str) -> Option<Layer> {
+    MODULES
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, layer)| *layer)
+}
+
+/// The source of `module` before its tests.
+fn source(module: &str) -> String {
+    let path = format!("{}/src/{module}.rs", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    // Comments say what other layers do; only code counts.
+    code.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The modules of this crate that `code` names as `crate::<module>`.
+fn crate_modules(code: &str) -> Vec<String> {
+    let mut found: Vec<String> = code
+        .match_indices("crate::")
+        .map(|(at, _)| {
+            code[at + "crate::".len()..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect()
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    found
+}
+
+/// Whether `code` uses the outside crate `name` (`use name::`, `name::`).
+fn uses_crate(code: &str, name: &str) -> bool {
+    let needle = format!("{name}::");
+    code.match_indices(&needle).any(|(at, _)| {
+        at == 0 || {
+            let before = code.as_bytes()[at - 1];
+            !(before.is_ascii_alphanumeric() || before == b'_' || before == b':')
+        }
+    })
+}
+
+#[test]
+fn every_module_has_a_layer() {
+    let dir = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        let Some(module) = name.strip_suffix(".rs") else {
+            continue;
+        };
+        if ["lib", "main", "layers"].contains(&module) {
+            continue;
+        }
+        assert!(
+            layer_of(module).is_some(),
+            "server/src/{name} has no layer: add it to MODULES in layers.rs (and ARCHITECTURE.md)"
+        );
+    }
+}
+
+#[test]
+fn imports_go_one_way() {
+    let mut wrong = BTreeMap::new();
+    for (module, layer) in MODULES {
+        let code = source(module);
+        for imported in crate_modules(&code) {
+            let Some(target) = layer_of(&imported) else {
+                continue;
+            };
+            let allowed = match layer {
+                Layer::Utility => target == Layer::Utility,
+                Layer::Storage => target <= Layer::Storage,
+                Layer::Domain => target <= Layer::Domain,
+                Layer::Adapter => true,
+            };
+            if !allowed {
+                wrong.insert(
+                    format!("{module} ({layer:?}) imports {imported} ({target:?})"),
+                    (),
+                );
+            }
+        }
+        if *layer != Layer::Adapter {
+            for name in ADAPTER_CRATES {
+                if uses_crate(&code, name) {
+                    wrong.insert(
+                        format!("{module} ({layer:?}) uses the adapter crate {name}"),
+                        (),
+                    );
+                }
+            }
+        }
+        if PURE.contains(module) {
+            for name in IO_CRATES {
+                if uses_crate(&code, name) {
+                    wrong.insert(format!("{module} (a pure core) uses {name}"), ());
+                }
+            }
+            for imported in crate_modules(&code) {
+                if ["store", "rooms", "sidecar"].contains(&imported.as_str()) {
+                    wrong.insert(format!("{module} (a pure core) imports {imported}"), ());
+                }
+            }
+        }
+    }
+    let wrong: Vec<_> = wrong.into_keys().collect();
+    assert!(
+        wrong.is_empty(),
+        "imports against the layering:\n{}",
+        wrong.join("\n")
+    );
+}
+
+#[test]
+fn the_checker_sees_a_wrong_way_import() {
+    let code = "use crate::api::ApiError;\nfn f() -> axum::http::StatusCode { todo!() }";
+    assert_eq!(crate_modules(code), ["api"]);
+    assert!(uses_crate(code, "axum"));
+    assert!(!uses_crate("my_axum::x", "axum"));
+}
