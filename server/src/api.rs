@@ -234,6 +234,18 @@ impl AppState {
         self.verify(&token)
     }
 
+    /// The incident a path names, if the token covers it and it exists:
+    /// 404 for an id that is not `INC-<n>` or not on this server, 403 for
+    /// one outside the token's scope.
+    pub fn known_incident(&self, claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
+        let id: IncidentId = raw.parse().map_err(|_| ApiError::incident_not_found(raw))?;
+        check_incident_scope(claims, &id)?;
+        if self.store.get_incident(&id)?.is_none() {
+            return Err(ApiError::incident_not_found(raw));
+        }
+        Ok(id)
+    }
+
     /// Verifies a token: signature, validity period, and neither it nor a
     /// token it was minted with revoked. A valid token the server has not
     /// seen before is recorded in the token registry.
@@ -486,13 +498,7 @@ async fn share(
     headers: HeaderMap,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<ShareLink>, ApiError> {
-    let id: IncidentId = raw_id
-        .parse()
-        .map_err(|_| ApiError::incident_not_found(&raw_id))?;
-    check_incident_scope(&caller.0, &id)?;
-    if state.store.get_incident(&id)?.is_none() {
-        return Err(ApiError::incident_not_found(&raw_id));
-    }
+    let id = state.known_incident(&caller.0, &raw_id)?;
     let request: ShareRequest = json_object(body)?;
     if !caller.0.role.can_write() {
         return Err(AuthError::Forbidden(

@@ -25,13 +25,12 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use commandpost_shared::incident::{Command, Event, IncidentState};
-use commandpost_shared::{CommandOutcome, IncidentId, TimelinePage, TokenClaims};
+use commandpost_shared::{CommandOutcome, IncidentId, TimelinePage};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{ApiError, ApiQuery, AppState, Caller};
-use crate::auth::check_incident_scope;
 use crate::sidecar::{SidecarError, caller_of};
 
 /// Events read from storage at a time when a stream replays the backlog.
@@ -92,25 +91,6 @@ impl From<SidecarError> for ApiError {
     }
 }
 
-/// Parses an incident id from a path and checks the caller may see it.
-fn incident_for(claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
-    let id: IncidentId = raw.parse().map_err(|_| ApiError::incident_not_found(raw))?;
-    check_incident_scope(claims, &id)?;
-    Ok(id)
-}
-
-fn known_incident(
-    state: &AppState,
-    claims: &TokenClaims,
-    raw: &str,
-) -> Result<IncidentId, ApiError> {
-    let id = incident_for(claims, raw)?;
-    if state.store.get_incident(&id)?.is_none() {
-        return Err(ApiError::incident_not_found(raw));
-    }
-    Ok(id)
-}
-
 /// `POST /api/incidents/{id}/commands/{name}`: the body is the command's
 /// fields as a JSON object.
 pub async fn run_command(
@@ -119,7 +99,7 @@ pub async fn run_command(
     Path((raw_id, name)): Path<(String, String)>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     state.command_limiter.check(&caller.0.jti)?;
     if !COMMAND_NAMES.contains(&name.as_str()) {
         return Err(ApiError::new(
@@ -166,7 +146,7 @@ pub async fn get_state(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<Json<Arc<IncidentState>>, ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     Ok(Json(state.sidecars.state(&id).await?))
 }
 
@@ -186,7 +166,7 @@ pub async fn get_timeline(
     Path(raw_id): Path<String>,
     ApiQuery(query): ApiQuery<TimelineQuery>,
 ) -> Result<Json<TimelinePage>, ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut events = state
         .sidecars
@@ -208,7 +188,7 @@ pub async fn get_role_history(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     let current = state.sidecars.state(&id).await?;
     Ok(Json(
         serde_json::to_value(&current.role_history).expect("role history serialises"),
@@ -229,7 +209,7 @@ pub async fn get_briefing(
     Path(raw_id): Path<String>,
     ApiQuery(query): ApiQuery<BriefingQuery>,
 ) -> Result<Json<commandpost_shared::incident::Briefing>, ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     let current = state.sidecars.state(&id).await?;
     Ok(Json(commandpost_shared::machine::briefing(
         &current,
@@ -243,7 +223,7 @@ pub async fn get_postmortem(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
-    let id = known_incident(&state, &caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id)?;
     // The draft needs the whole event log in memory; a few at a time keeps
     // a crowd of requests from holding many logs at once.
     let _slot = POSTMORTEM_SLOTS.acquire().await.map_err(|_| {
@@ -281,7 +261,7 @@ pub async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // EventSource cannot set headers: the token may come as ?token=.
     let claims = state.authenticate(&headers, query.token)?;
-    let id = known_incident(&state, &claims, &raw_id)?;
+    let id = state.known_incident(&claims, &raw_id)?;
     let resume_from = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

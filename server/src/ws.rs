@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -28,8 +28,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::api::{ApiError, AppState};
-use crate::auth::check_incident_scope;
+use crate::api::{ApiError, ApiQuery, AppState};
 use crate::metrics::METRICS;
 use crate::protocol::{
     self, Access, AwarenessRefusal, Caller, Effect, Session, SessionLimits, TokenBucket, close_code,
@@ -58,7 +57,7 @@ pub struct WsQuery {
 pub async fn upgrade(
     State(app): State<AppState>,
     Path(raw_id): Path<String>,
-    Query(query): Query<WsQuery>,
+    ApiQuery(query): ApiQuery<WsQuery>,
     headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
@@ -70,13 +69,7 @@ pub async fn upgrade(
         ));
     }
     let claims = app.authenticate(&headers, query.token)?;
-    let id: IncidentId = raw_id
-        .parse()
-        .map_err(|_| ApiError::incident_not_found(&raw_id))?;
-    check_incident_scope(&claims, &id)?;
-    if app.store.get_incident(&id)?.is_none() {
-        return Err(ApiError::incident_not_found(&raw_id));
-    }
+    let id = app.known_incident(&claims, &raw_id)?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),
