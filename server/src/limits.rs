@@ -51,6 +51,8 @@ impl LimitError {
 #[derive(Default)]
 struct Counter {
     open: parking_lot::Mutex<(usize, HashMap<String, usize>)>,
+    /// Mirrors the total, when the count is exported.
+    gauge: Option<prometheus_client::metrics::gauge::Gauge>,
 }
 
 impl Counter {
@@ -65,6 +67,9 @@ impl Counter {
         admit(open.0, for_key)?;
         open.0 += 1;
         *open.1.entry(key.to_owned()).or_default() += 1;
+        if let Some(gauge) = &self.gauge {
+            gauge.inc();
+        }
         Ok(Slot {
             counter: self.clone(),
             key: key.to_owned(),
@@ -86,6 +91,9 @@ impl Drop for Slot {
     fn drop(&mut self) {
         let mut open = self.counter.open.lock();
         open.0 = open.0.saturating_sub(1);
+        if let Some(gauge) = &self.counter.gauge {
+            gauge.dec();
+        }
         if let Some(count) = open.1.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
@@ -216,7 +224,10 @@ impl BodyReads {
     pub fn new(per_key: usize) -> Arc<Self> {
         Arc::new(Self {
             per_key,
-            open: Arc::default(),
+            open: Arc::new(Counter {
+                gauge: Some(crate::metrics::METRICS.request_bodies_reading.clone()),
+                ..Counter::default()
+            }),
         })
     }
 

@@ -35,6 +35,8 @@ pub struct Metrics {
     pub connections: Family<RoleLabel, Gauge>,
     /// Documents loaded in memory.
     pub rooms_loaded: Gauge,
+    /// HTTP request bodies being read now (each holds a slot of its token).
+    pub request_bodies_reading: Gauge,
     /// Document updates applied (and stored).
     pub updates: Counter,
     /// Bytes written to document WebSockets.
@@ -76,6 +78,7 @@ impl Metrics {
     fn new() -> Self {
         let connections = Family::<RoleLabel, Gauge>::default();
         let rooms_loaded = Gauge::default();
+        let request_bodies_reading = Gauge::default();
         let updates = Counter::default();
         let bytes_out = Counter::default();
         let lagging_resyncs = Counter::default();
@@ -100,6 +103,11 @@ impl Metrics {
             "rooms_loaded",
             "Documents loaded in memory",
             rooms_loaded.clone(),
+        );
+        registry.register(
+            "request_bodies_reading",
+            "HTTP request bodies being read now",
+            request_bodies_reading.clone(),
         );
         registry.register(
             "updates",
@@ -169,6 +177,7 @@ impl Metrics {
         Metrics {
             connections,
             rooms_loaded,
+            request_bodies_reading,
             updates,
             bytes_out,
             lagging_resyncs,

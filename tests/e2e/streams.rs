@@ -256,20 +256,34 @@ async fn a_body_that_trickles_in_is_timed_out_and_counted_against_its_token() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("body_timeout"), "{answer}");
 
-    // Such requests count against the token: the 33rd at once is refused.
+    // Such requests count against the token: once 32 are being read, the
+    // next one is refused.
     let mut held = Vec::new();
     for _ in 0..commandpost::limits::BODIES_PER_TOKEN {
         held.push(trickling_post(&server, &token, 100).await);
     }
-    let refused = loop {
-        let (status, body) = post_note(&server, &token, "at last").await;
-        if status == 429 {
-            break body;
-        }
-        // The held requests may not all have reached the server yet.
-        assert_eq!(status, 200, "{body}");
-        assert!(started.elapsed() < WAIT * 2, "never refused");
-    };
+    let metrics_url = server.url("/metrics");
+    let mut reading = 0.0;
+    while reading < commandpost::limits::BODIES_PER_TOKEN as f64 {
+        assert!(
+            started.elapsed() < WAIT * 2,
+            "the server never held every body"
+        );
+        let text = reqwest::get(&metrics_url)
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        reading = text
+            .lines()
+            .find_map(|line| line.strip_prefix("commandpost_request_bodies_reading "))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0);
+        tokio::task::yield_now().await;
+    }
+    let (status, refused) = post_note(&server, &token, "at last").await;
+    assert_eq!(status, 429, "{refused}");
     assert_eq!(
         refused["error"]["code"], "too_many_requests_for_token",
         "{refused}"

@@ -143,20 +143,17 @@ async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_co
         let mut txn = clients[0].doc.transact_mut();
         clients[0].text.remove_range(&mut txn, 0, length);
     }
-    let ids: Vec<_> = clients.iter().map(|c| c.doc.client_id()).collect();
     const RUN: usize = 400;
     for (run, chunk) in txns.chunks(RUN).enumerate() {
         let me = run % 2;
         let other = 1 - me;
-        // Wait until this client has everything the other one typed.
-        let other_clock = clients[other]
-            .doc
-            .transact()
-            .state_vector()
-            .get(&ids[other]);
+        // Wait until this client has everything the other one typed: the
+        // same text (a run that ends with deletions adds no clock, so the
+        // state vector alone does not tell).
         let mine = &clients[me];
+        let theirs = &clients[other];
         wait_until("the other typist's edits to arrive", || {
-            mine.doc.transact().state_vector().get(&ids[other]) >= other_clock
+            mine.read() == theirs.read()
         })
         .await;
         for txn in chunk {
