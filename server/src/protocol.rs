@@ -687,6 +687,21 @@ impl Session {
             }
         }
         let txn = doc.transact();
+        // A delete set naming items that neither the document nor the update
+        // holds stays pending in yrs, and an item integrated later inside that
+        // range is deleted under its own children: the stored log then no
+        // longer reloads (found by the session fuzz target). No Yjs client
+        // deletes what it has not received (a reconnecting client sends its
+        // items and its deletions in one update), so such an update is
+        // refused; it may have been half applied, so the room reloads.
+        if !had_pending
+            && txn.store().pending_update().is_none()
+            && txn.store().pending_ds().is_some()
+        {
+            return Err(ProtocolError::UpdateNotIntegrated(
+                "the update deletes items this document does not have".into(),
+            ));
+        }
         // An update that adds no block, leaves nothing pending and carries no
         // deletions cannot have changed anything: acknowledge it without
         // storing or relaying it (reconnecting clients resend a lot of this).

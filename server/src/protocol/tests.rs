@@ -617,3 +617,35 @@ fn leaving_relays_a_removal_still_held_back() {
     };
     assert_eq!(update.clients[&ClientID::new(3)].json.as_ref(), "null");
 }
+
+#[test]
+fn an_update_deleting_items_nobody_has_is_refused_and_known_deletions_pass() {
+    let room = room_with("hi");
+    let typist = Doc::with_client_id(42);
+    let text = typist.get_or_insert_text("notes");
+    text.insert(&mut typist.transact_mut(), 0, "abc");
+    let typed = typist
+        .transact()
+        .encode_state_as_update_v1(&StateVector::default());
+    let mut editor = Session::new(Access::ReadWrite);
+    let effects = editor.handle(&room, ClientMessage::Update(&typed)).unwrap();
+    assert!(
+        matches!(effects[..], [Effect::Commit { .. }]),
+        "{effects:?}"
+    );
+    // No blocks; deletes 42#0..10, but client 42 has only clocks 0..3.
+    let beyond = [0x00, 0x01, 42, 0x01, 0x00, 10];
+    let error = editor
+        .handle(&room, ClientMessage::Update(&beyond))
+        .unwrap_err();
+    assert!(error.leaves_document_suspect(), "{error}");
+    // Deleting what the document has is an ordinary edit.
+    let room = room_with("hi");
+    editor.handle(&room, ClientMessage::Update(&typed)).unwrap();
+    let known = [0x00, 0x01, 42, 0x01, 0x00, 2];
+    let effects = editor.handle(&room, ClientMessage::Update(&known)).unwrap();
+    assert!(
+        matches!(effects[..], [Effect::Commit { .. }]),
+        "{effects:?}"
+    );
+}
