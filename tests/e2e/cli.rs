@@ -16,7 +16,8 @@ fn commandpost(server: &TestServer, token: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-fn ok(server: &TestServer, token: &str, args: &[&str]) -> String {
+/// Runs `commandpost ARGS` against `server` with `token`; its stdout.
+pub(crate) fn ok(server: &TestServer, token: &str, args: &[&str]) -> String {
     let output = commandpost(server, token, args);
     assert!(
         output.status.success(),

@@ -306,20 +306,7 @@ async fn the_cli_lists_the_registry_and_revokes_what_someone_minted() {
     assert_eq!(status, 200, "{link}");
     let sam = link["token"].as_str().unwrap().to_owned();
     let admin = token_for(&server, "root", AccessRole::Admin, 48);
-    let cli = |args: &[&str]| {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_commandpost"))
-            .args(args)
-            .env("COMMANDPOST_SERVER", server.url(""))
-            .env("COMMANDPOST_TOKEN", &admin)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "commandpost {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).unwrap()
-    };
+    let cli = |args: &[&str]| crate::cli::ok(&server, &admin, args);
     let listed = cli(&["token", "list", "--minted-by", "ida"]);
     let sam_jti = server.keys().verify(&sam).unwrap().jti;
     assert!(listed.contains(&sam_jti), "{listed}");

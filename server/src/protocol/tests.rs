@@ -21,8 +21,8 @@ fn body(awareness: &Awareness) -> String {
     text.get_string(&awareness.doc().transact())
 }
 
-/// An update made by another peer that appends `suffix` to `base`'s body.
-fn remote_edit(base: &Awareness, suffix: &str) -> Vec<u8> {
+/// Another peer holding everything `base` holds.
+fn peer_of(base: &Awareness) -> Doc {
     let peer = Doc::new();
     let state = base
         .doc()
@@ -31,6 +31,12 @@ fn remote_edit(base: &Awareness, suffix: &str) -> Vec<u8> {
     peer.transact_mut()
         .apply_update(Update::decode_v1(&state).unwrap())
         .unwrap();
+    peer
+}
+
+/// An update made by another peer that appends `suffix` to `base`'s body.
+fn remote_edit(base: &Awareness, suffix: &str) -> Vec<u8> {
+    let peer = peer_of(base);
     let before = peer.transact().state_vector();
     let text = peer.get_or_insert_text("body");
     text.push(&mut peer.transact_mut(), suffix);
@@ -569,14 +575,7 @@ fn token_buckets_allow_a_burst_then_charge_debt_as_waiting_time() {
 #[test]
 fn updates_that_only_delete_are_recognised() {
     let room = room_with("hello world");
-    let peer = Doc::new();
-    let state = room
-        .doc()
-        .transact()
-        .encode_state_as_update_v1(&StateVector::default());
-    peer.transact_mut()
-        .apply_update(Update::decode_v1(&state).unwrap())
-        .unwrap();
+    let peer = peer_of(&room);
     let text = peer.get_or_insert_text("body");
     let before = peer.transact().state_vector();
     text.remove_range(&mut peer.transact_mut(), 0, 6);
