@@ -16,9 +16,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use chrono::Utc;
-use commandpost_shared::incident::Command;
 use commandpost_shared::{
-    AccessRole, Actor, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, ShareLink,
+    AccessRole, CreateIncident, ErrorBody, ErrorDetail, Incident, IncidentId, ShareLink,
     ShareRequest, TokenClaims, UserId,
 };
 use tokio_util::sync::CancellationToken;
@@ -29,8 +28,7 @@ use crate::commands;
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;
 use crate::sidecar::{Sidecars, caller_of};
-use crate::store::{IncidentRecord, InitialContent, Store, StoreError};
-use crate::template;
+use crate::store::{IncidentRecord, Store, StoreError};
 
 /// Shared state of every handler. Cheap to clone.
 #[derive(Clone)]
@@ -324,13 +322,6 @@ impl Caller {
         }
         Ok(())
     }
-
-    pub(crate) fn actor(&self) -> Actor {
-        Actor {
-            id: UserId(self.0.sub.clone()),
-            name: self.0.name.clone(),
-        }
-    }
 }
 
 async fn openapi() -> Json<serde_json::Value> {
@@ -409,38 +400,21 @@ async fn create_incident(
         .into());
     }
     let body: CreateIncident = json_object(body)?;
-    let title = body.title.trim().to_owned();
-    if title.is_empty() || title.chars().count() > 200 {
+    let title_chars = body.title.trim().chars().count();
+    if title_chars == 0 || title_chars > commandpost_shared::limits::TITLE_CHARS {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid_title",
-            "title must be 1 to 200 characters",
+            format!(
+                "title must be 1 to {} characters",
+                commandpost_shared::limits::TITLE_CHARS
+            ),
         ));
     }
-    let actor = caller.actor();
-    let now = Utc::now();
-    let declare = Command::Declare {
-        title: title.clone(),
-        severity: body.severity,
-        criteria: body.criteria,
-        summary: body.summary.clone(),
-    };
-    let events = state.sidecars.declare(&declare, &caller_of(&caller.0))?;
-    let encoded: Vec<Vec<u8>> = events
-        .iter()
-        .map(|event| serde_json::to_vec(event).expect("events serialise"))
-        .collect();
-    // The template names the incident, but the id is only known inside the
-    // store's transaction; the store hands back the next id for rendering.
-    let (record_title, declarer) = (title.clone(), actor.name.clone());
-    let record = state
-        .store
-        .create_incident(title, actor, now, move |id| InitialContent {
-            doc: template::initial_update(&template::render(id, &record_title, &declarer, now)),
-            events: encoded.clone(),
-        })
+    let (record, _events) = state
+        .sidecars
+        .declare_incident(body, &caller_of(&caller.0))
         .await?;
-    state.sidecars.created(&record.id, &events);
     tracing::info!(incident = %record.id, "incident declared");
     let mut headers = HeaderMap::new();
     if let Ok(location) = format!("/api/incidents/{}", record.id).parse() {

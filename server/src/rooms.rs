@@ -19,13 +19,14 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use commandpost_shared::{IncidentId, Presence};
-use tokio::sync::{OnceCell, broadcast};
+use tokio::sync::{OnceCell, broadcast, oneshot};
 use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
 use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
 
 use crate::config::ServerConfig;
-use crate::protocol::Access;
+use crate::metrics::METRICS;
+use crate::protocol::{Access, AwarenessRefusal, ClientMessage, Effect, ProtocolError, Session};
 use crate::store::{Store, StoreError, StoredDoc};
 
 /// A message fanned out to a room's connections.
@@ -57,7 +58,7 @@ pub struct RoomState {
     snapshot_bytes: u64,
     /// Set when a refused update may have been partly integrated: from then
     /// on nothing is applied or stored here, and the room is being replaced.
-    pub poisoned: bool,
+    poisoned: bool,
     /// The whole document as a sync step 2 message, for joining clients
     /// that have nothing yet; dropped whenever the document changes.
     full_sync: Option<Bytes>,
@@ -731,7 +732,7 @@ impl std::ops::Deref for RoomGuard {
 impl RoomGuard {
     /// Replaces this room: the next join loads the document from storage
     /// again, and every connection of this room is told to reconnect. Call
-    /// after setting [`RoomState::poisoned`] under the room lock.
+    /// after marking the room suspect under the room lock.
     pub fn evict(&self) {
         {
             let mut slots = self.rooms.inner.slots.lock();
@@ -744,6 +745,203 @@ impl RoomGuard {
             }
         }
         self.room.closing.cancel();
+    }
+}
+
+/// What one frame's messages produced for the connection that sent them.
+pub struct Handled {
+    /// Messages for this connection only.
+    pub replies: Vec<Bytes>,
+    /// Each committed change (the client's change number) and when it is
+    /// durable.
+    pub saving: Vec<(u64, oneshot::Receiver<Result<(), StoreError>>)>,
+    /// The client asked for "saved" acknowledgements.
+    pub enable_saved: bool,
+}
+
+/// Why a room stopped handling a connection's messages. The connection
+/// closes; the adapter picks the close code.
+#[derive(Debug)]
+pub enum Refusal {
+    /// An earlier refused update left the document suspect: the room is
+    /// being reloaded from storage.
+    Reloading,
+    /// The session refused a message. When the refusal may have left the
+    /// document partly changed, the room has already been evicted.
+    Protocol(ProtocolError),
+    /// The edit would grow the stored document (`stored` bytes) past
+    /// `limit`, even after compacting; nothing of it was applied.
+    TooLarge {
+        limit: u64,
+        stored: u64,
+        update: u64,
+    },
+    /// Storage refused the change; it was not saved.
+    Storage(StoreError),
+}
+
+impl RoomGuard {
+    /// Applies one frame's messages from `connection` to the document: the
+    /// per-update rules (the document size limit, a suspect room, the
+    /// shared full-sync reply), then the session's effects: relays,
+    /// broadcasts, storage and "saved" acknowledgements. `counted` runs for
+    /// every message that counts against the sender's message budget (all
+    /// but awareness).
+    pub fn handle_messages(
+        &self,
+        session: &mut Session,
+        connection: u64,
+        messages: Vec<ClientMessage>,
+        max_document_bytes: u64,
+        now: Duration,
+        mut counted: impl FnMut(),
+    ) -> Result<Handled, Refusal> {
+        let mut handled = Handled {
+            replies: Vec::new(),
+            saving: Vec::new(),
+            enable_saved: false,
+        };
+        let outcome = self.with_state(|state| {
+            if state.poisoned {
+                return Err(Refusal::Reloading);
+            }
+            for message in messages {
+                // A client with nothing yet gets the whole document, encoded
+                // once per change for everyone who joins.
+                if let ClientMessage::SyncStep1(sv) = &message
+                    && sv.is_empty()
+                {
+                    handled.replies.push(state.full_sync());
+                    continue;
+                }
+                let awareness_message = matches!(message, ClientMessage::Awareness(_));
+                if !awareness_message {
+                    counted();
+                }
+                if let ClientMessage::Update(update) | ClientMessage::SyncStep2(update) = &message
+                    && session.can_write()
+                    // Empty updates are 2 bytes.
+                    && update.len() > 2
+                    && state.stored_bytes() + update.len() as u64 > max_document_bytes
+                {
+                    self.check_size_limit(state, update, max_document_bytes)?;
+                }
+                let effects = match session.handle_at(&state.awareness, message, now) {
+                    Ok(effects) => effects,
+                    Err(error) => {
+                        if error.leaves_document_suspect() {
+                            state.poisoned = true;
+                        }
+                        return Err(Refusal::Protocol(error));
+                    }
+                };
+                log_refusals(session.take_refusals());
+                if awareness_message
+                    && session.awareness_held_back() > 0
+                    && !effects
+                        .iter()
+                        .any(|effect| matches!(effect, Effect::BroadcastAll(_)))
+                {
+                    METRICS.awareness_coalesced.inc();
+                }
+                for effect in effects {
+                    tracing::trace!(?effect, "effect");
+                    match effect {
+                        Effect::Reply(bytes) => handled.replies.push(bytes),
+                        Effect::Broadcast(bytes) => self.broadcast(connection, bytes),
+                        Effect::BroadcastAll(bytes) => self.broadcast(EVERYONE, bytes),
+                        Effect::Commit { update, change } => {
+                            METRICS.updates.inc();
+                            if session.last_commit_deleted() {
+                                state.note_deletion();
+                            }
+                            self.relay_update(state, connection, update.clone());
+                            let wait = self.persist(state, update).map_err(Refusal::Storage)?;
+                            handled.saving.push((change, wait));
+                        }
+                        Effect::AckWhenDurable { change } => {
+                            let wait = self.barrier().map_err(Refusal::Storage)?;
+                            handled.saving.push((change, wait));
+                        }
+                        Effect::EnableSavedAcks => handled.enable_saved = true,
+                        Effect::Denied => {
+                            tracing::info!("refused a viewer's edit (permission denied sent)")
+                        }
+                    }
+                }
+            }
+            Ok(())
+        });
+        match outcome {
+            Ok(()) => Ok(handled),
+            Err(Refusal::Protocol(error)) => {
+                // A refused update may have been partly integrated: the room
+                // is replaced by a fresh load from storage.
+                if error.leaves_document_suspect() {
+                    self.evict();
+                }
+                Err(Refusal::Protocol(error))
+            }
+            Err(refusal) => Err(refusal),
+        }
+    }
+
+    /// An update would grow the document past `max_document_bytes`. It goes
+    /// through anyway if it only deletes (that never grows the document; a
+    /// full document must stay editable down), or if compacting the
+    /// document (dropping deleted text from storage) made room.
+    fn check_size_limit(
+        &self,
+        state: &mut RoomState,
+        update: &[u8],
+        max_document_bytes: u64,
+    ) -> Result<(), Refusal> {
+        match crate::protocol::only_deletes(update) {
+            Ok(true) => return Ok(()),
+            Ok(false) => {}
+            // Refused by the session with its precise reason.
+            Err(_) => return Ok(()),
+        }
+        self.compact_at_limit(state).map_err(Refusal::Storage)?;
+        if state.stored_bytes() + update.len() as u64 <= max_document_bytes {
+            return Ok(());
+        }
+        Err(Refusal::TooLarge {
+            limit: max_document_bytes,
+            stored: state.stored_bytes(),
+            update: update.len() as u64,
+        })
+    }
+}
+
+/// One log line (and a metric) per awareness entry the session dropped.
+fn log_refusals(refusals: Vec<AwarenessRefusal>) {
+    for refusal in refusals {
+        match refusal {
+            AwarenessRefusal::Foreign { client } => {
+                METRICS
+                    .awareness_refused
+                    .get_or_create(&crate::metrics::ReasonLabel { reason: "foreign" })
+                    .inc();
+                tracing::warn!(
+                    client,
+                    "dropped an awareness state for a client id another connection owns"
+                );
+            }
+            AwarenessRefusal::ForeignRemoval { client } => {
+                METRICS
+                    .awareness_refused
+                    .get_or_create(&crate::metrics::ReasonLabel {
+                        reason: "foreign_removal",
+                    })
+                    .inc();
+                // Stock clients do this when a peer's renewal is late.
+                tracing::info!(
+                    client,
+                    "kept an awareness state another connection owns that this one tried to remove"
+                );
+            }
+        }
     }
 }
 

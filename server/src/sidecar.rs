@@ -17,11 +17,12 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use commandpost_shared::incident::{Caller, Command, Event, EventKind, EventSeq, IncidentState};
 use commandpost_shared::machine::{self, Rules};
-use commandpost_shared::{Actor, IncidentId, UserId};
+use commandpost_shared::{Actor, CreateIncident, IncidentId, UserId};
 use tokio::sync::{Notify, broadcast};
 
 use crate::quarantine::QuarantineKind;
-use crate::store::{IncidentRecord, Store, StoreError};
+use crate::store::{IncidentRecord, InitialContent, Store, StoreError};
+use crate::template;
 
 /// Where time comes from; injectable so timers are deterministic in tests.
 pub trait Clock: Send + Sync + 'static {
@@ -122,18 +123,42 @@ impl Sidecars {
         &self.inner.rules
     }
 
-    /// The events that declaring an incident produces (seq 1, ...), for the
-    /// store to write in the incident's creation transaction.
-    pub fn declare(&self, command: &Command, caller: &Caller) -> Result<Vec<Event>, SidecarError> {
-        machine::apply(None, command, caller, self.now(), &self.inner.rules)
-            .map_err(SidecarError::Refused)
-    }
-
-    /// Registers a freshly created incident's state and deadlines.
-    pub fn created(&self, id: &IncidentId, events: &[Event]) {
-        if let Some(state) = machine::fold(events) {
-            self.schedule(id, &state);
+    /// Declares an incident: the state machine validates the declaration
+    /// and makes its first events (seq 1, ...); the store then writes the
+    /// next incident id, its record, its seeded document and those events in
+    /// one transaction; and the incident's deadlines are armed. Time comes
+    /// from the sidecar's clock. Returns the record and the events.
+    pub async fn declare_incident(
+        &self,
+        declaration: CreateIncident,
+        caller: &Caller,
+    ) -> Result<(IncidentRecord, Vec<Event>), SidecarError> {
+        let now = self.now();
+        let title = declaration.title.trim().to_owned();
+        let command = Command::Declare {
+            title: title.clone(),
+            severity: declaration.severity,
+            criteria: declaration.criteria,
+            summary: declaration.summary,
+        };
+        let events = machine::apply(None, &command, caller, now, &self.inner.rules)
+            .map_err(SidecarError::Refused)?;
+        let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
+        // The template names the incident, but the id is only known inside
+        // the store's transaction: the store hands it over for rendering.
+        let (doc_title, declarer) = (title.clone(), caller.actor.name.clone());
+        let record = self
+            .inner
+            .store
+            .create_incident(title, caller.actor.clone(), now, move |id| InitialContent {
+                doc: template::initial_update(&template::render(id, &doc_title, &declarer, now)),
+                events: encoded.clone(),
+            })
+            .await?;
+        if let Some(state) = machine::fold(&events) {
+            self.schedule(&record.id, &state);
         }
+        Ok((record, events))
     }
 
     /// Runs one command: validate, make the events durable, then publish.
@@ -150,10 +175,7 @@ impl Sidecars {
         if events.is_empty() {
             return Ok(events);
         }
-        let encoded = events
-            .iter()
-            .map(|event| serde_json::to_vec(event).expect("events serialise"))
-            .collect();
+        let encoded = events.iter().map(encode_event).collect();
         let first = events[0].seq.0;
         self.inner
             .store
@@ -435,6 +457,11 @@ impl Sidecars {
 }
 
 /// Decodes a stored event stored under `seq`.
+/// An event as stored: JSON.
+fn encode_event(event: &Event) -> Vec<u8> {
+    serde_json::to_vec(event).expect("events serialise")
+}
+
 fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
     let event: Event =
         serde_json::from_slice(bytes).map_err(|error| format!("not a valid event: {error}"))?;
@@ -502,28 +529,7 @@ mod tests {
         {
             let store = Store::open(dir.path()).unwrap();
             let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
-            let declare = Command::Declare {
-                title: "Overdue".into(),
-                severity: None,
-                criteria: None,
-                summary: None,
-            };
-            let events = sidecars.declare(&declare, &ada()).unwrap();
-            let encoded: Vec<Vec<u8>> = events
-                .iter()
-                .map(|e| serde_json::to_vec(e).unwrap())
-                .collect();
-            let record = store
-                .create_incident("Overdue".into(), ada().actor, start, move |_| {
-                    InitialContent {
-                        doc: crate::template::initial_update(""),
-                        events: encoded.clone(),
-                    }
-                })
-                .await
-                .unwrap();
-            id = record.id;
-            sidecars.created(&id, &events);
+            id = declared(&sidecars, "Overdue").await;
             let pin = Command::PinStatus {
                 summary: "investigating".into(),
                 next_update_by: start + Duration::minutes(30),
@@ -587,6 +593,22 @@ mod tests {
         );
     }
 
+    /// Declares an incident titled `title` as Ada, the way the API does.
+    async fn declared(sidecars: &Sidecars, title: &str) -> IncidentId {
+        let declaration = CreateIncident {
+            title: title.into(),
+            severity: None,
+            criteria: None,
+            summary: None,
+        };
+        let (record, events) = sidecars
+            .declare_incident(declaration, &ada())
+            .await
+            .unwrap();
+        assert_eq!(seqs(&events), [1]);
+        record.id
+    }
+
     fn note(text: &str) -> Command {
         Command::PostNote { text: text.into() }
     }
@@ -602,27 +624,7 @@ mod tests {
         let clock = Arc::new(ManualClock::at(start));
         let store = Store::open(dir.path()).unwrap();
         let sidecars = Sidecars::new(store.clone(), clock.clone(), Rules::default());
-        let declare = Command::Declare {
-            title: "Damaged".into(),
-            severity: None,
-            criteria: None,
-            summary: None,
-        };
-        let events = sidecars.declare(&declare, &ada()).unwrap();
-        let encoded: Vec<Vec<u8>> = events
-            .iter()
-            .map(|e| serde_json::to_vec(e).unwrap())
-            .collect();
-        let id = store
-            .create_incident("Damaged".into(), ada().actor, start, move |_| {
-                InitialContent {
-                    doc: crate::template::initial_update(""),
-                    events: encoded.clone(),
-                }
-            })
-            .await
-            .unwrap()
-            .id;
+        let id = declared(&sidecars, "Damaged").await;
         sidecars.execute(&id, &note("first"), &ada()).await.unwrap();
         // Two damaged events at the end of the log: invalid JSON, and an
         // event stored under the wrong seq.

@@ -30,10 +30,8 @@ use tracing::Instrument;
 
 use crate::api::{ApiError, ApiQuery, AppState};
 use crate::metrics::METRICS;
-use crate::protocol::{
-    self, Access, AwarenessRefusal, Caller, Effect, Session, SessionLimits, TokenBucket, close_code,
-};
-use crate::rooms::RoomGuard;
+use crate::protocol::{self, Access, Caller, Session, SessionLimits, TokenBucket, close_code};
+use crate::rooms::{Handled, Refusal, RoomGuard};
 use crate::store::StoreError;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -447,12 +445,6 @@ fn resync(room: &RoomGuard, skipped: u64) -> Bytes {
 }
 
 /// What one frame produced for this connection.
-struct Handled {
-    replies: Vec<Bytes>,
-    saving: Vec<(u64, oneshot::Receiver<Result<(), StoreError>>)>,
-    enable_saved: bool,
-}
-
 fn handle_frame(
     room: &RoomGuard,
     session: &mut Session,
@@ -467,195 +459,58 @@ fn handle_frame(
         tracing::warn!(code = error.close_code(), %error, bytes = frame.len(), "closing: malformed frame");
         Closing::server(error.close_code(), error.to_string())
     })?;
-    let mut handled = Handled {
-        replies: Vec::new(),
-        saving: Vec::new(),
-        enable_saved: false,
-    };
     tracing::trace!(messages = messages.len(), bytes = frame.len(), "frame");
-    let outcome = room.with_state(|state| {
-        if state.poisoned {
-            return Err(FrameError::Closing(Closing::server(
-                close_code::SERVICE_RESTART,
-                "document reloading; reconnect",
-            )));
-        }
-        for message in messages {
-            // A client with nothing yet gets the whole document, encoded
-            // once per change for everyone who joins.
-            if let protocol::ClientMessage::SyncStep1(sv) = &message
-                && sv.is_empty()
-            {
-                handled.replies.push(state.full_sync());
-                continue;
-            }
-            // Every message but awareness counts against the message budget
-            // (stock clients send back each awareness update they receive,
-            // so awareness volume grows with the room; the byte budget and
-            // the session's relay rate bound it).
-            if !matches!(message, protocol::ClientMessage::Awareness(_)) {
-                inbound.updates.charge(1.0, now);
-            }
-            if let protocol::ClientMessage::Update(update)
-            | protocol::ClientMessage::SyncStep2(update) = &message
-            {
-                // The document size limit: refuse an edit that would grow
-                // the stored document past it (empty updates are 2 bytes).
-                if session.can_write()
-                    && update.len() > 2
-                    && state.stored_bytes() + update.len() as u64 > max_document_bytes
-                {
-                    check_size_limit(room, state, update, max_document_bytes)?;
-                }
-            }
-            let awareness_message = matches!(message, protocol::ClientMessage::Awareness(_));
-            let effects = match session.handle_at(&state.awareness, message, now) {
-                Ok(effects) => effects,
-                Err(error) => {
-                    if error.leaves_document_suspect() {
-                        state.poisoned = true;
-                    }
-                    return Err(FrameError::Protocol(error));
-                }
-            };
-            log_refusals(session.take_refusals());
-            if awareness_message
-                && session.awareness_held_back() > 0
-                && !effects
-                    .iter()
-                    .any(|effect| matches!(effect, Effect::BroadcastAll(_)))
-            {
-                METRICS.awareness_coalesced.inc();
-            }
-            for effect in effects {
-                tracing::trace!(?effect, "effect");
-                match effect {
-                    Effect::Reply(bytes) => handled.replies.push(bytes),
-                    Effect::Broadcast(bytes) => room.broadcast(connection, bytes),
-                    Effect::BroadcastAll(bytes) => room.broadcast(crate::rooms::EVERYONE, bytes),
-                    Effect::Commit { update, change } => {
-                        METRICS.updates.inc();
-                        if session.last_commit_deleted() {
-                            state.note_deletion();
-                        }
-                        room.relay_update(state, connection, update.clone());
-                        let wait = room
-                            .persist(state, update)
-                            .map_err(|error| FrameError::Closing(storage_closing(error)))?;
-                        handled.saving.push((change, wait));
-                    }
-                    Effect::AckWhenDurable { change } => {
-                        let wait = room
-                            .barrier()
-                            .map_err(|error| FrameError::Closing(storage_closing(error)))?;
-                        handled.saving.push((change, wait));
-                    }
-                    Effect::EnableSavedAcks => handled.enable_saved = true,
-                    Effect::Denied => {
-                        tracing::info!("refused a viewer's edit (permission denied sent)")
-                    }
-                }
-            }
-        }
-        Ok::<_, FrameError>(handled)
-    });
-    outcome.map_err(|error| error.into_closing(room))
+    // Every message but awareness counts against the message budget (stock
+    // clients send back each awareness update they receive, so awareness
+    // volume grows with the room; the byte budget and the session's relay
+    // rate bound it).
+    room.handle_messages(
+        session,
+        connection,
+        messages,
+        max_document_bytes,
+        now,
+        || inbound.updates.charge(1.0, now),
+    )
+    .map_err(refusal_closing)
 }
 
-/// An update would grow the document past `--max-document-bytes`. It goes
-/// through anyway if it only deletes (that never grows the document; a
-/// full document must stay editable down), or if compacting the document
-/// (dropping deleted text from storage) made room; else the connection is
-/// closed with 4413.
-fn check_size_limit(
-    room: &RoomGuard,
-    state: &mut crate::rooms::RoomState,
-    update: &[u8],
-    max_document_bytes: u64,
-) -> Result<(), FrameError> {
-    match protocol::only_deletes(update) {
-        Ok(true) => return Ok(()),
-        Ok(false) => {}
-        // Refused by the session with its precise reason.
-        Err(_) => return Ok(()),
-    }
-    room.compact_at_limit(state)
-        .map_err(|error| FrameError::Closing(storage_closing(error)))?;
-    if state.stored_bytes() + update.len() as u64 <= max_document_bytes {
-        return Ok(());
-    }
-    tracing::warn!(
-        code = close_code::DOCUMENT_TOO_LARGE,
-        limit = max_document_bytes,
-        stored = state.stored_bytes(),
-        update = update.len(),
-        "closing: document size limit"
-    );
-    Err(FrameError::Closing(Closing::server(
-        close_code::DOCUMENT_TOO_LARGE,
-        format!(
-            "the document reached its size limit ({}); this edit was not saved",
-            if max_document_bytes >= 1024 * 1024 {
-                format!("{} MiB", max_document_bytes / (1024 * 1024))
-            } else {
-                format!("{max_document_bytes} bytes")
-            }
-        ),
-    )))
-}
-
-/// One log line (and a metric) per awareness entry the session dropped.
-fn log_refusals(refusals: Vec<AwarenessRefusal>) {
-    for refusal in refusals {
-        match refusal {
-            AwarenessRefusal::Foreign { client } => {
-                METRICS
-                    .awareness_refused
-                    .get_or_create(&crate::metrics::ReasonLabel { reason: "foreign" })
-                    .inc();
-                tracing::warn!(
-                    client,
-                    "dropped an awareness state for a client id another connection owns"
-                );
-            }
-            AwarenessRefusal::ForeignRemoval { client } => {
-                METRICS
-                    .awareness_refused
-                    .get_or_create(&crate::metrics::ReasonLabel {
-                        reason: "foreign_removal",
-                    })
-                    .inc();
-                // Stock clients do this when a peer's renewal is late.
-                tracing::info!(
-                    client,
-                    "kept an awareness state another connection owns that this one tried to remove"
-                );
-            }
+/// The close code and reason for a room's refusal, with its one log line.
+fn refusal_closing(refusal: Refusal) -> Closing {
+    match refusal {
+        Refusal::Reloading => {
+            Closing::server(close_code::SERVICE_RESTART, "document reloading; reconnect")
         }
-    }
-}
-
-/// Why handling a frame stopped.
-enum FrameError {
-    Protocol(protocol::ProtocolError),
-    Closing(Closing),
-}
-
-impl FrameError {
-    fn into_closing(self, room: &RoomGuard) -> Closing {
-        match self {
-            FrameError::Closing(closing) => closing,
-            FrameError::Protocol(error) => {
-                // A refused update may have been partly integrated: the room
-                // is replaced by a fresh load from storage.
-                let reload = error.leaves_document_suspect();
-                tracing::warn!(code = error.close_code(), %error, reload, "closing: message refused");
-                if reload {
-                    room.evict();
-                }
-                Closing::server(error.close_code(), error.to_string())
-            }
+        Refusal::Protocol(error) => {
+            let reload = error.leaves_document_suspect();
+            tracing::warn!(code = error.close_code(), %error, reload, "closing: message refused");
+            Closing::server(error.close_code(), error.to_string())
         }
+        Refusal::TooLarge {
+            limit,
+            stored,
+            update,
+        } => {
+            tracing::warn!(
+                code = close_code::DOCUMENT_TOO_LARGE,
+                limit,
+                stored,
+                update,
+                "closing: document size limit"
+            );
+            Closing::server(
+                close_code::DOCUMENT_TOO_LARGE,
+                format!(
+                    "the document reached its size limit ({}); this edit was not saved",
+                    if limit >= 1024 * 1024 {
+                        format!("{} MiB", limit / (1024 * 1024))
+                    } else {
+                        format!("{limit} bytes")
+                    }
+                ),
+            )
+        }
+        Refusal::Storage(error) => storage_closing(error),
     }
 }
 
