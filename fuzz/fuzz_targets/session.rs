@@ -89,7 +89,7 @@ use std::sync::{Arc, LazyLock, Mutex, Once};
 use std::time::Duration;
 
 use commandpost::protocol::{
-    Access, AwarenessRefusal, Caller, ClientMessage, Effect, MAX_AWARENESS_CLIENTS,
+    Access, AwarenessRefusal, ClientMessage, Effect, MAX_AWARENESS_CLIENTS,
     MAX_AWARENESS_STATE_BYTES, ProtocolError, Session, SessionLimits, close_code, decode_frame,
     encode_update, full_state, greeting, panic_is_expected,
 };
@@ -97,7 +97,7 @@ use commandpost::rooms::{build_doc, compaction_snapshot};
 use commandpost::store::StoredDoc;
 use commandpost::template::BODY;
 use commandpost::update_check::check_update_v1;
-use commandpost_shared::IncidentId;
+use commandpost_shared::{Actor, IncidentId, UserId};
 use libfuzzer_sys::fuzz_target;
 use yrs::sync::Awareness;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
@@ -134,10 +134,10 @@ const PRESENT: [(u64, u32, &str); 2] = [
 const RELAYS_PER_SECOND: u32 = 20;
 
 /// Who is on connection `slot`: access, caller (`None`: `Session::new`).
-fn identity(slot: usize) -> (Access, Option<Caller>) {
+fn identity(slot: usize) -> (Access, Option<Actor>) {
     let caller = |id: &str, name: &str| {
-        Some(Caller {
-            user_id: id.to_owned(),
+        Some(Actor {
+            id: UserId(id.to_owned()),
             name: name.to_owned(),
         })
     };
@@ -182,8 +182,6 @@ fuzz_target!(|data: &[u8]| {
     install_panic_hook();
     run(data);
 });
-
-
 
 /// A room's document, loaded from storage, with a count of the write
 /// transactions committed on it since.
@@ -329,7 +327,12 @@ fn run(data: &[u8]) {
     // (`loaded` is the room's current document, reloaded or not: a reload
     // starts a fresh count.)
     let pristine = stored.updates.is_empty()
-        && loaded.writes() == if Arc::ptr_eq(&loaded.writes, &start_counter) { writes_at_start } else { 0 };
+        && loaded.writes()
+            == if Arc::ptr_eq(&loaded.writes, &start_counter) {
+                writes_at_start
+            } else {
+                0
+            };
     if pristine {
         // Nothing was written: the live document is the seed room as
         // loaded, whose storage checks ran once (below, for the first such
@@ -420,7 +423,7 @@ impl<'a> Iterator for Records<'a> {
 /// One connection to the room.
 struct Connection {
     access: Access,
-    caller: Option<Caller>,
+    caller: Option<Actor>,
     session: Session,
     /// When it connected (`ws.rs` passes time since then).
     started: Duration,
@@ -583,10 +586,16 @@ impl World {
             "connection {slot} holds back other changes than it made"
         );
         let Some(due) = connection.session.awareness_due() else {
-            assert!(connection.unrelayed.is_empty(), "held back without a due time");
+            assert!(
+                connection.unrelayed.is_empty(),
+                "held back without a due time"
+            );
             return;
         };
-        assert!(!connection.unrelayed.is_empty(), "a due time with nothing held back");
+        assert!(
+            !connection.unrelayed.is_empty(),
+            "a due time with nothing held back"
+        );
         if due > local {
             return;
         }
@@ -690,7 +699,11 @@ impl World {
             // changed) and viewers' messages (nothing). Other messages do
             // not reach the room's awareness (`Session::handle_at`).
             let watched = viewer || matches!(kind, Kind::Awareness);
-            let before = if watched { states(&self.room) } else { States::new() };
+            let before = if watched {
+                states(&self.room)
+            } else {
+                States::new()
+            };
             let writes = self.loaded.writes();
             let local = self.now - self.connections[slot].started;
             let result = self.connections[slot]
@@ -699,14 +712,30 @@ impl World {
             let refusals = self.connections[slot].session.take_refusals();
             if *DEBUG {
                 let shown = match &result {
-                    Ok(effects) => effects.iter().map(Effect::name).collect::<Vec<_>>().join(", "),
+                    Ok(effects) => effects
+                        .iter()
+                        .map(Effect::name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     Err(error) => format!("error: {error}"),
                 };
-                eprintln!("{:?} {slot} at {local:?} {}: {shown} {refusals:?}", self.connections[slot].access, kind.name());
+                eprintln!(
+                    "{:?} {slot} at {local:?} {}: {shown} {refusals:?}",
+                    self.connections[slot].access,
+                    kind.name()
+                );
             }
-            let after = if watched { states(&self.room) } else { States::new() };
+            let after = if watched {
+                states(&self.room)
+            } else {
+                States::new()
+            };
             if viewer {
-                assert_eq!(self.loaded.writes(), writes, "a viewer's {kind:?} wrote to the document");
+                assert_eq!(
+                    self.loaded.writes(),
+                    writes,
+                    "a viewer's {kind:?} wrote to the document"
+                );
             }
             let awareness = matches!(kind, Kind::Awareness) && !viewer && result.is_ok();
             if !awareness {
@@ -770,7 +799,9 @@ impl World {
                     match &connection.caller {
                         Some(caller) => {
                             let value: serde_json::Value = serde_json::from_str(json)
-                                .unwrap_or_else(|error| panic!("stored a state that is not JSON ({error}): {json}"));
+                                .unwrap_or_else(|error| {
+                                    panic!("stored a state that is not JSON ({error}): {json}")
+                                });
                             let user = value.get("user");
                             assert!(
                                 value.is_object()
@@ -802,8 +833,8 @@ impl World {
             connection.introduced
         );
         for refusal in refusals {
-            let (AwarenessRefusal::Foreign { client } | AwarenessRefusal::ForeignRemoval { client }) =
-                *refusal;
+            let (AwarenessRefusal::Foreign { client }
+            | AwarenessRefusal::ForeignRemoval { client }) = *refusal;
             assert!(
                 is_shown(before, client)
                     && self.owners.get(&client) != Some(&Owner::Slot(slot))
@@ -855,8 +886,13 @@ impl World {
                 match effects {
                     [Effect::Commit { update, change }] => {
                         assert_eq!(*change, connection.changes, "change numbers count from 1");
-                        assert_eq!(update, received, "a commit stores other bytes than received");
-                        self.stored.updates.push((self.stored.next_seq, update.clone()));
+                        assert_eq!(
+                            update, received,
+                            "a commit stores other bytes than received"
+                        );
+                        self.stored
+                            .updates
+                            .push((self.stored.next_seq, update.clone()));
                         self.stored.next_seq += 1;
                         true
                     }
@@ -872,7 +908,11 @@ impl World {
             Kind::Auth => effects.is_empty(),
             Kind::SavedOptIn => matches!(effects, [Effect::EnableSavedAcks]),
         };
-        assert!(ok, "{:?} {kind:?} had effects {effects:?}", connection.access);
+        assert!(
+            ok,
+            "{:?} {kind:?} had effects {effects:?}",
+            connection.access
+        );
     }
 }
 
@@ -895,7 +935,12 @@ fn awareness_ids(frame: &[u8], now: &States) -> BTreeSet<u64> {
     };
     for (client, entry) in &update.clients {
         let (clock, data) = now.get(&client.get()).expect("relays a known client");
-        assert_eq!(entry.clock, *clock, "relayed an old clock of client {}", client.get());
+        assert_eq!(
+            entry.clock,
+            *clock,
+            "relayed an old clock of client {}",
+            client.get()
+        );
         assert_eq!(
             &*entry.json,
             data.as_deref().unwrap_or("null"),
@@ -940,7 +985,11 @@ fn assert_same_document(live: &Doc, reloaded: &Doc) {
         );
     }
     // What `Rooms::body_text` reads (postmortems).
-    assert_eq!(body_text(live), body_text(reloaded), "the reloaded body differs");
+    assert_eq!(
+        body_text(live),
+        body_text(reloaded),
+        "the reloaded body differs"
+    );
 }
 
 fn body_text(doc: &Doc) -> String {
@@ -964,7 +1013,11 @@ fn install_panic_hook() {
             let place = info
                 .location()
                 .map_or_else(String::new, |l| format!("{}:{}", l.file(), l.line()));
-            if SEEN.lock().map(|mut seen| seen.insert(place)).unwrap_or(false) {
+            if SEEN
+                .lock()
+                .map(|mut seen| seen.insert(place))
+                .unwrap_or(false)
+            {
                 eprintln!(
                     "note: contained a panic inside protocol::guarded ({info}); \
                      FUZZ_STRICT_GUARDED=1 makes these crashes"

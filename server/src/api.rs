@@ -27,7 +27,7 @@ use crate::auth::{AuthError, TokenKeys, check_incident_scope};
 use crate::commands;
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;
-use crate::sidecar::{Sidecars, caller_of};
+use crate::sidecar::Sidecars;
 use crate::store::{IncidentRecord, Store, StoreError};
 
 /// Shared state of every handler. Cheap to clone.
@@ -413,7 +413,7 @@ async fn create_incident(
     }
     let (record, _events) = state
         .sidecars
-        .declare_incident(body, &caller_of(&caller.0))
+        .declare_incident(body, &caller.0.caller())
         .await?;
     tracing::info!(incident = %record.id, "incident declared");
     let mut headers = HeaderMap::new();

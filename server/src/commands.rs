@@ -31,7 +31,7 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::api::{ApiError, ApiQuery, AppState, Caller};
-use crate::sidecar::{SidecarError, caller_of};
+use crate::sidecar::SidecarError;
 
 /// Events read from storage at a time when a stream replays the backlog.
 pub const REPLAY_PAGE: usize = 8;
@@ -128,7 +128,7 @@ pub async fn run_command(
     })?;
     let events = state
         .sidecars
-        .execute(&id, &command, &caller_of(&caller.0))
+        .execute(&id, &command, &caller.0.caller())
         .await?;
     for event in &events {
         tracing::info!(incident = %id, seq = %event.seq, command = %name, "command applied");

@@ -28,6 +28,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::time::Duration;
 
 use bytes::Bytes;
+use commandpost_shared::Actor;
 use commandpost_shared::wire::MSG_SAVED;
 use yrs::sync::awareness::{AwarenessUpdate, AwarenessUpdateEntry};
 use yrs::sync::{Awareness, Message, SyncMessage};
@@ -391,16 +392,6 @@ pub fn full_awareness(awareness: &Awareness) -> Option<Bytes> {
     Some(encode(&Message::Awareness(update)))
 }
 
-/// Who is on the other end of a connection, from its token: the names
-/// shown with its awareness states (cursors) come from here.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Caller {
-    /// The token subject; stored as `user.id` in every awareness state.
-    pub user_id: String,
-    /// The token's display name; stored as `user.name`.
-    pub name: String,
-}
-
 /// Per-connection rates, from the server configuration.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SessionLimits {
@@ -541,7 +532,7 @@ pub enum Effect {
 pub struct Session {
     access: Access,
     /// Whose connection this is; `None` stores states as sent (tools).
-    caller: Option<Caller>,
+    caller: Option<Actor>,
     /// Awareness states this connection set and has not removed, with the
     /// clock it set each at: removed when it leaves, unless another
     /// connection of the same user took the client id over since.
@@ -572,11 +563,11 @@ impl Session {
 
     /// The server's session for a token holder: awareness `user` names come
     /// from `caller`, relays are limited by `limits`.
-    pub fn for_caller(access: Access, caller: Caller, limits: SessionLimits) -> Self {
+    pub fn for_caller(access: Access, caller: Actor, limits: SessionLimits) -> Self {
         Self::with(access, Some(caller), limits)
     }
 
-    fn with(access: Access, caller: Option<Caller>, limits: SessionLimits) -> Self {
+    fn with(access: Access, caller: Option<Actor>, limits: SessionLimits) -> Self {
         let rate = f64::from(limits.awareness_per_second);
         Self {
             access,
@@ -863,7 +854,7 @@ impl Session {
                 .get("user")
                 .and_then(|user| user.get("id"))
                 .and_then(|id| id.as_str())
-                == Some(caller.user_id.as_str())
+                == Some(caller.id.0.as_str())
         })
     }
 
@@ -928,7 +919,7 @@ impl Session {
 /// from the token; the rest (colours) is the client's. A state that is not
 /// a JSON object is refused: the app's states are objects, and a cursor
 /// label must never show a name the token does not carry.
-fn stamp_user(state: &str, caller: &Caller) -> Result<String, ProtocolError> {
+fn stamp_user(state: &str, caller: &Actor) -> Result<String, ProtocolError> {
     let mut value: serde_json::Value = serde_json::from_str(state)
         .map_err(|_| ProtocolError::InvalidAwareness("state is not JSON".into()))?;
     let Some(object) = value.as_object_mut() else {
@@ -944,7 +935,7 @@ fn stamp_user(state: &str, caller: &Caller) -> Result<String, ProtocolError> {
     }
     if let Some(user) = user.as_object_mut() {
         user.insert("name".into(), caller.name.clone().into());
-        user.insert("id".into(), caller.user_id.clone().into());
+        user.insert("id".into(), caller.id.0.clone().into());
     }
     Ok(value.to_string())
 }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use commandpost_shared::incident::{Caller, Command, Event, EventKind, EventSeq, IncidentState};
 use commandpost_shared::machine::{self, Rules};
-use commandpost_shared::{Actor, CreateIncident, IncidentId, UserId};
+use commandpost_shared::{CreateIncident, IncidentId};
 use tokio::sync::{Notify, broadcast};
 
 use crate::quarantine::QuarantineKind;
@@ -472,22 +472,6 @@ fn decode_event(seq: u64, bytes: &[u8]) -> Result<Event, String> {
         ));
     }
     Ok(event)
-}
-
-/// An actor from a token's claims.
-pub fn actor_of(claims: &commandpost_shared::TokenClaims) -> Actor {
-    Actor {
-        id: UserId(claims.sub.clone()),
-        name: claims.name.clone(),
-    }
-}
-
-/// A caller from a token's claims.
-pub fn caller_of(claims: &commandpost_shared::TokenClaims) -> Caller {
-    Caller {
-        actor: actor_of(claims),
-        access: claims.role,
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ use tracing::Instrument;
 
 use crate::api::{ApiError, ApiQuery, AppState};
 use crate::metrics::METRICS;
-use crate::protocol::{self, Access, Caller, Session, SessionLimits, TokenBucket, close_code};
+use crate::protocol::{self, Access, Session, SessionLimits, TokenBucket, close_code};
 use crate::rooms::{Handled, Refusal, RoomGuard};
 use crate::store::StoreError;
 
@@ -125,10 +125,7 @@ async fn serve_connection(
             Access::ReadOnly => "viewer",
         };
         METRICS.connection_opened(role);
-        let caller = Caller {
-            user_id: claims.sub.clone(),
-            name: claims.name.clone(),
-        };
+        let caller = claims.actor();
         let limits = SessionLimits {
             awareness_per_second: app.config.awareness_per_second,
         };

@@ -193,6 +193,22 @@ pub struct TokenClaims {
     pub lineage: Vec<String>,
 }
 
+impl TokenClaims {
+    /// The person this token speaks for: recorded as the actor of what it
+    /// does, and shown with its cursors.
+    pub fn actor(&self) -> Actor {
+        Actor {
+            id: UserId(self.sub.clone()),
+            name: self.name.clone(),
+        }
+    }
+
+    /// The caller of a command made with this token.
+    pub fn caller(&self) -> incident::Caller {
+        incident::Caller::new(self.actor(), self.role)
+    }
+}
+
 /// How a token came to be known to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

@@ -7,6 +7,8 @@ use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use std::time::Duration;
 
+use commandpost_shared::UserId;
+
 use super::*;
 
 fn room_with(text: &str) -> Awareness {
@@ -353,9 +355,9 @@ fn saved_acknowledgements_decode_as_yrs_custom_messages() {
     }
 }
 
-fn caller(name: &str) -> Caller {
-    Caller {
-        user_id: name.to_lowercase(),
+fn caller(name: &str) -> Actor {
+    Actor {
+        id: UserId(name.to_lowercase()),
         name: name.to_owned(),
     }
 }
