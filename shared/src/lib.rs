@@ -5,6 +5,8 @@
 //! Serialised names are `snake_case` throughout.
 
 #![forbid(unsafe_code)]
+// Every public item is documented: the schemas and the generated web types carry these docs.
+#![warn(missing_docs)]
 
 pub mod incident;
 pub mod limits;
