@@ -17,6 +17,7 @@ fn main() {
         "package-lock.json",
         "vite.config.ts",
         "tsconfig.json",
+        "openapi.json",
         "public",
     ] {
         // Cargo treats a missing path as always changed (rebuilding the

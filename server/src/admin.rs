@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use chrono::Utc;
 use serde::Deserialize;
 
-use crate::api::{ApiError, ApiQuery, AppState, Caller, json_object};
+use crate::http::{ApiError, ApiQuery, AppState, Caller, json_object};
 use crate::quarantine::QuarantineEntry;
 
 /// `GET /metrics`.

@@ -30,7 +30,7 @@ use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::api::{ApiError, ApiQuery, AppState, Caller};
+use crate::http::{ApiError, ApiQuery, AppState, Caller};
 use crate::sidecar::SidecarError;
 
 /// Events read from storage at a time when a stream replays the backlog.

@@ -40,6 +40,7 @@ const MODULES: &[(&str, Layer)] = &[
     ("api", Layer::Adapter),
     ("cli", Layer::Adapter),
     ("commands", Layer::Adapter),
+    ("http", Layer::Adapter),
     ("openapi", Layer::Adapter),
     ("remote", Layer::Adapter),
     ("security", Layer::Adapter),

@@ -12,6 +12,7 @@ pub mod backup;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod http;
 pub mod limits;
 pub mod metrics;
 pub mod openapi;

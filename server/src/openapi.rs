@@ -265,4 +265,30 @@ mod tests {
             assert!(schemas.contains_key(name), "dangling reference to {name}");
         }
     }
+
+    /// `web/openapi.json` is what the web app's types are generated from
+    /// (`npm --prefix web run types`); it must be this document.
+    #[test]
+    fn the_web_apps_copy_of_the_openapi_document_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/openapi.json");
+        let expected = serde_json::to_string_pretty(&document()).unwrap() + "\n";
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        if std::env::var_os("UPDATE_OPENAPI").is_some_and(|value| value == "1") {
+            // Only when it changed: the server's build script reruns the
+            // web build when the file is touched.
+            if committed != expected {
+                std::fs::write(&path, &expected)
+                    .unwrap_or_else(|error| panic!("cannot write {}: {error}", path.display()));
+            }
+            return;
+        }
+        assert!(
+            committed == expected,
+            "{} is not the current OpenAPI document (a wire type changed?). Update it and the \
+             web app's generated types with:\n    \
+             UPDATE_OPENAPI=1 cargo test -p commandpost --lib openapi\n    \
+             npm --prefix web run types\nthen fix what `npm --prefix web run typecheck` reports.",
+            path.display()
+        );
+    }
 }

@@ -9,7 +9,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{self, AppState};
+use crate::api;
+use crate::http::AppState;
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
 use crate::rooms::Rooms;

@@ -10,7 +10,7 @@ use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use crate::api::ApiError;
+use crate::http::ApiError;
 
 #[derive(rust_embed::RustEmbed)]
 #[folder = "../web/dist"]

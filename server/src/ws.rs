@@ -28,7 +28,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::api::{ApiError, ApiQuery, AppState};
+use crate::http::{ApiError, ApiQuery, AppState};
 use crate::metrics::METRICS;
 use crate::protocol::{self, Access, Session, SessionLimits, TokenBucket, close_code};
 use crate::rooms::{Handled, Refusal, RoomGuard};

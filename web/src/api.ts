@@ -6,7 +6,20 @@
 // send it as `Authorization: Bearer`; the WebSocket and the event stream,
 // which cannot set headers, pass it as `?token=`.
 
-import type { Briefing, Incident, IncidentState, Me, ShareLink, TimelinePage } from './types'
+import type {
+  Briefing,
+  CommandBody,
+  CommandName,
+  CommandOutcome,
+  CreateIncident,
+  ErrorBody,
+  Incident,
+  IncidentState,
+  Me,
+  ShareLink,
+  ShareRequest,
+  TimelinePage,
+} from './types'
 
 const TOKEN_KEY = 'commandpost.token'
 
@@ -65,9 +78,10 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
     let message = `${response.status} ${response.statusText}`
     let code = 'http'
     try {
-      const json = (await response.json()) as { error?: { code?: string; message?: string } }
-      if (json.error?.message) message = json.error.message
-      if (json.error?.code) code = json.error.code
+      // Any answer may come from a proxy rather than the server: read it defensively.
+      const json = (await response.json()) as Partial<ErrorBody> | null
+      if (json?.error?.message) message = json.error.message
+      if (json?.error?.code) code = json.error.code
     } catch {
       // Not JSON: keep the status line.
     }
@@ -89,10 +103,10 @@ export const api = {
     request<TimelinePage>('GET', `/api/incidents/${encodeURIComponent(id)}/timeline?after=${after}&limit=500`),
   briefing: (id: string) => request<Briefing>('GET', `/api/incidents/${encodeURIComponent(id)}/briefing`),
   postmortem: (id: string) => request<string>('GET', `/api/incidents/${encodeURIComponent(id)}/postmortem.md`),
-  declare: (body: unknown) => request<Incident>('POST', '/api/incidents', body),
-  command: (id: string, name: string, body: Record<string, unknown>) =>
-    request<{ state: IncidentState }>('POST', `/api/incidents/${encodeURIComponent(id)}/commands/${name}`, body),
-  share: (id: string, body: { role: 'responder' | 'viewer'; name: string; ttl_hours?: number }) =>
+  declare: (body: CreateIncident) => request<Incident>('POST', '/api/incidents', body),
+  command: <N extends CommandName>(id: string, name: N, body: CommandBody<N>) =>
+    request<CommandOutcome>('POST', `/api/incidents/${encodeURIComponent(id)}/commands/${name}`, body),
+  share: (id: string, body: ShareRequest) =>
     request<ShareLink>('POST', `/api/incidents/${encodeURIComponent(id)}/share`, body),
 }
 
@@ -109,7 +123,7 @@ export async function allEvents(id: string): Promise<TimelinePage['events']> {
   for (;;) {
     const page = await api.timeline(id, after)
     events.push(...page.events)
-    if (page.next_after === null || page.next_after === undefined || page.events.length === 0) return events
+    if (page.next_after == null || page.events.length === 0) return events
     after = page.next_after
   }
 }

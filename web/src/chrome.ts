@@ -35,7 +35,8 @@ export function topBar(me: Me, ...middle: Array<Node | null>): HTMLElement {
   )
 }
 
-export function severityBadge(severity: Severity | null): HTMLElement {
+/** `severity` is absent (`null`, or a missing field) until assessed. */
+export function severityBadge(severity: Severity | null | undefined): HTMLElement {
   return severity
     ? h('span', { class: `badge sev sev-${severity}`, title: 'Severity' }, SEVERITY_NAMES[severity])
     : h('span', { class: 'badge sev sev-none', title: 'Severity' }, 'Severity not assessed')

@@ -47,10 +47,10 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
     state: () => store.current() as IncidentState,
     perms: () => permissions(store.current() as IncidentState, me),
     run: async (name, body) => {
-      const outcome = (await api.command(id, name, body)) as { events?: IncidentEvent[]; state: IncidentState }
+      const outcome = await api.command(id, name, body)
       // An accepted command makes earlier refusals in the panel moot.
       panel.clearErrors()
-      for (const event of outcome.events ?? []) addEvent(event, true)
+      for (const event of outcome.events) addEvent(event, true)
       store.apply(outcome.state)
     },
     people: () => knownPeople(store.current(), timeline.events(), session?.present() ?? []),

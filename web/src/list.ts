@@ -7,7 +7,7 @@ import { openFormDialog } from './dialog'
 import { field, h, readYesNo, replaceChildren, yesNo } from './dom'
 import { navigate } from './router'
 import { roughDuration, timeEl } from './time'
-import { SEVERITIES, SEVERITY_NAMES, type Incident, type Me, type Status } from './types'
+import { oneOf, SEVERITIES, SEVERITY_NAMES, type CreateIncident, type Incident, type Me, type Status } from './types'
 
 const ORDER: Record<Status, number> = { active: 0, mitigated: 1, resolved: 2, closed: 3 }
 
@@ -117,17 +117,21 @@ export function renderIncidentList(root: HTMLElement, me: Me): () => void {
         field('Summary', summary, 'What is known so far (optional).'),
       ],
       onSubmit: async (form) => {
-        const answers = {
-          needs_other_team: readYesNo(form, 'needs_other_team'),
-          customer_visible: readYesNo(form, 'customer_visible'),
-          unresolved_after_hour: readYesNo(form, 'unresolved_after_hour'),
-        }
-        const answered = Object.values(answers).filter((value) => value !== null).length
+        const needs_other_team = readYesNo(form, 'needs_other_team')
+        const customer_visible = readYesNo(form, 'customer_visible')
+        const unresolved_after_hour = readYesNo(form, 'unresolved_after_hour')
+        const answered = [needs_other_team, customer_visible, unresolved_after_hour].filter((value) => value !== null).length
         if (answered !== 0 && answered !== 3) throw new Error('Answer all three questions, or none of them if not yet assessed.')
-        const body: Record<string, unknown> = { title: title.value.trim() }
-        if (severity.value) body.severity = severity.value
-        if (answered === 3) body.criteria = answers
-        if (summary.value.trim()) body.summary = summary.value.trim()
+        // `null` is "not yet assessed", as an absent field would be.
+        const body: CreateIncident = {
+          title: title.value.trim(),
+          severity: oneOf(SEVERITIES, severity.value),
+          criteria:
+            needs_other_team !== null && customer_visible !== null && unresolved_after_hour !== null
+              ? { needs_other_team, customer_visible, unresolved_after_hour }
+              : null,
+          summary: summary.value.trim() || null,
+        }
         const incident = await api.declare(body)
         navigate(`/incidents/${incident.id}`)
       },

@@ -1,182 +1,68 @@
-// The wire types of the Command Post API, mirrored from the Rust crate
-// `commandpost-shared` (shared/src/lib.rs and shared/src/incident.rs).
+// The wire types of the Command Post API, as the rest of the app names them.
+//
+// They are not written by hand: each is an alias of a type that
+// openapi-typescript generates (`npm run types`, into src/generated/api.ts)
+// from openapi.json, the snapshot of the server's OpenAPI document, itself
+// generated from the Rust types in `commandpost-shared` (shared/src/lib.rs
+// and shared/src/incident.rs). A wire change the app does not follow fails
+// `npm run typecheck` and `npm run build`; see "Wire types" in README.md.
 // Serialised names are snake_case; times are RFC 3339 strings in UTC.
+//
+// Absent values: the server sends a Rust `None` as `null`, but the document
+// (which also says what the server accepts) marks most such fields optional,
+// so their types here are `T | null | undefined`: treat both as absent
+// (`if (state.pin)`, `?? null`, `== null`), never test `=== null` alone.
 
-export type AccessRole = 'admin' | 'responder' | 'viewer'
-export type Severity = 'sev1' | 'sev2' | 'sev3' | 'sev4'
-export type Role = 'incident_commander' | 'operations_lead' | 'communications_lead' | 'planning_lead'
-export type Status = 'active' | 'mitigated' | 'resolved' | 'closed'
+import type { components, paths } from './generated/api'
 
-export const ROLES: Role[] = ['incident_commander', 'operations_lead', 'communications_lead', 'planning_lead']
-export const SEVERITIES: Severity[] = ['sev1', 'sev2', 'sev3', 'sev4']
+type Schemas = components['schemas']
+
+export type AccessRole = Schemas['AccessRole']
+export type Severity = Schemas['Severity']
+export type Role = Schemas['Role']
+export type Status = Schemas['Status']
 
 /** `GET /api/me`: the signed-in token's claims. */
-export interface Me {
-  sub: string
-  name: string
-  role: AccessRole
-  incident?: string | null
-  exp: number
-}
+export type Me = Schemas['TokenClaims']
 
-export interface Actor {
-  id: string
-  name: string
-}
-
-export interface Criteria {
-  needs_other_team: boolean
-  customer_visible: boolean
-  unresolved_after_hour: boolean
-}
-
-export interface Presence {
-  editors: number
-  viewers: number
-}
-
-export interface RoleView {
-  role: Role
-  holder: Actor
-  delegated: boolean
-  since: string
-}
-
-export interface Responder {
-  actor: Actor
-  assignment: string
-  since: string
-}
-
-export interface RoleAssignment {
-  role: Role | null
-  assignment: string
-  holder: Actor
-  since: string
-}
-
-export interface Briefing {
-  situation: string
-  objectives: string[]
-  current_actions: string[]
-  organisation: RoleAssignment[]
-  open_changes: string[]
-  recent_timeline: string[]
-  notes: string
-}
-
-export interface PendingHandoff {
-  handoff: number
-  role: Role
-  from: Actor
-  to: Actor
-  briefing: Briefing
-  offered_at: string
-  expires_at: string
-}
-
-export interface Pin {
-  summary: string
-  next_update_by: string
-  pinned_at: string
-  pinned_by: Actor
-  seq: number
-  overdue: boolean
-}
-
-export interface ExitCriterion {
-  criterion: number
-  text: string
-  met: boolean
-}
-
-export type ChangeState =
-  | { type: 'open' }
-  | { type: 'reverted'; by: Actor; at: string }
-  | { type: 'waived'; by: Actor; at: string; reason: string }
-
-export interface Change {
-  change: number
-  what: string
-  why: string
-  revert: string
-  recorded_by: Actor
-  recorded_at: string
-  state: ChangeState
-}
-
-export interface IncidentState {
-  title: string
-  severity: Severity | null
-  criteria: Criteria | null
-  summary: string | null
-  status: Status
-  declared_at: string
-  declared_by: Actor
-  roles: RoleView[]
-  responders: Responder[]
-  pending_handoffs: PendingHandoff[]
-  next_commander: Actor | null
-  pin: Pin | null
-  exit_criteria: ExitCriterion[]
-  changes: Change[]
-  last_seq: number
-  updated_at: string
-}
-
-export interface Incident {
-  id: string
-  title: string
-  created_at: string
-  created_by: Actor
-  presence: Presence
-  state: IncidentState
-}
-
-export interface TimelinePage {
-  events: IncidentEvent[]
-  next_after: number | null
-}
-
-export interface ShareLink {
-  token: string
-  url: string
-  user: string
-  expires_at: string
-}
-
-interface EventBase {
-  seq: number
-  at: string
-  actor: Actor
-}
+export type Actor = Schemas['Actor']
+export type Criteria = Schemas['Criteria']
+export type Presence = Schemas['Presence']
+export type RoleView = Schemas['RoleView']
+export type Responder = Schemas['Responder']
+export type RoleAssignment = Schemas['RoleAssignment']
+export type Briefing = Schemas['Briefing']
+export type PendingHandoff = Schemas['PendingHandoff']
+export type Pin = Schemas['Pin']
+export type ExitCriterion = Schemas['ExitCriterion']
+export type ChangeState = Schemas['ChangeState']
+export type Change = Schemas['Change']
+export type IncidentState = Schemas['IncidentState']
+export type Incident = Schemas['Incident']
+export type TimelinePage = Schemas['TimelinePage']
+export type ShareLink = Schemas['ShareLink']
+export type ErrorBody = Schemas['ErrorBody']
 
 /** One event of the incident's log, flat: `{seq, at, actor, type, ...}`. */
-export type IncidentEvent = EventBase &
-  (
-    | { type: 'declared'; title: string; severity: Severity | null; criteria: Criteria | null; summary: string | null; commander: Actor }
-    | { type: 'severity_set'; severity: Severity }
-    | { type: 'role_assigned'; role: Role; holder: Actor; previous: Actor | null }
-    | { type: 'responder_added'; responder: Actor; assignment: string }
-    | { type: 'responder_removed'; responder: string }
-    | { type: 'handoff_offered'; handoff: number; role: Role; from: Actor; to: Actor; briefing: Briefing; expires_at: string }
-    | { type: 'handoff_accepted'; handoff: number; role: Role; from: Actor; to: Actor }
-    | { type: 'handoff_declined'; handoff: number; role: Role; from: Actor; to: Actor; reason: string | null }
-    | { type: 'handoff_cancelled'; handoff: number; role: Role; from: Actor; to: Actor; reason: string | null }
-    | { type: 'handoff_expired'; handoff: number; role: Role; from: Actor; to: Actor }
-    | { type: 'role_assumed'; role: Role; holder: Actor; previous: Actor | null; reason: string; forced_by: Actor | null }
-    | { type: 'next_commander_set'; next: Actor | null }
-    | { type: 'status_pinned'; summary: string; next_update_by: string }
-    | { type: 'update_overdue'; pin: number; due: string }
-    | { type: 'status_changed'; from: Status; to: Status; override_reason: string | null }
-    | { type: 'reopened'; from: Status; reason: string }
-    | { type: 'exit_criterion_added'; criterion: number; text: string }
-    | { type: 'exit_criterion_set'; criterion: number; met: boolean }
-    | { type: 'change_recorded'; change: number; what: string; why: string; revert: string }
-    | { type: 'change_reverted'; change: number }
-    | { type: 'change_waived'; change: number; reason: string }
-    | { type: 'note_posted'; text: string }
-  )
+export type IncidentEvent = Schemas['Event']
+
+/** `POST /api/incidents`: declaring an incident. */
+export type CreateIncident = Schemas['CreateIncident']
+/** `POST /api/incidents/{id}/share`. */
+export type ShareRequest = Schemas['ShareRequest']
+/** A command's answer: its events and the state after them. */
+export type CommandOutcome = Schemas['CommandOutcome']
+
+type CommandPath = Extract<keyof paths, `/api/incidents/{id}/commands/${string}`>
+/** The commands sent as `POST /api/incidents/{id}/commands/{name}`. */
+export type CommandName = CommandPath extends `/api/incidents/{id}/commands/${infer Name}` ? Name : never
+/** The request body of command `N` (the command's fields, without `type`). */
+export type CommandBody<N extends CommandName> =
+  paths[`/api/incidents/{id}/commands/${N}`]['post']['requestBody']['content']['application/json']
+
+// Client-side only (not on the wire): display names and lists of the enum
+// values above. `Record<Role, string>` and friends fail the type check when
+// the server adds a value the app does not name.
 
 export const ROLE_NAMES: Record<Role, string> = {
   incident_commander: 'Incident commander',
@@ -204,4 +90,19 @@ export const SEVERITY_NAMES: Record<Severity, string> = {
   sev2: 'SEV2 · major',
   sev3: 'SEV3 · minor',
   sev4: 'SEV4 · low',
+}
+
+/** The keys of a record over every member of `T`, in the record's order. */
+function everyKey<T extends string>(record: Record<T, unknown>): T[] {
+  return Object.keys(record) as T[]
+}
+
+/** Every role, in display order. */
+export const ROLES: Role[] = everyKey(ROLE_NAMES)
+/** Every severity, most severe first. */
+export const SEVERITIES: Severity[] = everyKey(SEVERITY_NAMES)
+
+/** `value` (say, a `<select>`'s) as the member of `values` it names, or null when it names none. */
+export function oneOf<T extends string>(values: readonly T[], value: string): T | null {
+  return values.find((member) => member === value) ?? null
 }

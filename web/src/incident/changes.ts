@@ -36,7 +36,7 @@ function changesSection(context: IncidentContext, errorSlot: HTMLElement): HTMLE
       actions.push(actionButton('Mark reverted', `revert-${change.change}`, errorSlot, () => context.run('mark_change_reverted', { change: change.change })))
       actions.push(
         dialogButton('Waive…', `waive-${change.change}`, () =>
-          openReasonDialog(context, `Waive change #${change.change}`, `Keep “${change.what}” in place on purpose. Say why.`, 'Waive change', 'waive_change', { change: change.change }),
+          openReasonDialog(`Waive change #${change.change}`, `Keep “${change.what}” in place on purpose. Say why.`, 'Waive change', (reason) => context.run('waive_change', { change: change.change, reason })),
         ),
       )
     }

@@ -4,7 +4,7 @@
 
 import { h } from '../dom'
 import type { Permissions } from '../permissions'
-import type { Actor, IncidentState, Me } from '../types'
+import type { Actor, CommandBody, CommandName, IncidentState, Me } from '../types'
 
 export interface IncidentContext {
   id: string
@@ -13,7 +13,7 @@ export interface IncidentContext {
   state(): IncidentState
   perms(): Permissions
   /** Sends a command; throws ApiError on refusal. */
-  run(name: string, body: Record<string, unknown>): Promise<void>
+  run<N extends CommandName>(name: N, body: CommandBody<N>): Promise<void>
   /** People the app knows of (present now, role holders, responders, timeline). */
   people(): Array<Actor & { here: boolean }>
 }

@@ -2,7 +2,6 @@
 
 import { openFormDialog, runAction } from '../dialog'
 import { field, h } from '../dom'
-import type { IncidentContext } from './context'
 
 /** A button that sends a command at once; a refusal shows in `errorSlot`. */
 export function actionButton(label: string, key: string, errorSlot: HTMLElement, action: () => Promise<unknown> | void, className = 'secondary'): HTMLButtonElement {
@@ -18,8 +17,8 @@ export function dialogButton(label: string, key: string, open: () => void, class
   return h('button', { type: 'button', class: className, 'data-key': key, onclick: open }, label)
 }
 
-/** A dialog asking for a required reason, then sending `command` with it. */
-export function openReasonDialog(context: IncidentContext, title: string, hint: string, submitLabel: string, command: string, extra: Record<string, unknown>, danger = false): void {
+/** A dialog asking for a required reason, then sending it with `send` (a command). */
+export function openReasonDialog(title: string, hint: string, submitLabel: string, send: (reason: string) => Promise<void>, danger = false): void {
   const reason = h('textarea', { rows: 2, required: true })
   openFormDialog({
     title,
@@ -27,7 +26,7 @@ export function openReasonDialog(context: IncidentContext, title: string, hint: 
     danger,
     body: [h('p', { class: 'hint' }, hint), field('Reason (required)', reason)],
     onSubmit: async () => {
-      await context.run(command, { ...extra, reason: reason.value })
+      await send(reason.value)
     },
   })
 }

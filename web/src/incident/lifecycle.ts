@@ -4,7 +4,7 @@
 
 import { openFormDialog } from '../dialog'
 import { field, h, replaceChildren } from '../dom'
-import { SEVERITIES, SEVERITY_NAMES, STATUS_NAMES, type Status } from '../types'
+import { oneOf, SEVERITIES, SEVERITY_NAMES, STATUS_NAMES, type Status } from '../types'
 import { errorLine, type IncidentContext, type PanelSection } from './context'
 import { actionButton, dialogButton, openReasonDialog } from './controls'
 
@@ -55,7 +55,7 @@ function lifecycleSection(context: IncidentContext, errorSlot: HTMLElement): HTM
     }
   }
   if (perms.reopen) {
-    buttons.push(dialogButton('Reopen…', 'reopen', () => openReasonDialog(context, 'Reopen the incident', 'It becomes active again; say why.', 'Reopen', 'reopen', {}, true)))
+    buttons.push(dialogButton('Reopen…', 'reopen', () => openReasonDialog('Reopen the incident', 'It becomes active again; say why.', 'Reopen', (reason) => context.run('reopen', { reason }), true)))
   }
   const gates: HTMLElement[] = []
   if (state.status === 'active' || state.status === 'mitigated') {
@@ -136,7 +136,9 @@ function openSeverityDialog(context: IncidentContext): void {
     submitLabel: 'Set severity',
     body: [field('Severity', select)],
     onSubmit: async () => {
-      await context.run('set_severity', { severity: select.value })
+      const severity = oneOf(SEVERITIES, select.value)
+      if (!severity) throw new Error('Choose a severity.')
+      await context.run('set_severity', { severity })
     },
   })
 }

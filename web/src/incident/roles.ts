@@ -5,7 +5,7 @@
 import { openFormDialog } from '../dialog'
 import { field, h, replaceChildren } from '../dom'
 import { roughDuration, timeEl } from '../time'
-import { ROLE_AREAS, ROLE_NAMES, ROLES, type PendingHandoff, type Role } from '../types'
+import { oneOf, ROLE_AREAS, ROLE_NAMES, ROLES, type PendingHandoff, type Role } from '../types'
 import { errorLine, type IncidentContext, type PanelSection } from './context'
 import { actionButton, dialogButton } from './controls'
 import { openOfferDialog } from './handoff'
@@ -108,8 +108,10 @@ function openEmergencyDialog(context: IncidentContext): void {
     ],
     onSubmit: async () => {
       const to = picker.read()
-      if (to.id === context.me.sub) await context.run('assume_role', { role: role.value, reason: reason.value })
-      else await context.run('force_assign_role', { role: role.value, to, reason: reason.value })
+      const chosen = oneOf(ROLES, role.value)
+      if (!chosen) throw new Error('Choose a role.')
+      if (to.id === context.me.sub) await context.run('assume_role', { role: chosen, reason: reason.value })
+      else await context.run('force_assign_role', { role: chosen, to, reason: reason.value })
     },
   })
 }
