@@ -105,6 +105,21 @@ pub fn render(
         );
     }
 
+    action_items(&mut out, state, &body);
+
+    let _ = writeln!(out, "## Lessons learned\n");
+    let _ = writeln!(out, "### What went well\n\n{TO_WRITE}\n");
+    let _ = writeln!(out, "### What went wrong\n\n{TO_WRITE}\n");
+    let _ = writeln!(out, "### Where we got lucky\n\n{TO_WRITE}\n");
+
+    timeline(&mut out, events);
+    supporting_information(&mut out, state, events, &body);
+    out
+}
+
+/// `## Action items`: the document's ticked and unticked items, then one per
+/// production change (open ones owned by the planning lead).
+fn action_items(out: &mut String, state: &IncidentState, body: &Body<'_>) {
     let _ = writeln!(out, "## Action items\n");
     let mut items = 0;
     if let Some(todo) = body.section("todo") {
@@ -149,12 +164,11 @@ pub fn render(
         let _ = writeln!(out, "{TO_WRITE}");
     }
     let _ = writeln!(out);
+}
 
-    let _ = writeln!(out, "## Lessons learned\n");
-    let _ = writeln!(out, "### What went well\n\n{TO_WRITE}\n");
-    let _ = writeln!(out, "### What went wrong\n\n{TO_WRITE}\n");
-    let _ = writeln!(out, "### Where we got lucky\n\n{TO_WRITE}\n");
-
+/// `## Timeline (UTC)`: every event in words, with the lifecycle's turning
+/// points marked.
+fn timeline(out: &mut String, events: &[Event]) {
     let _ = writeln!(out, "## Timeline (UTC)\n");
     let mut before: Option<IncidentState> = None;
     for event in events {
@@ -185,7 +199,16 @@ pub fn render(
         before = Some(machine::evolve(before, event));
     }
     let _ = writeln!(out);
+}
 
+/// `## Supporting information`: who held each role when, every pinned
+/// status update, and the document's notes.
+fn supporting_information(
+    out: &mut String,
+    state: &IncidentState,
+    events: &[Event],
+    body: &Body<'_>,
+) {
     let _ = writeln!(out, "## Supporting information\n");
     let _ = writeln!(out, "### Role history\n");
     let _ = writeln!(
@@ -226,7 +249,6 @@ pub fn render(
     if let Some(notes) = body.section("notes") {
         let _ = writeln!(out, "\n### Notes from the incident document\n\n{notes}");
     }
-    out
 }
 
 #[cfg(test)]

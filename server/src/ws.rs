@@ -25,13 +25,13 @@ use futures::stream::{FuturesOrdered, SplitSink};
 use futures::{FutureExt, SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
-use tokio::sync::oneshot;
+use tokio::sync::{broadcast, oneshot};
 use tracing::Instrument;
 
 use crate::http::{ApiError, ApiQuery, AppState};
 use crate::metrics::METRICS;
 use crate::protocol::{self, Access, Session, SessionLimits, TokenBucket, close_code};
-use crate::rooms::{Handled, Refusal, RoomGuard};
+use crate::rooms::{Handled, Outbound, Refusal, RoomGuard};
 use crate::store::StoreError;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
@@ -207,6 +207,8 @@ struct InboundBudget {
     bytes: TokenBucket,
     /// Messages other than awareness (edits, sync, queries).
     updates: TokenBucket,
+    /// Whether the first throttling was logged (later ones log at debug).
+    warned: bool,
 }
 
 impl InboundBudget {
@@ -218,7 +220,29 @@ impl InboundBudget {
             // at once (a big paste, an offline client's catch-up).
             bytes: TokenBucket::new(bytes, bytes.max(config.max_message_bytes as f64)),
             updates: TokenBucket::new(updates, 2.0 * updates),
+            warned: false,
         }
+    }
+
+    /// How long not to read the socket after a frame handled at `now`, if
+    /// the connection is over its budget; counted and logged.
+    fn throttle(&mut self, now: Duration) -> Option<Duration> {
+        let wait = self.wait(now);
+        if wait.is_zero() {
+            return None;
+        }
+        METRICS.inbound_throttles.inc();
+        let wait_ms = wait.as_millis() as u64;
+        if self.warned {
+            tracing::debug!(wait_ms, "throttling: not reading the socket");
+        } else {
+            self.warned = true;
+            tracing::warn!(
+                wait_ms,
+                "throttling: the connection sends more than its budget; not reading it until the budget refills"
+            );
+        }
+        Some(wait)
     }
 
     /// How long the connection must not be read, from `now`.
@@ -262,7 +286,6 @@ async fn run(
     let mut inbound = InboundBudget::new(&app.config);
     // While set, the socket is not read (back-pressure), until `throttle`.
     let mut throttled_since: Option<tokio::time::Instant> = None;
-    let mut warned_throttle = false;
     let throttle = tokio::time::sleep(Duration::ZERO);
     // Awareness changes held back by the relay rate go out when it fires.
     let awareness_timer = tokio::time::sleep(Duration::ZERO);
@@ -281,24 +304,16 @@ async fn run(
         tokio::select! {
             _ = ping.tick() => {
                 // A throttled socket is not read, so its pongs are not seen.
-                if throttled_since.is_none() && last_heard.elapsed() >= ping_every * 2 {
-                    tracing::info!(silent_ms = last_heard.elapsed().as_millis() as u64, "closing: peer stopped answering pings");
-                    return Closing::Dead;
-                }
-                let sent = tokio::time::timeout(ping_every, sink.send(Message::Ping(Bytes::new()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
-                    tracing::info!("closing: cannot ping the peer");
-                    return Closing::Dead;
+                let heard = if throttled_since.is_some() { tokio::time::Instant::now() } else { last_heard };
+                if let Err(dead) = ping_peer(sink, heard, ping_every).await {
+                    return dead;
                 }
             }
             _ = &mut shutdown => {
                 return Closing::server(close_code::SERVICE_RESTART, "server restarting");
             }
             revocation = revoked.recv() => {
-                let hit = match revocation {
-                    Ok(id) => id == jti,
-                    Err(_) => app.revocations.is_revoked(jti),
-                };
+                let hit = revocation.map_or_else(|_| app.revocations.is_revoked(jti), |id| id == jti);
                 if hit {
                     tracing::info!(code = close_code::REVOKED, "closing: access token revoked");
                     return Closing::server(close_code::REVOKED, "access token revoked");
@@ -328,15 +343,10 @@ async fn run(
             }
             frame = stream.next(), if throttled_since.is_none() => {
                 last_heard = tokio::time::Instant::now();
-                let bytes = match frame {
-                    None | Some(Ok(Message::Close(_))) => return Closing::Peer,
-                    Some(Ok(Message::Binary(bytes))) => bytes,
-                    Some(Ok(Message::Text(_))) => {
-                        tracing::warn!(code = close_code::UNSUPPORTED_DATA, "closing: text frame");
-                        return Closing::server(close_code::UNSUPPORTED_DATA, "text frames are not part of the protocol; send binary y-websocket messages");
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Err(error)) => return transport_error(error, app.config.max_message_bytes),
+                let bytes = match binary_frame(frame, app.config.max_message_bytes) {
+                    Ok(Some(bytes)) => bytes,
+                    Ok(None) => continue,
+                    Err(closing) => return closing,
                 };
                 let now = started.elapsed();
                 let handled = handle_frame(
@@ -352,15 +362,7 @@ async fn run(
                     awareness_timer.as_mut().reset(started + due);
                     awareness_armed = true;
                 }
-                let wait = inbound.wait(now);
-                if !wait.is_zero() {
-                    METRICS.inbound_throttles.inc();
-                    if warned_throttle {
-                        tracing::debug!(wait_ms = wait.as_millis() as u64, "throttling: not reading the socket");
-                    } else {
-                        warned_throttle = true;
-                        tracing::warn!(wait_ms = wait.as_millis() as u64, "throttling: the connection sends more than its budget; not reading it until the budget refills");
-                    }
+                if let Some(wait) = inbound.throttle(now) {
                     let now = tokio::time::Instant::now();
                     throttle.as_mut().reset(now + wait);
                     throttled_since = Some(now);
@@ -381,42 +383,16 @@ async fn run(
                 }
             }
             received = updates.recv() => {
-                let mut batch = Vec::new();
-                match received {
-                    Ok(outbound) => {
-                        if outbound.from != connection {
-                            batch.push(outbound.bytes);
-                        }
-                        // Take whatever else is already queued and flush once.
-                        while batch.len() < MAX_BATCH {
-                            match updates.try_recv() {
-                                Ok(outbound) if outbound.from == connection => {}
-                                Ok(outbound) => batch.push(outbound.bytes),
-                                Err(TryRecvError::Lagged(skipped)) => {
-                                    batch = vec![resync(room, skipped)];
-                                }
-                                Err(_) => break,
-                            }
-                        }
-                    }
-                    Err(RecvError::Lagged(skipped)) => batch.push(resync(room, skipped)),
-                    Err(RecvError::Closed) => return Closing::server(close_code::INTERNAL_ERROR, "room closed"),
-                }
+                let batch = match relay_batch(room, connection, received, &mut updates) {
+                    Ok(batch) => batch,
+                    Err(closing) => return closing,
+                };
                 if send_all(sink, batch).await.is_err() {
                     return Closing::Peer;
                 }
             }
-            Some((mut change, mut result)) = saving.next(), if !saving.is_empty() => {
-                // Coalesce acknowledgements that are already complete.
-                while result.is_ok() {
-                    match saving.next().now_or_never() {
-                        Some(Some((next_change, next_result))) => {
-                            change = next_change;
-                            result = next_result;
-                        }
-                        _ => break,
-                    }
-                }
+            Some(first) = saving.next(), if !saving.is_empty() => {
+                let (change, result) = latest_saved(first, &mut saving);
                 if let Err(error) = result {
                     tracing::error!(%error, code = close_code::INTERNAL_ERROR, "closing: a change could not be saved");
                     return Closing::server(close_code::INTERNAL_ERROR, "storage failure: your last changes were not saved; reconnect to resend them");
@@ -432,6 +408,101 @@ async fn run(
 /// The connection fell behind the room's buffer: instead of the messages it
 /// missed, it gets the whole document as one merged update (Yjs ignores what
 /// it already has), and it goes on from there.
+/// Pings the peer; a peer not heard from (`last_heard`) for two intervals,
+/// or that cannot take a ping within one, is dead.
+async fn ping_peer(
+    sink: &mut Sink,
+    last_heard: tokio::time::Instant,
+    ping_every: Duration,
+) -> Result<(), Closing> {
+    if last_heard.elapsed() >= ping_every * 2 {
+        tracing::info!(
+            silent_ms = last_heard.elapsed().as_millis() as u64,
+            "closing: peer stopped answering pings"
+        );
+        return Err(Closing::Dead);
+    }
+    let sent = tokio::time::timeout(ping_every, sink.send(Message::Ping(Bytes::new()))).await;
+    if !matches!(sent, Ok(Ok(()))) {
+        tracing::info!("closing: cannot ping the peer");
+        return Err(Closing::Dead);
+    }
+    Ok(())
+}
+
+/// The bytes of a binary frame; `None` for a ping or pong (nothing to do);
+/// the reason to close for anything else.
+fn binary_frame(
+    frame: Option<Result<Message, axum::Error>>,
+    max_message_bytes: usize,
+) -> Result<Option<Bytes>, Closing> {
+    match frame {
+        None | Some(Ok(Message::Close(_))) => Err(Closing::Peer),
+        Some(Ok(Message::Binary(bytes))) => Ok(Some(bytes)),
+        Some(Ok(Message::Text(_))) => {
+            tracing::warn!(code = close_code::UNSUPPORTED_DATA, "closing: text frame");
+            Err(Closing::server(
+                close_code::UNSUPPORTED_DATA,
+                "text frames are not part of the protocol; send binary y-websocket messages",
+            ))
+        }
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
+        Some(Err(error)) => Err(transport_error(error, max_message_bytes)),
+    }
+}
+
+/// What the room's broadcast holds for this connection: the message just
+/// received and whatever else is already queued (up to [`MAX_BATCH`]), to be
+/// flushed once. Its own messages are left out; a connection that lagged
+/// behind gets one merged update of the whole document instead.
+fn relay_batch(
+    room: &RoomGuard,
+    connection: u64,
+    received: Result<Outbound, RecvError>,
+    updates: &mut broadcast::Receiver<Outbound>,
+) -> Result<Vec<Bytes>, Closing> {
+    let mut batch = Vec::new();
+    match received {
+        Ok(outbound) => {
+            if outbound.from != connection {
+                batch.push(outbound.bytes);
+            }
+            while batch.len() < MAX_BATCH {
+                match updates.try_recv() {
+                    Ok(outbound) if outbound.from == connection => {}
+                    Ok(outbound) => batch.push(outbound.bytes),
+                    Err(TryRecvError::Lagged(skipped)) => {
+                        batch = vec![resync(room, skipped)];
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+        Err(RecvError::Lagged(skipped)) => batch.push(resync(room, skipped)),
+        Err(RecvError::Closed) => {
+            return Err(Closing::server(close_code::INTERNAL_ERROR, "room closed"));
+        }
+    }
+    Ok(batch)
+}
+
+/// The latest of the acknowledgements that are complete, starting from
+/// `first`: one "saved" message covers every change before it. Stops at a
+/// failure, which is reported.
+fn latest_saved(
+    first: (u64, Result<(), StoreError>),
+    saving: &mut FuturesOrdered<SavedWait>,
+) -> (u64, Result<(), StoreError>) {
+    let mut latest = first;
+    while latest.1.is_ok() {
+        match saving.next().now_or_never() {
+            Some(Some(next)) => latest = next,
+            _ => break,
+        }
+    }
+    latest
+}
+
 fn resync(room: &RoomGuard, skipped: u64) -> Bytes {
     tracing::warn!(
         skipped,
