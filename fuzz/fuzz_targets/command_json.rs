@@ -64,15 +64,15 @@
 use std::sync::{Arc, LazyLock};
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use commandpost::sidecar_api::COMMAND_NAMES;
 use commandpost_shared::incident::{
     Caller, Command, CommandError, Criteria, CriterionId, ErrorKind, Event, EventKind, HandoffId,
     IncidentState, Role, Severity, Status,
 };
-use commandpost::commands::COMMAND_NAMES;
 use commandpost_shared::machine::{self, Rules};
 use commandpost_shared::{AccessRole, Actor, UserId, limits};
-use std::collections::BTreeSet;
 use libfuzzer_sys::fuzz_target;
+use std::collections::BTreeSet;
 
 const MAX_COMMANDS: usize = 32;
 
@@ -188,7 +188,8 @@ static SCENARIOS: LazyLock<[Incident; 7]> = LazyLock::new(|| {
         );
     }
     let mut criteria = under_way.clone();
-    for i in criteria.state.as_ref().map_or(0, |s| s.exit_criteria.len())..limits::EXIT_CRITERIA - 1 {
+    for i in criteria.state.as_ref().map_or(0, |s| s.exit_criteria.len())..limits::EXIT_CRITERIA - 1
+    {
         criteria.fill(
             ALICE,
             Command::AddExitCriterion {
@@ -197,7 +198,11 @@ static SCENARIOS: LazyLock<[Incident; 7]> = LazyLock::new(|| {
         );
     }
     let mut changes = under_way.clone();
-    for i in changes.state.as_ref().map_or(0, |s| s.open_changes().count())..limits::OPEN_CHANGES - 1 {
+    for i in changes
+        .state
+        .as_ref()
+        .map_or(0, |s| s.open_changes().count())..limits::OPEN_CHANGES - 1
+    {
         changes.fill(
             BOB,
             Command::RecordChange {
@@ -207,7 +212,10 @@ static SCENARIOS: LazyLock<[Incident; 7]> = LazyLock::new(|| {
             },
         );
     }
-    [empty, declared, under_way, resolved, responders, criteria, changes].map(Incident::freeze)
+    [
+        empty, declared, under_way, resolved, responders, criteria, changes,
+    ]
+    .map(Incident::freeze)
 });
 
 /// `scenario % 8` to the scenario.
@@ -262,14 +270,19 @@ fuzz_target!(|data: &[u8]| {
             machine::check_sequence(&incident.log).unwrap();
         } else {
             assert!(
-                !incident.log.iter().any(|e| matches!(e.kind, EventKind::Declared { .. })),
+                !incident
+                    .log
+                    .iter()
+                    .any(|e| matches!(e.kind, EventKind::Declared { .. })),
                 "a second declaration"
             );
         }
         let replayed = incident
             .log
             .iter()
-            .fold(incident.start.clone(), |state, event| Some(machine::evolve(state, event)));
+            .fold(incident.start.clone(), |state, event| {
+                Some(machine::evolve(state, event))
+            });
         assert_eq!(replayed.as_ref(), incident.state.as_ref(), "replay differs");
     }
 });
@@ -313,7 +326,11 @@ fn http_command(request: serde_json::Value) -> Option<Command> {
     }
     fields.insert("type".into(), serde_json::Value::String(name.clone()));
     let command: Command = serde_json::from_value(serde_json::Value::Object(fields)).ok()?;
-    assert_eq!(command.name(), name, "the body chose another command than the path");
+    assert_eq!(
+        command.name(),
+        name,
+        "the body chose another command than the path"
+    );
     Some(command)
 }
 
@@ -361,7 +378,10 @@ fn over_limit(command: &Command) -> Option<String> {
                 for (part, limit) in [("id", limits::USER_ID_CHARS), ("name", limits::NAME_CHARS)] {
                     if let Some(text) = person.get(part).and_then(|v| v.as_str()) {
                         if length(text) > limit {
-                            return Some(format!("`{field}.{part}` of {} characters", length(text)));
+                            return Some(format!(
+                                "`{field}.{part}` of {} characters",
+                                length(text)
+                            ));
                         }
                     }
                 }
@@ -387,13 +407,20 @@ fn actor(index: usize) -> Actor {
 }
 
 fn assign(role: Role, to: usize) -> Command {
-    Command::AssignRole { role, to: actor(to) }
+    Command::AssignRole {
+        role,
+        to: actor(to),
+    }
 }
 
 fn check_round_trip(command: &Command) {
     let json = serde_json::to_vec(command).expect("a command serialises");
-    let back: Command = serde_json::from_slice(&json)
-        .unwrap_or_else(|error| panic!("{} does not parse back: {error}", String::from_utf8_lossy(&json)));
+    let back: Command = serde_json::from_slice(&json).unwrap_or_else(|error| {
+        panic!(
+            "{} does not parse back: {error}",
+            String::from_utf8_lossy(&json)
+        )
+    });
     assert_eq!(&back, command, "a command changed in a JSON round trip");
 }
 
@@ -431,7 +458,11 @@ impl Incident {
         let mut base = (*self.base).clone();
         base.append(&mut self.log);
         machine::check_sequence(&base).unwrap();
-        assert_eq!(machine::fold(&base), self.state, "a scenario's replay differs");
+        assert_eq!(
+            machine::fold(&base),
+            self.state,
+            "a scenario's replay differs"
+        );
         if let Some(state) = &self.state {
             machine::check_invariants(state).unwrap();
         }
@@ -444,8 +475,14 @@ impl Incident {
     /// each command (hundreds of them; `freeze` checks the result once).
     fn fill(&mut self, caller: usize, command: Command) {
         self.now += Duration::minutes(1);
-        let events = machine::apply(self.state.as_ref(), &command, &CALLERS[caller], self.now, &self.rules)
-            .unwrap_or_else(|error| panic!("scenario: {} refused: {error}", command.name()));
+        let events = machine::apply(
+            self.state.as_ref(),
+            &command,
+            &CALLERS[caller],
+            self.now,
+            &self.rules,
+        )
+        .unwrap_or_else(|error| panic!("scenario: {} refused: {error}", command.name()));
         for event in events {
             self.state = Some(machine::evolve(self.state.take(), &event));
             self.log.push(event);
@@ -464,19 +501,36 @@ impl Incident {
     fn step(&mut self, selector: u8, command: &Command) {
         let caller = &CALLERS[usize::from(selector % 8)];
         self.now += Duration::minutes(i64::from(selector >> 3));
-        let closed = self.state.as_ref().is_some_and(|s| s.status == Status::Closed);
+        let closed = self
+            .state
+            .as_ref()
+            .is_some_and(|s| s.status == Status::Closed);
         let over = over_limit(command);
         let result = self.apply(caller, command);
         let is_tick = matches!(command, Command::Tick);
         if let Some(over) = &over {
-            assert!(result.is_err(), "{} with {over} was accepted", command.name());
+            assert!(
+                result.is_err(),
+                "{} with {over} was accepted",
+                command.name()
+            );
         }
         match &result {
             Ok(events) => {
                 assert!(caller.access.can_write(), "a viewer changed the incident");
-                assert_eq!(caller.is_system(), is_tick, "{} by {}", command.name(), caller.actor.name);
+                assert_eq!(
+                    caller.is_system(),
+                    is_tick,
+                    "{} by {}",
+                    command.name(),
+                    caller.actor.name
+                );
                 if closed && !matches!(command, Command::Reopen { .. }) {
-                    assert!(events.is_empty(), "a closed incident accepted {}", command.name());
+                    assert!(
+                        events.is_empty(),
+                        "a closed incident accepted {}",
+                        command.name()
+                    );
                 }
             }
             Err(error) => {
@@ -506,7 +560,11 @@ impl Incident {
     fn apply(&mut self, caller: &Caller, command: &Command) -> Result<Vec<Event>, CommandError> {
         let events = machine::apply(self.state.as_ref(), command, caller, self.now, &self.rules)?;
         if !matches!(command, Command::Tick) {
-            assert!(!events.is_empty(), "{} was accepted without events", command.name());
+            assert!(
+                !events.is_empty(),
+                "{} was accepted without events",
+                command.name()
+            );
         }
         for event in &events {
             let expected = self.state.as_ref().map_or(0, |s| s.last_seq.0) + 1;
@@ -529,7 +587,11 @@ impl Incident {
             // `apply` has just checked the same state (`Emitter::finish`).
             if !cfg!(debug_assertions) {
                 if let Err(broken) = machine::check_invariants(state) {
-                    panic!("after {} by {}: {broken}", command.name(), caller.actor.name);
+                    panic!(
+                        "after {} by {}: {broken}",
+                        command.name(),
+                        caller.actor.name
+                    );
                 }
             }
             assert!(
@@ -548,7 +610,10 @@ impl Incident {
             // the log, kept as the log grows.)
             if let Some(pin) = &state.pin {
                 let reported = self.overdue_reported.contains(&pin.seq.0);
-                assert_eq!(pin.overdue, reported, "the pin's overdue flag disagrees with the log");
+                assert_eq!(
+                    pin.overdue, reported,
+                    "the pin's overdue flag disagrees with the log"
+                );
             }
             let _ = machine::briefing(state, "fuzz");
             self.check_deadline();
@@ -562,12 +627,23 @@ impl Incident {
         let Some(deadline) = machine::next_deadline(state) else {
             return;
         };
-        let tick = |at| machine::apply(Some(state), &Command::Tick, &Caller::system(), at, &self.rules);
+        let tick = |at| {
+            machine::apply(
+                Some(state),
+                &Command::Tick,
+                &Caller::system(),
+                at,
+                &self.rules,
+            )
+        };
         let at = tick(deadline).expect("the timer may always tick");
         assert!(!at.is_empty(), "a tick at next_deadline did nothing");
         if let Some(before) = deadline.checked_sub_signed(Duration::nanoseconds(1)) {
             let before = tick(before).expect("the timer may always tick");
-            assert!(before.is_empty(), "a tick before next_deadline did something");
+            assert!(
+                before.is_empty(),
+                "a tick before next_deadline did something"
+            );
         }
     }
 }

@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
             let mut buffer = String::new();
             while let Some(Ok(chunk)) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
-                for data in commandpost::remote::take_sse_data(&mut buffer) {
+                for data in commandpost::client::take_sse_data(&mut buffer) {
                     let event: Value = serde_json::from_str(&data).unwrap();
                     if event["type"] == "handoff_accepted" {
                         let _ = arrivals.send((event["handoff"].as_u64().unwrap(), Instant::now()));

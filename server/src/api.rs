@@ -16,8 +16,8 @@ use commandpost_shared::{
 };
 
 use crate::auth::{AuthError, check_incident_scope};
-use crate::commands;
 use crate::http::{ApiError, AppState, Caller, bearer_token, json_object};
+use crate::sidecar_api;
 use crate::store::{IncidentRecord, StoreError};
 
 /// Builds the router from [`routes`].
@@ -79,19 +79,28 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/incidents/{id}/share", post(share)),
         (
             "/api/incidents/{id}/commands/{name}",
-            post(commands::run_command),
+            post(sidecar_api::run_command),
         ),
-        ("/api/incidents/{id}/state", get(commands::get_state)),
-        ("/api/incidents/{id}/timeline", get(commands::get_timeline)),
+        ("/api/incidents/{id}/state", get(sidecar_api::get_state)),
+        (
+            "/api/incidents/{id}/timeline",
+            get(sidecar_api::get_timeline),
+        ),
         (
             "/api/incidents/{id}/roles/history",
-            get(commands::get_role_history),
+            get(sidecar_api::get_role_history),
         ),
-        ("/api/incidents/{id}/briefing", get(commands::get_briefing)),
-        ("/api/incidents/{id}/events", get(commands::stream_events)),
+        (
+            "/api/incidents/{id}/briefing",
+            get(sidecar_api::get_briefing),
+        ),
+        (
+            "/api/incidents/{id}/events",
+            get(sidecar_api::stream_events),
+        ),
         (
             "/api/incidents/{id}/postmortem.md",
-            get(commands::get_postmortem),
+            get(sidecar_api::get_postmortem),
         ),
         ("/ws/{id}", get(crate::ws::upgrade)),
     ]

@@ -11,8 +11,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::TokenKeys;
+use crate::client;
 use crate::config::ServerConfig;
-use crate::remote;
 use crate::server::Server;
 
 /// Command Post: live incident documents with a command structure.
@@ -36,7 +36,7 @@ enum Command {
     /// Download a consistent backup of a running server's database.
     Backup {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         /// Where to write the backup file.
         #[arg(long, short)]
         out: PathBuf,
@@ -53,51 +53,51 @@ enum Command {
     /// Declare an incident on a running server (you become its commander).
     Declare {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::DeclareArgs,
+        args: client::DeclareArgs,
     },
     /// Post a note to an incident's command-post log.
     Note {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::NoteArgs,
+        args: client::NoteArgs,
     },
     /// Pin a status summary with a next-update deadline.
     Pin {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::PinArgs,
+        args: client::PinArgs,
     },
     /// Show an incident's status, roles, pending handoffs and pinned status.
     Status {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::StatusArgs,
+        args: client::StatusArgs,
     },
     /// Offer or accept a role handoff.
     Handoff {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(subcommand)]
-        action: remote::Handoff,
+        action: client::Handoff,
     },
     /// Export an incident's postmortem draft (Markdown).
     Postmortem {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::PostmortemArgs,
+        args: client::PostmortemArgs,
     },
     /// Print an incident's events as they happen.
     Watch {
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
         #[command(flatten)]
-        args: remote::WatchArgs,
+        args: client::WatchArgs,
     },
 }
 
@@ -136,7 +136,7 @@ enum TokenAction {
         #[arg(long, value_name = "SUB")]
         minted_by: Option<String>,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
     /// List the tokens a running server minted or has seen in use (the
     /// token registry): id, subject, role, scope, expiry, who minted it.
@@ -146,7 +146,7 @@ enum TokenAction {
         #[arg(long, value_name = "SUB")]
         minted_by: Option<String>,
         #[command(flatten)]
-        remote: remote::Remote,
+        remote: client::Remote,
     },
 }
 
@@ -200,8 +200,8 @@ pub fn main() -> ExitCode {
                 }),
             ..
         }) => match (id, minted_by) {
-            (_, Some(subject)) => remote::revoke_minted_by(remote, &subject),
-            (Some(id), None) => remote::revoke(remote, &id),
+            (_, Some(subject)) => client::revoke_minted_by(remote, &subject),
+            (Some(id), None) => client::revoke(remote, &id),
             (None, None) => Err(anyhow::anyhow!(
                 "name the token id to revoke, or --minted-by SUB"
             )),
@@ -209,17 +209,17 @@ pub fn main() -> ExitCode {
         Command::Token(TokenArgs {
             action: Some(TokenAction::List { minted_by, remote }),
             ..
-        }) => remote::list_tokens(remote, minted_by.as_deref()),
+        }) => client::list_tokens(remote, minted_by.as_deref()),
         Command::Token(TokenArgs { mint, .. }) => token(mint),
-        Command::Backup { remote, out } => remote::backup(remote, &out),
+        Command::Backup { remote, out } => client::backup(remote, &out),
         Command::Restore { from, data } => restore(&from, &data),
-        Command::Declare { remote, args } => remote::declare(remote, args),
-        Command::Note { remote, args } => remote::note(remote, args),
-        Command::Pin { remote, args } => remote::pin(remote, args),
-        Command::Status { remote, args } => remote::status(remote, args),
-        Command::Handoff { remote, action } => remote::handoff(remote, action),
-        Command::Postmortem { remote, args } => remote::postmortem(remote, args),
-        Command::Watch { remote, args } => remote::watch(remote, args),
+        Command::Declare { remote, args } => client::declare(remote, args),
+        Command::Note { remote, args } => client::note(remote, args),
+        Command::Pin { remote, args } => client::pin(remote, args),
+        Command::Status { remote, args } => client::status(remote, args),
+        Command::Handoff { remote, action } => client::handoff(remote, action),
+        Command::Postmortem { remote, args } => client::postmortem(remote, args),
+        Command::Watch { remote, args } => client::watch(remote, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,7 +2,7 @@
 //! ([`AppState`]), the one error type ([`ApiError`]: a JSON error body with a
 //! stable code, logged once), the authenticated [`Caller`] extractor, query
 //! strings with JSON errors ([`ApiQuery`]) and JSON object bodies
-//! ([`json_object`]). The handlers' modules (`api`, `commands`, `admin`,
+//! ([`json_object`]). The handlers' modules (`api`, `sidecar_api`, `admin`,
 //! `ws`, `web`) import from here; only `api` assembles the router.
 //!
 //! Errors answer `{"error": {"code", "message"}}` with a 4xx status for client

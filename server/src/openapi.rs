@@ -1,6 +1,6 @@
 //! The OpenAPI document served at `/api/openapi.json`, generated at run time
 //! from the wire types (their `JsonSchema` derives) and from
-//! [`crate::commands::COMMAND_NAMES`], the same list the command endpoint
+//! [`crate::sidecar_api::COMMAND_NAMES`], the same list the command endpoint
 //! accepts, so the document cannot drift from the code. The tests check that
 //! every command variant is listed and every listed name is a variant.
 
@@ -12,7 +12,7 @@ use commandpost_shared::{
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 
-use crate::commands::COMMAND_NAMES;
+use crate::sidecar_api::COMMAND_NAMES;
 
 /// The schema of one `Command` variant, found by its `type` tag.
 fn variant<'a>(command: &'a Value, name: &str) -> Option<&'a Value> {

@@ -10,9 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api;
-use crate::http::AppState;
 use crate::auth::TokenKeys;
 use crate::config::ServerConfig;
+use crate::http::AppState;
 use crate::rooms::Rooms;
 use crate::sidecar::{Sidecars, SystemClock};
 use crate::store::Store;

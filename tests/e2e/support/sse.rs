@@ -42,7 +42,7 @@ impl EventStream {
                 let mut buffer = String::new();
                 while let Some(Ok(chunk)) = body.next().await {
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
-                    for data in commandpost::remote::take_sse_data(&mut buffer) {
+                    for data in commandpost::client::take_sse_data(&mut buffer) {
                         events.lock().push(serde_json::from_str(&data).unwrap());
                     }
                 }
