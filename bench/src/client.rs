@@ -15,14 +15,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use crate::servers::DocTarget;
 use crate::wire::{Flavor, Incoming, SYNC_STEP_1};
 
-pub type Ws = WebSocketStream<TcpStream>;
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// How long a handshake or sync may take before it counts as failed.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Source addresses in 127.0.0.0/8, so thousands of connections never run
 /// short of ephemeral ports.
-pub fn source_address(i: usize) -> IpAddr {
+pub(crate) fn source_address(i: usize) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(
         127,
         0,
@@ -41,7 +41,7 @@ fn config() -> WebSocketConfig {
 }
 
 /// Opens the WebSocket.
-pub async fn open(url: &str, source: Option<IpAddr>) -> Result<Ws> {
+pub(crate) async fn open(url: &str, source: Option<IpAddr>) -> Result<Ws> {
     let parsed = url
         .strip_prefix("ws://")
         .context("only ws:// URLs are supported")?;
@@ -63,7 +63,7 @@ pub async fn open(url: &str, source: Option<IpAddr>) -> Result<Ws> {
 
 /// Authenticates (Hocuspocus) and syncs from an empty state; returns the
 /// server's sync step 2 payload.
-pub async fn sync(ws: &mut Ws, flavor: &Flavor) -> Result<Vec<u8>> {
+pub(crate) async fn sync(ws: &mut Ws, flavor: &Flavor) -> Result<Vec<u8>> {
     if let Some(auth) = flavor.auth("benchmark") {
         ws.send(Message::binary(auth)).await?;
         loop {
@@ -89,7 +89,7 @@ pub async fn sync(ws: &mut Ws, flavor: &Flavor) -> Result<Vec<u8>> {
 }
 
 /// The next binary frame; errors on close.
-pub async fn next_binary(ws: &mut Ws) -> Result<bytes::Bytes> {
+pub(crate) async fn next_binary(ws: &mut Ws) -> Result<bytes::Bytes> {
     loop {
         match ws.next().await {
             Some(Ok(Message::Binary(bytes))) => return Ok(bytes),
@@ -103,7 +103,7 @@ pub async fn next_binary(ws: &mut Ws) -> Result<bytes::Bytes> {
 
 /// Opens and syncs one connection; returns it and the time from WebSocket
 /// open to the end of sync.
-pub async fn join(
+pub(crate) async fn join(
     url: &str,
     doc: &DocTarget,
     source: Option<IpAddr>,

@@ -57,7 +57,7 @@ fn server_of(row: &Value) -> &str {
     row.get("server").and_then(Value::as_str).unwrap_or("")
 }
 
-pub fn markdown(results: &Results) -> String {
+pub(crate) fn markdown(results: &Results) -> String {
     let mut out = String::new();
     let args = results.args.as_ref();
     let quick = args.is_some_and(|a| a.quick);

@@ -25,7 +25,7 @@ use crate::wire::{self, Flavor, IdRange, Incoming};
 
 /// Latency summary in milliseconds.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct Latency {
+pub(crate) struct Latency {
     pub samples: u64,
     pub p50_ms: f64,
     pub p99_ms: f64,
@@ -103,7 +103,7 @@ pub enum Pace {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct FanoutParams {
+pub(crate) struct FanoutParams {
     pub viewers: usize,
     pub editors: usize,
     pub keys_per_second: f64,
@@ -112,7 +112,7 @@ pub struct FanoutParams {
 }
 
 #[derive(Clone, Debug, Serialize)]
-pub struct FanoutResult {
+pub(crate) struct FanoutResult {
     pub server: Kind,
     pub params: FanoutParams,
     pub viewers_connected: usize,
@@ -197,7 +197,7 @@ fn client_id_base() -> u64 {
     (nanos % (1 << 31)) + 1000
 }
 
-pub async fn fanout(
+pub(crate) async fn fanout(
     server: &mut Server,
     params: &FanoutParams,
     traces: &[Arc<Trace>],
@@ -450,7 +450,7 @@ async fn editor_loop(
 // ------------------------------------------------------------ connections
 
 #[derive(Clone, Debug, Serialize)]
-pub struct ConnectionsResult {
+pub(crate) struct ConnectionsResult {
     pub server: Kind,
     pub documents: usize,
     pub connections: usize,
@@ -465,7 +465,7 @@ pub struct ConnectionsResult {
     pub server_cpu_seconds: f64,
 }
 
-pub async fn connections(
+pub(crate) async fn connections(
     server: &mut Server,
     documents: usize,
     connections: usize,
@@ -562,7 +562,7 @@ async fn drain(mut ws: Ws, keepalive: Option<Vec<u8>>, open: Option<Rc<Cell<usiz
 // ------------------------------------------------------------------- join
 
 #[derive(Clone, Debug, Serialize)]
-pub struct JoinResult {
+pub(crate) struct JoinResult {
     pub server: Kind,
     pub document_bytes: usize,
     /// Sequential single joins, WebSocket open to synced.
@@ -650,7 +650,7 @@ async fn join_many(url: &str, doc: &DocTarget, n: usize) -> (Vec<Duration>, f64,
     (took, wall, failed)
 }
 
-pub async fn join(
+pub(crate) async fn join(
     server: &mut Server,
     tuning: &Tuning,
     update: &[u8],
@@ -748,7 +748,7 @@ fn dir_size(path: &std::path::Path) -> u64 {
 // --------------------------------------------------------- durable writes
 
 #[derive(Clone, Debug, Serialize)]
-pub struct DurableResult {
+pub(crate) struct DurableResult {
     pub server: Kind,
     pub writers: usize,
     pub documents: usize,
@@ -762,7 +762,7 @@ pub struct DurableResult {
     pub failures: u64,
 }
 
-pub async fn durable(
+pub(crate) async fn durable(
     server: &mut Server,
     writers: usize,
     documents: usize,

@@ -85,7 +85,7 @@ impl Kind {
 
 /// Paths to everything the servers need.
 #[derive(Clone, Debug)]
-pub struct Installed {
+pub(crate) struct Installed {
     pub commandpost: PathBuf,
     pub ceiling: PathBuf,
     pub node: PathBuf,
@@ -100,7 +100,7 @@ pub struct Installed {
 
 impl Installed {
     /// Whether this server can run here (peers may be left out).
-    pub fn available(&self, kind: Kind) -> Result<()> {
+    pub(crate) fn available(&self, kind: Kind) -> Result<()> {
         let need = |path: &Path, how: &str| {
             if path.exists() {
                 Ok(())
@@ -128,10 +128,10 @@ impl Installed {
     }
 }
 
-pub const SECRET: &str = "benchmark-secret-benchmark-secret-0123456789";
+pub(crate) const SECRET: &str = "benchmark-secret-benchmark-secret-0123456789";
 
 /// A running server.
-pub struct Server {
+pub(crate) struct Server {
     pub kind: Kind,
     pub port: u16,
     child: Child,
@@ -146,7 +146,7 @@ pub struct Server {
 
 /// A document on a server, and how to reach it.
 #[derive(Clone, Debug)]
-pub struct DocTarget {
+pub(crate) struct DocTarget {
     pub url: String,
     pub flavor: Flavor,
     pub kind: Kind,
@@ -154,7 +154,7 @@ pub struct DocTarget {
 
 /// Options the scenarios pass to a server.
 #[derive(Clone, Debug, Default)]
-pub struct Tuning {
+pub(crate) struct Tuning {
     /// Command Post: unload idle rooms after this long (cold joins).
     pub room_idle_timeout: Option<Duration>,
 }
@@ -165,7 +165,7 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    pub fn start(installed: &Installed, kind: Kind, name: &str, tuning: &Tuning) -> Result<Server> {
+    pub(crate) fn start(installed: &Installed, kind: Kind, name: &str, tuning: &Tuning) -> Result<Server> {
         installed.available(kind)?;
         let dir = installed.work.join("runs").join(name);
         if dir.exists() {
@@ -277,18 +277,18 @@ impl Server {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// Stops the server (SIGTERM, then SIGKILL after 10 s) and starts it
     /// again on the same port and data: documents must come from storage.
-    pub fn restart(&mut self, tuning: &Tuning) -> Result<()> {
+    pub(crate) fn restart(&mut self, tuning: &Tuning) -> Result<()> {
         self.stop();
         self.spawn(tuning)
     }
 
-    pub fn stop(&mut self) {
+    pub(crate) fn stop(&mut self) {
         let pid = self.child.id().to_string();
         // y-sweet saves its documents on SIGINT only; the others stop
         // cleanly on SIGTERM.
@@ -310,12 +310,12 @@ impl Server {
     }
 
     /// The token a viewer or editor presents (Command Post only).
-    pub fn token(&self, write: bool) -> &str {
+    pub(crate) fn token(&self, write: bool) -> &str {
         if write { &self.editor } else { &self.viewer }
     }
 
     /// Creates a new, empty document and says how to reach it.
-    pub async fn new_doc(&mut self) -> Result<DocTarget> {
+    pub(crate) async fn new_doc(&mut self) -> Result<DocTarget> {
         self.next_doc += 1;
         let base = format!("ws://127.0.0.1:{}", self.port);
         let name = format!("bench-doc-{}", self.next_doc);
@@ -365,14 +365,14 @@ impl Server {
     }
 
     /// The URL a client opens, with its credentials.
-    pub fn connect_url(&self, doc: &DocTarget, write: bool) -> String {
+    pub(crate) fn connect_url(&self, doc: &DocTarget, write: bool) -> String {
         match self.kind {
             Kind::Commandpost => format!("{}?token={}", doc.url, self.token(write)),
             _ => doc.url.clone(),
         }
     }
 
-    pub fn stats(&self) -> ProcStats {
+    pub(crate) fn stats(&self) -> ProcStats {
         ProcStats::read(self.pid())
     }
 }
@@ -385,14 +385,14 @@ impl Drop for Server {
 
 /// CPU time and memory of a process, from `/proc`.
 #[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct ProcStats {
+pub(crate) struct ProcStats {
     pub cpu_seconds: f64,
     pub rss_kib: u64,
     pub peak_rss_kib: u64,
 }
 
 impl ProcStats {
-    pub fn read(pid: u32) -> ProcStats {
+    pub(crate) fn read(pid: u32) -> ProcStats {
         let mut stats = ProcStats::default();
         if let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) {
             // Fields after the parenthesised command name; utime and stime
@@ -424,7 +424,7 @@ impl ProcStats {
         stats
     }
 
-    pub fn own() -> ProcStats {
+    pub(crate) fn own() -> ProcStats {
         ProcStats::read(std::process::id())
     }
 }

@@ -9,7 +9,7 @@ use yrs::{Doc, GetString, OffsetKind, Options, ReadTxn, StateVector, Text, TextR
 
 /// One patch: position and delete count in Unicode code points, then text.
 #[derive(Clone, Debug, Deserialize)]
-pub struct Patch(pub u32, pub u32, pub String);
+pub(crate) struct Patch(pub u32, pub u32, pub String);
 
 #[derive(Deserialize)]
 struct RawTxn {
@@ -28,7 +28,7 @@ struct RawTrace {
 }
 
 /// A sequential trace, flattened to keystroke-sized patches.
-pub struct Trace {
+pub(crate) struct Trace {
     pub name: String,
     pub start: String,
     pub end: String,
@@ -40,12 +40,12 @@ pub struct Trace {
     pub ascii: bool,
 }
 
-pub fn traces_dir() -> PathBuf {
+pub(crate) fn traces_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/editing-traces")
 }
 
 impl Trace {
-    pub fn load(name: &str) -> Result<Trace> {
+    pub(crate) fn load(name: &str) -> Result<Trace> {
         let path = traces_dir().join(format!("{name}.json.gz"));
         let file = std::fs::File::open(&path).with_context(|| {
             format!(
@@ -113,14 +113,14 @@ fn chrono_like(text: &str) -> Option<i64> {
 }
 
 /// An editor: a yrs document whose text `name` replays a trace.
-pub struct Editor {
+pub(crate) struct Editor {
     pub doc: Doc,
     pub text: TextRef,
     next: usize,
 }
 
 /// A local edit ready to send.
-pub struct Edit {
+pub(crate) struct Edit {
     pub update: Vec<u8>,
     /// The clocks of the blocks this edit created (`start..end`), or `None`
     /// for a pure deletion (which creates no block).
@@ -128,7 +128,7 @@ pub struct Edit {
 }
 
 impl Editor {
-    pub fn new(client_id: u64, text_name: &str) -> Self {
+    pub(crate) fn new(client_id: u64, text_name: &str) -> Self {
         let doc = Doc::with_options(Options {
             client_id: yrs::ClientID::new(client_id),
             offset_kind: OffsetKind::Utf16,
@@ -140,7 +140,7 @@ impl Editor {
 
     /// Applies the trace's next patch (starting over with a cleared text at
     /// the end of the trace) and returns the update it produced.
-    pub fn step(&mut self, trace: &Trace) -> Edit {
+    pub(crate) fn step(&mut self, trace: &Trace) -> Edit {
         if self.next >= trace.patches.len() {
             self.next = 0;
             let mut txn = self.doc.transact_mut();
@@ -177,12 +177,12 @@ impl Editor {
     }
 
     /// Sets the trace position (editors sharing a trace start apart).
-    pub fn skip_to(&mut self, index: usize, trace: &Trace) {
+    pub(crate) fn skip_to(&mut self, index: usize, trace: &Trace) {
         self.next = index % trace.patches.len().max(1);
     }
 
     /// The whole document as one update.
-    pub fn full_update(&self) -> Vec<u8> {
+    pub(crate) fn full_update(&self) -> Vec<u8> {
         self.doc
             .transact()
             .encode_state_as_update_v1(&StateVector::default())
@@ -211,7 +211,7 @@ fn utf16_span(text: &str, pos: usize, del: usize) -> (u32, u32) {
 
 /// Replays a whole trace into one document (used to build the large join
 /// document) and checks the result against the trace's end content.
-pub fn replay_whole(trace: &Trace) -> Result<Vec<u8>> {
+pub(crate) fn replay_whole(trace: &Trace) -> Result<Vec<u8>> {
     let mut editor = Editor::new(1, crate::BODY_TEXT);
     {
         let mut txn = editor.doc.transact_mut();

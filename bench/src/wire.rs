@@ -5,19 +5,19 @@
 
 use anyhow::{Context, Result, bail};
 
-pub const MSG_SYNC: u64 = 0;
-pub const MSG_AUTH: u64 = 2;
-pub const SYNC_STEP_1: u64 = 0;
-pub const SYNC_STEP_2: u64 = 1;
-pub const SYNC_UPDATE: u64 = 2;
+pub(crate) const MSG_SYNC: u64 = 0;
+pub(crate) const MSG_AUTH: u64 = 2;
+pub(crate) const SYNC_STEP_1: u64 = 0;
+pub(crate) const SYNC_STEP_2: u64 = 1;
+pub(crate) const SYNC_UPDATE: u64 = 2;
 /// Command Post's "saved up to n" acknowledgement and its opt-in.
-pub const MSG_SAVED: u64 = commandpost_shared::wire::MSG_SAVED as u64;
+pub(crate) const MSG_SAVED: u64 = commandpost_shared::wire::MSG_SAVED as u64;
 /// Hocuspocus: auth sub-types.
 const HOCUS_AUTH_TOKEN: u64 = 0;
 const HOCUS_AUTH_DENIED: u64 = 1;
 const HOCUS_AUTH_OK: u64 = 2;
 
-pub fn put_var(out: &mut Vec<u8>, mut value: u64) {
+pub(crate) fn put_var(out: &mut Vec<u8>, mut value: u64) {
     loop {
         let byte = (value & 0x7f) as u8;
         value >>= 7;
@@ -29,23 +29,23 @@ pub fn put_var(out: &mut Vec<u8>, mut value: u64) {
     }
 }
 
-pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
     put_var(out, bytes.len() as u64);
     out.extend_from_slice(bytes);
 }
 
 /// A cursor over a received message.
-pub struct Reader<'a> {
+pub(crate) struct Reader<'a> {
     pub buf: &'a [u8],
     pub pos: usize,
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(buf: &'a [u8]) -> Self {
+    pub(crate) fn new(buf: &'a [u8]) -> Self {
         Self { buf, pos: 0 }
     }
 
-    pub fn var(&mut self) -> Result<u64> {
+    pub(crate) fn var(&mut self) -> Result<u64> {
         let mut value = 0u64;
         let mut shift = 0;
         loop {
@@ -67,7 +67,7 @@ impl<'a> Reader<'a> {
         self.var().map(|_| ())
     }
 
-    pub fn bytes(&mut self) -> Result<&'a [u8]> {
+    pub(crate) fn bytes(&mut self) -> Result<&'a [u8]> {
         let len = self.var()? as usize;
         let end = self.pos.checked_add(len).context("length overflow")?;
         let slice = self
@@ -125,7 +125,7 @@ impl<'a> Reader<'a> {
 
 /// How a server frames y-websocket messages.
 #[derive(Clone, Debug)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     /// One message per WebSocket frame, document chosen by the URL.
     YWebsocket,
     /// Hocuspocus: each message starts with varString(document name).
@@ -141,7 +141,7 @@ impl Flavor {
         out
     }
 
-    pub fn sync(&self, kind: u64, payload: &[u8]) -> Vec<u8> {
+    pub(crate) fn sync(&self, kind: u64, payload: &[u8]) -> Vec<u8> {
         let mut out = self.start();
         put_var(&mut out, MSG_SYNC);
         put_var(&mut out, kind);
@@ -150,7 +150,7 @@ impl Flavor {
     }
 
     /// Command Post's opt-in to saved acknowledgements.
-    pub fn saved_opt_in(&self) -> Vec<u8> {
+    pub(crate) fn saved_opt_in(&self) -> Vec<u8> {
         let mut out = self.start();
         put_var(&mut out, MSG_SAVED);
         put_bytes(&mut out, &[]);
@@ -159,7 +159,7 @@ impl Flavor {
 
     /// The Hocuspocus auth message (a token is required even when the
     /// server checks none); `None` for plain y-websocket.
-    pub fn auth(&self, token: &str) -> Option<Vec<u8>> {
+    pub(crate) fn auth(&self, token: &str) -> Option<Vec<u8>> {
         match self {
             Flavor::YWebsocket => None,
             Flavor::Hocuspocus { .. } => {
@@ -176,7 +176,7 @@ impl Flavor {
     /// client: Hocuspocus closes connections that send nothing for 60 s (its
     /// own provider sends awareness renewals); an empty stateless message
     /// (type 5) keeps it open. Plain y-websocket needs none.
-    pub fn keepalive(&self) -> Option<Vec<u8>> {
+    pub(crate) fn keepalive(&self) -> Option<Vec<u8>> {
         match self {
             Flavor::YWebsocket => None,
             Flavor::Hocuspocus { .. } => {
@@ -189,7 +189,7 @@ impl Flavor {
     }
 
     /// Decodes one received frame into the parts the load generator uses.
-    pub fn decode<'a>(&self, frame: &'a [u8]) -> Result<Incoming<'a>> {
+    pub(crate) fn decode<'a>(&self, frame: &'a [u8]) -> Result<Incoming<'a>> {
         let mut reader = Reader::new(frame);
         if let Flavor::Hocuspocus { .. } = self {
             reader.bytes()?;
@@ -219,7 +219,7 @@ impl Flavor {
     }
 }
 
-pub enum Incoming<'a> {
+pub(crate) enum Incoming<'a> {
     Step1,
     Step2(&'a [u8]),
     Update(&'a [u8]),
@@ -231,7 +231,7 @@ pub enum Incoming<'a> {
 
 /// One client's contiguous run of blocks in an update: clocks `start..end`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct IdRange {
+pub(crate) struct IdRange {
     pub client: u64,
     pub start: u64,
     pub end: u64,
@@ -242,7 +242,7 @@ pub struct IdRange {
 /// Walks every block to learn its length, so merged updates, GC and skip
 /// blocks are all accounted for. Strings count UTF-16 code units, as Yjs
 /// clocks do.
-pub fn update_ids(update: &[u8]) -> Result<Vec<IdRange>> {
+pub(crate) fn update_ids(update: &[u8]) -> Result<Vec<IdRange>> {
     let mut r = Reader::new(update);
     let clients = r.var()?;
     let mut ranges = Vec::with_capacity(clients as usize);

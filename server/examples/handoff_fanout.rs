@@ -62,7 +62,10 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .json()
         .await?;
-    let incident = declared["id"].as_str().unwrap().to_owned();
+    let incident = declared["id"]
+        .as_str()
+        .expect("a declared incident has an id")
+        .to_owned();
 
     let (arrivals, mut arrived) = tokio::sync::mpsc::unbounded_channel::<(u64, Instant)>();
     for v in 0..viewers {
@@ -87,9 +90,14 @@ async fn main() -> anyhow::Result<()> {
             while let Some(Ok(chunk)) = body.next().await {
                 buffer.push_str(&String::from_utf8_lossy(&chunk));
                 for data in commandpost::client::take_sse_data(&mut buffer) {
-                    let event: Value = serde_json::from_str(&data).unwrap();
+                    let event: Value = serde_json::from_str(&data).expect("events are JSON");
                     if event["type"] == "handoff_accepted" {
-                        let _ = arrivals.send((event["handoff"].as_u64().unwrap(), Instant::now()));
+                        let _ = arrivals.send((
+                            event["handoff"]
+                                .as_u64()
+                                .expect("a handoff event names its handoff"),
+                            Instant::now(),
+                        ));
                     }
                 }
             }

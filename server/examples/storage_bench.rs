@@ -15,6 +15,11 @@
 //! into a snapshot; then the store is reopened and the document rebuilt the
 //! way a room loads it.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "a measurement: a failed unwrap stops the run, with its location"
+)]
+
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -251,17 +251,17 @@ pub fn check_stored_update_v1(update: &[u8]) -> Result<(), UpdateCheckError> {
 /// Bits recorded (in tests only) for what a checked update contained.
 mod seen {
     /// Content refs 0..=15 (0 = GC block, 10 = Skip block) use bits 0..=15.
-    pub const CONTENT: u32 = 0;
+    pub(super) const CONTENT: u32 = 0;
     /// `Any` tags 116..=127 use bits 16..=27.
-    pub const ANY_TAG: u32 = 16;
+    pub(super) const ANY_TAG: u32 = 16;
     /// Shared-type refs 0..=15 use bits 32..=47.
-    pub const TYPE_REF: u32 = 32;
-    pub const DELETE_RANGE: u32 = 48;
-    pub const PARENT_SUB: u32 = 49;
-    pub const PARENT_NAMED: u32 = 50;
-    pub const PARENT_ID: u32 = 51;
-    pub const ORIGIN: u32 = 52;
-    pub const RIGHT_ORIGIN: u32 = 53;
+    pub(super) const TYPE_REF: u32 = 32;
+    pub(super) const DELETE_RANGE: u32 = 48;
+    pub(super) const PARENT_SUB: u32 = 49;
+    pub(super) const PARENT_NAMED: u32 = 50;
+    pub(super) const PARENT_ID: u32 = 51;
+    pub(super) const ORIGIN: u32 = 52;
+    pub(super) const RIGHT_ORIGIN: u32 = 53;
 }
 
 type Res<T> = Result<T, UpdateCheckError>;

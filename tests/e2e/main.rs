@@ -3,6 +3,11 @@
 //! client. Run with `cargo test -p commandpost --test e2e` after
 //! `npm ci --prefix tests/node`.
 
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a failed unwrap fails the test, with its location"
+)]
+
 mod support;
 
 mod abuse_awareness;

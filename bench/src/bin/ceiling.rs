@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
             };
             let sender = rooms
                 .lock()
-                .unwrap()
+                .expect("the room map lock is never poisoned: nothing panics holding it")
                 .entry(path)
                 .or_insert_with(|| broadcast::channel(1024).0)
                 .clone();

@@ -3,23 +3,13 @@
 // reverted or waived (closing needs every one settled).
 
 import { openFormDialog } from '../dialog'
-import { field, h, replaceChildren } from '../dom'
+import { field, h } from '../dom'
 import { timeEl } from '../time'
-import { errorLine, type IncidentContext, type PanelSection } from './context'
+import { type IncidentContext, panelSection, type PanelSection } from './context'
 import { actionButton, dialogButton, openReasonDialog } from './controls'
 
 export function createChanges(context: IncidentContext): PanelSection {
-  const display = h('div')
-  const error = errorLine()
-  return {
-    element: h('div', { class: 'section-wrap' }, display, error),
-    refresh() {
-      replaceChildren(display, changesSection(context, error))
-    },
-    clearError() {
-      error.hidden = true
-    },
-  }
+  return panelSection(context, changesSection)
 }
 
 function changesSection(context: IncidentContext, errorSlot: HTMLElement): HTMLElement {

@@ -2,7 +2,7 @@
 // state and send commands through, the page's lifetime, and the shape of a
 // part.
 
-import { h } from '../dom'
+import { h, replaceChildren } from '../dom'
 import type { Permissions } from '../permissions'
 import type { Actor, CommandBody, CommandName, IncidentState, Me } from '../types'
 
@@ -40,6 +40,31 @@ export interface Part {
  */
 export interface PanelSection extends Part {
   clearError(): void
+}
+
+/**
+ * A panel section that re-renders `render(context, error)` on every refresh,
+ * with a stable error line below it (and `extra` nodes, such as a form,
+ * between the two, refreshed by `onRefresh`).
+ */
+export function panelSection(
+  context: IncidentContext,
+  render: (context: IncidentContext, error: HTMLElement) => HTMLElement,
+  extra: (error: HTMLElement) => { nodes: HTMLElement[]; onRefresh?: () => void } = () => ({ nodes: [] }),
+): PanelSection {
+  const display = h('div')
+  const error = errorLine()
+  const { nodes, onRefresh } = extra(error)
+  return {
+    element: h('div', { class: 'section-wrap' }, display, ...nodes, error),
+    refresh() {
+      replaceChildren(display, render(context, error))
+      onRefresh?.()
+    },
+    clearError() {
+      error.hidden = true
+    },
+  }
 }
 
 /** The line where a refusal shows. */

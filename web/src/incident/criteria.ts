@@ -3,23 +3,14 @@
 // re-renders so a live update never wipes what is being typed.
 
 import { runAction } from '../dialog'
-import { h, replaceChildren, uid } from '../dom'
-import { errorLine, type IncidentContext, type PanelSection } from './context'
+import { h, uid } from '../dom'
+import { type IncidentContext, panelSection, type PanelSection } from './context'
 
 export function createCriteria(context: IncidentContext): PanelSection {
-  const display = h('div')
-  const error = errorLine()
-  const form = criterionForm(context, error)
-  return {
-    element: h('div', { class: 'section-wrap' }, display, form, error),
-    refresh() {
-      replaceChildren(display, criteriaSection(context, error))
-      form.hidden = !context.perms().exitCriteria
-    },
-    clearError() {
-      error.hidden = true
-    },
-  }
+  return panelSection(context, criteriaSection, (error) => {
+    const form = criterionForm(context, error)
+    return { nodes: [form], onRefresh: () => (form.hidden = !context.perms().exitCriteria) }
+  })
 }
 
 function criteriaSection(context: IncidentContext, errorSlot: HTMLElement): HTMLElement {

@@ -3,23 +3,13 @@
 // and the dialogs for the weighty steps.
 
 import { openFormDialog } from '../dialog'
-import { field, h, replaceChildren } from '../dom'
+import { field, h } from '../dom'
 import { oneOf, SEVERITIES, SEVERITY_NAMES, STATUS_NAMES, type Status } from '../types'
-import { errorLine, type IncidentContext, type PanelSection } from './context'
+import { type IncidentContext, panelSection, type PanelSection } from './context'
 import { actionButton, dialogButton, openReasonDialog } from './controls'
 
 export function createLifecycle(context: IncidentContext): PanelSection {
-  const display = h('div')
-  const error = errorLine()
-  return {
-    element: h('div', { class: 'section-wrap' }, display, error),
-    refresh() {
-      replaceChildren(display, lifecycleSection(context, error))
-    },
-    clearError() {
-      error.hidden = true
-    },
-  }
+  return panelSection(context, lifecycleSection)
 }
 
 const NEXT: Record<Status, Array<{ to: Status; label: string }>> = {

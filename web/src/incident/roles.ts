@@ -3,26 +3,16 @@
 // admin, in an emergency) take or give it at once.
 
 import { openFormDialog } from '../dialog'
-import { field, h, replaceChildren } from '../dom'
+import { field, h } from '../dom'
 import { roughDuration, timeEl } from '../time'
 import { oneOf, ROLE_AREAS, ROLE_NAMES, ROLES, type PendingHandoff, type Role } from '../types'
-import { errorLine, type IncidentContext, type PanelSection } from './context'
+import { type IncidentContext, panelSection, type PanelSection } from './context'
 import { actionButton, dialogButton } from './controls'
 import { openOfferDialog } from './handoff'
 import { personPicker } from './people'
 
 export function createRoles(context: IncidentContext): PanelSection {
-  const display = h('div')
-  const error = errorLine()
-  return {
-    element: h('div', { class: 'section-wrap' }, display, error),
-    refresh() {
-      replaceChildren(display, rolesSection(context, error))
-    },
-    clearError() {
-      error.hidden = true
-    },
-  }
+  return panelSection(context, rolesSection)
 }
 
 function rolesSection(context: IncidentContext, errorSlot: HTMLElement): HTMLElement {
