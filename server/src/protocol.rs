@@ -456,7 +456,11 @@ impl TokenBucket {
             return true;
         }
         self.refill(now);
-        if self.tokens >= amount {
+        // The refill is floating point: at the instant `wait_for` named, the
+        // bucket may hold a hair less than `amount`. That counts as enough,
+        // or a timer armed for that instant would find nothing to do and be
+        // armed for the same instant again.
+        if self.tokens >= amount - TOKEN_EPSILON {
             self.tokens -= amount;
             true
         } else {
@@ -472,12 +476,17 @@ impl TokenBucket {
         }
         self.refill(now);
         let missing = amount - self.tokens;
-        if missing <= 0.0 {
+        if missing <= TOKEN_EPSILON {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64(missing / self.per_second)
+        // Rounded up to the next nanosecond, never down.
+        Duration::from_nanos((missing / self.per_second * 1e9).ceil() as u64)
     }
 }
+
+/// What a [`TokenBucket`] may lack of an amount and still pay it: far below
+/// anything a rate counts, far above the refill's rounding error.
+const TOKEN_EPSILON: f64 = 1e-6;
 
 /// Why an awareness entry was dropped (the rest of its message applies).
 #[derive(Clone, Debug, PartialEq, Eq)]

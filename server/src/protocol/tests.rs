@@ -574,6 +574,29 @@ fn token_buckets_allow_a_burst_then_charge_debt_as_waiting_time() {
     assert!(off.try_take(1.0, start));
 }
 
+/// Found by the session fuzz target: at the instant `wait_for` named, the
+/// floating-point refill could leave the bucket a hair short, so the relay
+/// timer found nothing to send and was armed for the same instant again.
+#[test]
+fn a_bucket_holds_the_amount_at_the_instant_it_said_it_would() {
+    for per_second in [1.0, 3.0, 7.0, 20.0, 30.0, 1000.0] {
+        let mut bucket = TokenBucket::new(per_second, per_second);
+        let mut now = Duration::from_micros(1_012);
+        for step in 0..2_000u64 {
+            // Empty it at an irregular time, then wait exactly as told.
+            while bucket.try_take(1.0, now) {}
+            let wait = bucket.wait_for(1.0, now);
+            assert!(wait > Duration::ZERO);
+            now += wait;
+            assert!(
+                bucket.try_take(1.0, now),
+                "{per_second}/s, step {step}: not there at {now:?}"
+            );
+            now += Duration::from_nanos(step * 7_919 % 1_000_003);
+        }
+    }
+}
+
 #[test]
 fn updates_that_only_delete_are_recognised() {
     let room = room_with("hello world");
