@@ -165,7 +165,12 @@ fn free_port() -> Result<u16> {
 }
 
 impl Server {
-    pub(crate) fn start(installed: &Installed, kind: Kind, name: &str, tuning: &Tuning) -> Result<Server> {
+    pub(crate) fn start(
+        installed: &Installed,
+        kind: Kind,
+        name: &str,
+        tuning: &Tuning,
+    ) -> Result<Server> {
         installed.available(kind)?;
         let dir = installed.work.join("runs").join(name);
         if dir.exists() {

@@ -33,7 +33,7 @@ pub async fn backup(
     use axum::response::IntoResponse;
     caller.require_server_admin("download backups")?;
     let started = std::time::Instant::now();
-    let bytes = state.store.while_held(crate::backup::export).await??;
+    let bytes = crate::backup::export(&state.store).await?;
     tracing::info!(
         bytes = bytes.len(),
         by = %caller.0.sub,

@@ -361,9 +361,7 @@ fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()>
     let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
     let restored = crate::backup::restore(&bytes, data)?;
     eprintln!(
-        "restored {} entries in {} trees into {}; start the server with --data {} (and the same secret: copy the old data directory's `secret` file or use COMMANDPOST_SECRET)",
-        restored.entries,
-        restored.trees,
+        "restored {restored} into {}; start the server with --data {} (and the same secret: copy the old data directory's `secret` file or use COMMANDPOST_SECRET)",
         data.join("db").display(),
         data.display()
     );

@@ -4,8 +4,9 @@
 //! layering in ARCHITECTURE.md cannot drift silently.
 //!
 //! It reads each module's source (up to its `#[cfg(test)]` section, which
-//! clippy keeps last) and collects the `crate::<module>` paths it names and
-//! the outside crates it uses.
+//! clippy keeps last), with the files of the submodules it declares there
+//! (`src/<module>/<name>.rs`, read the same way), and collects the
+//! `crate::<module>` paths it names and the outside crates it uses.
 
 use std::collections::BTreeMap;
 
@@ -14,7 +15,8 @@ use std::collections::BTreeMap;
 enum Layer {
     /// Cross-cutting and importing nothing of ours above storage: metrics.
     Utility,
-    /// Only `store` and the quarantine's record types; sled lives here.
+    /// Only `store` (with its backends) and the quarantine's record types;
+    /// sled lives here, in `store` alone.
     Storage,
     /// What the server does, whatever the transport.
     Domain,
@@ -71,16 +73,41 @@ fn layer_of(module: &str) -> Option<Layer> {
         .map(|(_, layer)| *layer)
 }
 
-/// The source of `module` before its tests.
+/// The source of `module` before its tests, with its submodules'.
 fn source(module: &str) -> String {
-    let path = format!("{}/src/{module}.rs", env!("CARGO_MANIFEST_DIR"));
+    read_module(&format!("{}/src", env!("CARGO_MANIFEST_DIR")), module)
+}
+
+/// The code of `dir/<name>.rs` before its tests, followed by that of each
+/// submodule it declares there (`mod x;` → `dir/<name>/x.rs`).
+fn read_module(dir: &str, name: &str) -> String {
+    let path = format!("{dir}/{name}.rs");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
     let code = text.split("#[cfg(test)]").next().unwrap_or_default();
     // Comments say what other layers do; only code counts.
-    code.lines()
+    let mut code = code
+        .lines()
         .filter(|line| !line.trim_start().starts_with("//"))
         .collect::<Vec<_>>()
-        .join("\n")
+        .join("\n");
+    for submodule in declared_submodules(&code) {
+        code.push('\n');
+        code.push_str(&read_module(&format!("{dir}/{name}"), &submodule));
+    }
+    code
+}
+
+/// The submodules `code` declares from files: `mod x;`, `pub mod x;`, ...
+fn declared_submodules(code: &str) -> Vec<String> {
+    code.lines()
+        .filter_map(|line| {
+            let line = line.trim();
+            let declared = line.strip_suffix(';')?;
+            let (visibility, name) = declared.split_once("mod ")?;
+            let visibility = visibility.trim();
+            (visibility.is_empty() || visibility.starts_with("pub")).then(|| name.trim().to_owned())
+        })
+        .collect()
 }
 
 /// The modules of this crate that `code` names as `crate::<module>`.
@@ -160,6 +187,12 @@ fn imports_go_one_way() {
                 }
             }
         }
+        if *module != "store" && uses_crate(&code, "sled") {
+            wrong.insert(
+                format!("{module} ({layer:?}) uses sled, which only store may"),
+                (),
+            );
+        }
         if PURE.contains(module) {
             for name in IO_CRATES {
                 if uses_crate(&code, name) {
@@ -187,4 +220,22 @@ fn the_checker_sees_a_wrong_way_import() {
     assert_eq!(crate_modules(code), ["api"]);
     assert!(uses_crate(code, "axum"));
     assert!(!uses_crate("my_axum::x", "axum"));
+    assert!(!uses_crate("sled_backend::x", "sled"));
+}
+
+#[test]
+fn the_checker_reads_submodules_but_not_their_tests() {
+    assert_eq!(
+        declared_submodules("mod a;\npub(crate) mod b;\nmod c {\nlet m = \"mod d\";"),
+        ["a", "b"]
+    );
+    // store.rs itself names no sled path; its sled backend does.
+    let store = source("store");
+    assert!(
+        uses_crate(&store, "sled"),
+        "the store's submodules are read"
+    );
+    assert!(!store.contains("mod tests"), "tests are left out");
+    // protocol.rs declares its test file after `#[cfg(test)]`.
+    assert!(!source("protocol").contains("fn caller("));
 }

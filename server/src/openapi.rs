@@ -6,8 +6,8 @@
 
 use commandpost_shared::incident::{Briefing, Command, IncidentState, Tenure};
 use commandpost_shared::{
-    CommandOutcome, CreateIncident, ErrorBody, Incident, IssuedToken, RevokeMintedBy, ShareLink,
-    ShareRequest, TimelinePage, TokenClaims,
+    CommandOutcome, CreateIncident, ErrorBody, Incident, IssuedToken, QuarantineEntry, Revocation,
+    RevokeMintedBy, ShareLink, ShareRequest, TimelinePage, TokenClaims,
 };
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
@@ -81,6 +81,8 @@ pub fn document() -> Value {
         generator.subschema_for::<ShareLink>(),
         generator.subschema_for::<IssuedToken>(),
         generator.subschema_for::<RevokeMintedBy>(),
+        generator.subschema_for::<Revocation>(),
+        generator.subschema_for::<QuarantineEntry>(),
     ] {
         drop(schema);
     }
@@ -123,12 +125,12 @@ pub fn document() -> Value {
             "responses": {"200": {"description": "an endless text/event-stream of Event objects", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/Event"}}}}}}}),
     );
     let jti = json!({"name": "jti", "in": "path", "required": true, "schema": {"type": "string"}, "description": "the token id (`jti` claim)"});
-    paths.insert("/api/tokens/{jti}/revoke".into(), json!({"post": {"summary": "Revoke a token (admin): refused from now on, its open sockets close (4401)", "parameters": [jti], "responses": responses("200", "the revocation", json!({"type": "object", "properties": {"jti": {"type": "string"}, "revoked_at": {"type": "string", "format": "date-time"}, "revoked_by": {"type": "string"}}}))}}));
+    paths.insert("/api/tokens/{jti}/revoke".into(), json!({"post": {"summary": "Revoke a token (admin): refused from now on, its open sockets close (4401)", "parameters": [jti], "responses": responses("200", "the revocation", reference("Revocation"))}}));
     paths.insert("/api/admin/tokens".into(), json!({"get": {"summary": "Every token the server minted or has seen in use (admin of every incident), newest first; `?minted_by=SUB` keeps those that SUB minted", "parameters": [{"name": "minted_by", "in": "query", "schema": {"type": "string"}}], "responses": responses("200", "tokens", json!({"type": "array", "items": reference("IssuedToken")}))}}));
-    paths.insert("/api/admin/tokens/revoke".into(), json!({"post": {"summary": "Revoke every token a subject minted (admin of every incident), and what was minted from those", "requestBody": json_body(reference("RevokeMintedBy")), "responses": responses("200", "the revocations", json!({"type": "array", "items": {"type": "object"}}))}}));
-    paths.insert("/api/tokens/revoked".into(), json!({"get": {"summary": "Revoked tokens (admin)", "responses": responses("200", "revocations", json!({"type": "array", "items": {"type": "object"}}))}}));
+    paths.insert("/api/admin/tokens/revoke".into(), json!({"post": {"summary": "Revoke every token a subject minted (admin of every incident), and what was minted from those", "requestBody": json_body(reference("RevokeMintedBy")), "responses": responses("200", "the revocations", json!({"type": "array", "items": reference("Revocation")}))}}));
+    paths.insert("/api/tokens/revoked".into(), json!({"get": {"summary": "Revoked tokens (admin)", "responses": responses("200", "revocations", json!({"type": "array", "items": reference("Revocation")}))}}));
     paths.insert("/api/admin/backup".into(), json!({"get": {"summary": "A consistent online backup of the database (admin); restore with `commandpost restore`", "responses": {"200": {"description": "gzip backup file", "content": {"application/gzip": {"schema": {"type": "string", "format": "binary"}}}}}}}));
-    paths.insert("/api/admin/quarantine".into(), json!({"get": {"summary": "Stored updates and events that no longer decode, moved aside at load (admin); `?bytes=true` includes their bytes", "responses": responses("200", "quarantined records", json!({"type": "array", "items": {"type": "object"}}))}}));
+    paths.insert("/api/admin/quarantine".into(), json!({"get": {"summary": "Stored updates and events that no longer decode, moved aside at load (admin); `?bytes=true` includes their bytes", "responses": responses("200", "quarantined records", json!({"type": "array", "items": reference("QuarantineEntry")}))}}));
     paths.insert("/api/incidents/{id}/postmortem.md".into(), json!({"get": {"summary": "The postmortem draft, Markdown", "parameters": [id], "responses": {"200": {"description": "Markdown", "content": {"text/markdown": {"schema": {"type": "string"}}}}}}}));
     for name in COMMAND_NAMES {
         let mut body = variant(&command, name)
@@ -208,6 +210,31 @@ mod tests {
             assert!(
                 offer["properties"].get(field).is_some(),
                 "offer_handoff lacks {field}: {offer}"
+            );
+        }
+    }
+
+    /// Every body the API answers with has a real schema: no route says
+    /// only "an object" (the revocation and quarantine routes once did).
+    #[test]
+    fn no_response_is_an_untyped_object() {
+        fn untyped(schema: &Value) -> bool {
+            match schema {
+                Value::Object(map) => {
+                    (map.get("type") == Some(&json!("object"))
+                        && !map.contains_key("properties")
+                        && !map.contains_key("additionalProperties"))
+                        || map.values().any(untyped)
+                }
+                Value::Array(items) => items.iter().any(untyped),
+                _ => false,
+            }
+        }
+        let document = document();
+        for (path, item) in document["paths"].as_object().unwrap() {
+            assert!(
+                !untyped(item),
+                "{path} has an untyped object schema: {item}"
             );
         }
     }

@@ -2,12 +2,13 @@
 //!
 //! A document update, a document snapshot or a sidecar event that fails to
 //! decode when an incident loads is not fatal. The loader skips it and asks
-//! the store to move it into the `quarantine` tree (see `store.rs`): one
-//! sled transaction inserts a [`QuarantineRecord`] (which keeps the original
-//! bytes, so nothing is ever lost) and removes the original, and the writer
-//! logs one error line naming the incident, the sequence number and the
-//! reason. The rest of the incident keeps loading; the next load does not see
-//! the entry again.
+//! the store to move it into the quarantine (see `store.rs`): the storage
+//! backend inserts a [`QuarantineRecord`] (which keeps the original bytes,
+//! so nothing is ever lost) and removes the original in one transaction,
+//! and the writer logs one error line naming the incident, the sequence
+//! number and the reason. The rest of the incident keeps loading; the next
+//! load does not see the entry again, and its sequence number is never used
+//! again.
 //!
 //! Admins read the quarantine with `GET /api/admin/quarantine` (the raw bytes
 //! only with `?bytes=true`).
@@ -16,29 +17,19 @@ use chrono::{DateTime, Utc};
 use commandpost_shared::IncidentId;
 use serde::{Deserialize, Serialize};
 
-/// What kind of stored record was moved aside.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum QuarantineKind {
-    /// One v1 update of a document's log (`docs` tree).
-    Update,
-    /// A document's snapshot (`docs` tree).
-    Snapshot,
-    /// One sidecar event (`events` tree).
-    Event,
+pub use commandpost_shared::{QuarantineEntry, QuarantineKind};
+
+/// What the server knows about a kind of quarantined record.
+pub(crate) trait KindOfRecord {
+    /// The byte that stands for the kind in the sled backend's quarantine
+    /// keys.
+    fn tag(self) -> u8;
+    /// What losing a record of this kind means, for the log line.
+    fn consequence(self) -> &'static str;
 }
 
-impl QuarantineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            QuarantineKind::Update => "update",
-            QuarantineKind::Snapshot => "snapshot",
-            QuarantineKind::Event => "event",
-        }
-    }
-
-    /// The byte that stands for the kind in a quarantine key.
-    pub(crate) fn tag(self) -> u8 {
+impl KindOfRecord for QuarantineKind {
+    fn tag(self) -> u8 {
         match self {
             QuarantineKind::Update => b'u',
             QuarantineKind::Snapshot => b's',
@@ -46,8 +37,7 @@ impl QuarantineKind {
         }
     }
 
-    /// What losing a record of this kind means, for the log line.
-    pub(crate) fn consequence(self) -> &'static str {
+    fn consequence(self) -> &'static str {
         match self {
             QuarantineKind::Update => {
                 "moved a stored document update that does not load to the quarantine; the rest of the document loads without it"
@@ -62,7 +52,7 @@ impl QuarantineKind {
     }
 }
 
-/// One quarantined record, as stored (JSON) in the `quarantine` tree.
+/// One quarantined record, as the storage backend stores it (JSON).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct QuarantineRecord {
     pub incident: IncidentId,
@@ -70,33 +60,17 @@ pub struct QuarantineRecord {
     /// The record's sequence number: the log or event seq, or for a snapshot
     /// the last log seq it covers. `None` when the key itself was damaged.
     pub seq: Option<u64>,
-    /// The key it was stored under, hex.
+    /// Where it was stored, in the storage backend's terms (sled's key),
+    /// hex.
     pub original_key: String,
     /// Why it did not load.
     pub reason: String,
     pub quarantined_at: DateTime<Utc>,
     /// The original value's length in bytes.
     pub size: usize,
-    /// The original value, hex: restoring it means writing these bytes back
-    /// under `original_key`.
+    /// The original value as the backend stored it, hex: restoring it means
+    /// writing these bytes back under `original_key`.
     pub bytes: String,
-}
-
-/// One entry of `GET /api/admin/quarantine`.
-#[derive(Clone, Debug, Serialize)]
-pub struct QuarantineEntry {
-    /// The entry's key in the `quarantine` tree, hex.
-    pub id: String,
-    pub incident: IncidentId,
-    pub kind: QuarantineKind,
-    pub seq: Option<u64>,
-    pub original_key: String,
-    pub reason: String,
-    pub quarantined_at: DateTime<Utc>,
-    pub size: usize,
-    /// Only with `?bytes=true`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub bytes: Option<String>,
 }
 
 /// Lower-case hex.

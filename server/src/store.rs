@@ -1,31 +1,25 @@
-//! Durable storage on sled, behind a narrow interface.
+//! Durable storage behind a narrow interface.
 //!
-//! Every write goes through one dedicated writer thread that performs group
-//! commit: it takes everything queued, applies it as one atomic batch per
-//! tree, flushes once (`fsync`), and only then completes each write's
-//! acknowledgement. Reads go straight to sled, which is safe from any thread.
+//! [`Store`] is the handle the rest of the server uses. Every write goes
+//! through one dedicated writer thread that performs group commit: it takes
+//! everything queued, hands it to the backend as one group, which applies
+//! it and makes it durable (`fsync`, or a committed transaction), and only
+//! then completes each write's acknowledgement. Reads go straight to the
+//! backend, which is safe from any thread. The store encodes and decodes the
+//! records (JSON; document updates are opaque) and decides what a stored
+//! record that does not load means: it is moved to the quarantine
+//! ([`crate::quarantine`]) and its seq is never used again.
 //!
-//! Layout (sled trees):
-//! - `meta`: `next_incident` → the last incident number issued (u64 BE).
-//! - `incidents`: incident number (u64 BE) → [`IncidentRecord`] as JSON.
-//! - `docs`: `incident (u64 BE) | 0` → snapshot (`upto_seq u64 BE | v1 update`),
-//!   and `incident (u64 BE) | 1 | seq (u64 BE)` → one v1 update of the log.
-//!   A snapshot covers every log entry with `seq <= upto_seq`; compaction
-//!   writes the snapshot and removes those entries in one atomic batch.
+//! The engine is a [`Backend`], whose docs are the contract a backend
+//! implements; [`SledBackend`] (`store/sled_backend.rs`, with sled's
+//! layout) is the one there is.
 //!
-//! - `revoked`: token id (`jti`) → [`Revocation`] as JSON.
-//! - `tokens`: token id (`jti`) → [`IssuedToken`] as JSON: every token the
-//!   server minted, or saw for the first time.
-//! - `quarantine`: `quarantined_at (µs since the epoch, u64 BE) | incident
-//!   (u64 BE) | kind (b'u' update, b's' snapshot, b'e' event) | seq (u64 BE;
-//!   a snapshot's `upto_seq`) | original key` →
-//!   [`QuarantineRecord`](crate::quarantine::QuarantineRecord) as JSON, which
-//!   keeps the original bytes. A stored record that no longer loads is moved
-//!   here: inserted and removed from its tree in one transaction.
-//!
-//! Invariants: nothing is acknowledged before `flush` returned; a failed
-//! write or flush is reported to every waiter, never swallowed; rooms never
-//! touch sled, only this module does.
+//! Invariants: nothing is acknowledged before the backend reported its group
+//! durable; a failed write or flush is reported to every waiter, never
+//! swallowed; only this module and its submodules touch sled.
+
+mod backend;
+mod sled_backend;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -37,30 +31,39 @@ use commandpost_shared::{Actor, IncidentId, IssuedToken};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::quarantine::{QuarantineKind, QuarantineRecord, hex};
+pub use backend::{
+    Backend, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove, Quarantined, Record,
+    RecordAt, RecordSink, RenderIncident, Write,
+};
+pub use sled_backend::{SledBackend, TreeCopy, is_locked, records_of_copy};
+
+use crate::quarantine::{KindOfRecord, QuarantineKind, QuarantineRecord, hex};
 
 /// Storage failures. Always carries the cause.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
-    #[error("sled: {0}")]
-    Sled(Arc<sled::Error>),
+    /// The storage engine failed (sled, a database connection, ...).
+    #[error("storage engine: {0}")]
+    Engine(#[source] Arc<dyn std::error::Error + Send + Sync>),
+    /// An I/O operation of the store's own failed.
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: Arc<std::io::Error>,
+    },
+    /// Stored data that does not decode.
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
     #[error("the storage writer has stopped")]
     WriterGone,
 }
 
-impl From<sled::Error> for StoreError {
-    fn from(error: sled::Error) -> Self {
-        StoreError::Sled(Arc::new(error))
-    }
-}
-
-impl From<sled::transaction::TransactionError<StoreError>> for StoreError {
-    fn from(error: sled::transaction::TransactionError<StoreError>) -> Self {
-        match error {
-            sled::transaction::TransactionError::Abort(error) => error,
-            sled::transaction::TransactionError::Storage(error) => error.into(),
+impl StoreError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        StoreError::Io {
+            context: context.into(),
+            source: Arc::new(source),
         }
     }
 }
@@ -102,59 +105,11 @@ pub struct InitialContent {
     pub events: Vec<Vec<u8>>,
 }
 
-/// Renders a new incident's initial content from its id; runs on the writer
-/// thread once the id is known.
-pub type InitialDoc = Box<dyn Fn(&IncidentId) -> InitialContent + Send>;
-
-enum WriteOp {
-    Append {
-        incident: u64,
-        seq: u64,
-        update: Vec<u8>,
-        done: Option<Ack>,
-    },
-    Compact {
-        incident: u64,
-        upto_seq: u64,
-        snapshot: Vec<u8>,
-    },
-    AppendEvents {
-        incident: u64,
-        first_seq: u64,
-        events: Vec<Vec<u8>>,
-        done: Ack,
-    },
-    CreateIncident {
-        title: String,
-        created_by: Actor,
-        created_at: DateTime<Utc>,
-        initial_doc: InitialDoc,
-        done: oneshot::Sender<Result<IncidentRecord, StoreError>>,
-    },
-    Barrier {
-        done: Ack,
-    },
-    /// Moves `key` (still holding `expected`) into the quarantine.
-    Quarantine {
-        incident: IncidentId,
-        kind: QuarantineKind,
-        seq: Option<u64>,
-        key: Vec<u8>,
-        expected: Vec<u8>,
-        reason: String,
-        done: Option<oneshot::Sender<Result<bool, StoreError>>>,
-    },
-    Revoke {
-        jti: String,
-        record: Vec<u8>,
-        done: Ack,
-    },
-    /// Records an issued token; `done` is `None` when nobody waits.
-    RecordToken {
-        jti: String,
-        record: Vec<u8>,
-        done: Option<Ack>,
-    },
+/// What the writer thread is asked to do.
+enum Queued {
+    Write(Write, Waiter),
+    /// Completes once everything queued before it is durable.
+    Barrier(Ack),
     /// Holds the writer after everything queued before it is durable, until
     /// the backup that asked for it is done (consistent online backups).
     Hold {
@@ -163,25 +118,36 @@ enum WriteOp {
     },
 }
 
-/// A revoked token, as stored.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Revocation {
-    pub jti: String,
-    pub revoked_at: DateTime<Utc>,
-    pub revoked_by: String,
+/// Who waits for a write, completed once its group is durable.
+enum Waiter {
+    Nobody,
+    Ack(Ack),
+    Barrier(Ack),
+    /// The record of the new incident, its id still to be filled in.
+    Created(
+        oneshot::Sender<Result<IncidentRecord, StoreError>>,
+        IncidentRecord,
+    ),
+    /// A move to the quarantine: whether the record was moved.
+    Moved(Option<oneshot::Sender<Result<bool, StoreError>>>, MoveNote),
 }
+
+/// What the log says about a move to the quarantine.
+struct MoveNote {
+    incident: IncidentId,
+    kind: QuarantineKind,
+    seq: Option<u64>,
+    reason: String,
+}
+
+/// A revoked token, as stored (JSON) and as the API serves it.
+pub use commandpost_shared::Revocation;
 
 /// Handle to the store. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    incidents: sled::Tree,
-    docs: sled::Tree,
-    events: sled::Tree,
-    revoked: sled::Tree,
-    tokens: sled::Tree,
-    quarantine: sled::Tree,
-    writer: mpsc::UnboundedSender<WriteOp>,
+    backend: Arc<dyn Backend>,
+    writer: mpsc::UnboundedSender<Queued>,
     /// The writer thread, joined by [`Store::close`].
     thread: Arc<parking_lot::Mutex<Option<thread::JoinHandle<()>>>>,
     stats: Arc<StoreStats>,
@@ -191,44 +157,26 @@ pub struct Store {
 const MAX_GROUP: usize = 8192;
 
 impl Store {
-    /// Opens (or creates) the store in `dir` and starts its writer thread.
+    /// Opens (or creates) the sled store in `dir` and starts its writer
+    /// thread.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(dir)
-            .mode(sled::Mode::HighThroughput)
-            .open()?;
-        let meta = db.open_tree("meta")?;
-        let incidents = db.open_tree("incidents")?;
-        let docs = db.open_tree("docs")?;
-        let events = db.open_tree("events")?;
-        let revoked = db.open_tree("revoked")?;
-        let tokens = db.open_tree("tokens")?;
-        let quarantine = db.open_tree("quarantine")?;
+        Self::with_backend(Arc::new(SledBackend::open(dir)?))
+    }
+
+    /// Starts a store on `backend`.
+    pub fn with_backend(backend: Arc<dyn Backend>) -> Result<Self, StoreError> {
         let (writer, queue) = mpsc::unbounded_channel();
         let stats = Arc::new(StoreStats::default());
         let worker = Writer {
-            db: db.clone(),
-            meta,
-            incidents: incidents.clone(),
-            docs: docs.clone(),
-            events: events.clone(),
-            revoked: revoked.clone(),
-            tokens: tokens.clone(),
-            quarantine: quarantine.clone(),
+            backend: backend.clone(),
             stats: stats.clone(),
         };
         let thread = thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || worker.run(queue))
-            .map_err(|error| StoreError::Corrupt(format!("cannot start writer thread: {error}")))?;
+            .map_err(|error| StoreError::io("cannot start the storage writer thread", error))?;
         Ok(Self {
-            db,
-            incidents,
-            docs,
-            events,
-            revoked,
-            tokens,
-            quarantine,
+            backend,
             writer,
             thread: Arc::new(parking_lot::Mutex::new(Some(thread))),
             stats,
@@ -246,9 +194,7 @@ impl Store {
         let started = std::time::Instant::now();
         loop {
             match Self::open(dir) {
-                Err(StoreError::Sled(error))
-                    if is_locked(&error) && started.elapsed() < patience =>
-                {
+                Err(error) if is_locked(&error) && started.elapsed() < patience => {
                     thread::sleep(std::time::Duration::from_millis(20));
                 }
                 other => return other,
@@ -256,38 +202,46 @@ impl Store {
         }
     }
 
-    /// Runs `f` on the database while no write happens: everything queued
-    /// before is durable, and writes queued meanwhile wait. For consistent
-    /// online backups.
-    pub async fn while_held<R: Send + 'static>(
+    /// Hands every stored record to `sink` while no write happens:
+    /// everything queued before is durable and included, and writes queued
+    /// meanwhile wait. For consistent online backups; returns the sink.
+    pub async fn export<S: RecordSink + Send + 'static>(
         &self,
-        f: impl FnOnce(&sled::Db) -> R + Send + 'static,
-    ) -> Result<R, StoreError> {
+        mut sink: S,
+    ) -> Result<S, StoreError> {
         let (held, is_held) = oneshot::channel();
         let (release, released) = std::sync::mpsc::channel();
-        self.send(WriteOp::Hold {
+        self.send(Queued::Hold {
             held,
             release: released,
         })?;
         is_held.await.map_err(|_| StoreError::WriterGone)?;
-        let db = self.db.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            let out = f(&db);
+        let backend = self.backend.clone();
+        tokio::task::spawn_blocking(move || {
+            let exported = backend.export(&mut sink);
             let _ = release.send(());
-            out
+            exported.map(|()| sink)
         })
         .await
-        .map_err(|error| StoreError::Corrupt(format!("backup task failed: {error}")))?;
-        Ok(out)
+        .map_err(|error| StoreError::Engine(Arc::new(error)))?
+    }
+
+    /// Whether the store holds nothing at all. Blocking.
+    pub fn is_empty(&self) -> Result<bool, StoreError> {
+        self.backend.is_empty()
+    }
+
+    /// Stores exported `records`, durably, in a store that is empty and
+    /// that nothing else writes to yet (a restore). Blocking.
+    pub fn import(&self, records: impl IntoIterator<Item = Record>) -> Result<(), StoreError> {
+        self.backend.import(&mut records.into_iter())
     }
 
     /// Records a revoked token durably.
     pub async fn revoke(&self, revocation: &Revocation) -> Result<(), StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(WriteOp::Revoke {
+        let wait = self.write_acked(Write::Revoke {
             jti: revocation.jti.clone(),
             record: serde_json::to_vec(revocation).expect("revocations serialise"),
-            done,
         })?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
@@ -298,25 +252,21 @@ impl Store {
         &self,
         token: &IssuedToken,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(WriteOp::RecordToken {
+        self.write_acked(Write::RecordToken {
             jti: token.jti.clone(),
             record: serde_json::to_vec(token).expect("token records serialise"),
-            done: Some(done),
-        })?;
-        Ok(wait)
+        })
     }
 
     /// Every recorded token, in no particular order. A record that does not
     /// decode is skipped with a log line (it only lists tokens).
     pub fn issued_tokens(&self) -> Result<Vec<IssuedToken>, StoreError> {
         let mut tokens = Vec::new();
-        for entry in self.tokens.iter() {
-            let (key, bytes) = entry?;
+        for (jti, bytes) in self.backend.tokens()? {
             match serde_json::from_slice(&bytes) {
                 Ok(token) => tokens.push(token),
                 Err(error) => tracing::error!(
-                    jti = %String::from_utf8_lossy(&key),
+                    jti = %jti,
                     %error,
                     "skipped a token record that does not decode"
                 ),
@@ -327,11 +277,11 @@ impl Store {
 
     /// Every revoked token.
     pub fn revocations(&self) -> Result<Vec<Revocation>, StoreError> {
-        self.revoked
+        self.backend
+            .revocations()?
             .iter()
-            .map(|entry| {
-                let (_, bytes) = entry?;
-                serde_json::from_slice(&bytes)
+            .map(|bytes| {
+                serde_json::from_slice(bytes)
                     .map_err(|error| StoreError::Corrupt(format!("revocation: {error}")))
             })
             .collect()
@@ -351,31 +301,43 @@ impl Store {
         initial_doc: impl Fn(&IncidentId) -> InitialContent + Send + 'static,
     ) -> Result<IncidentRecord, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.send(WriteOp::CreateIncident {
+        // The id is known only inside the backend's transaction.
+        let record = IncidentRecord {
+            id: IncidentId::new(0),
             title,
-            created_by,
             created_at,
-            initial_doc: Box::new(initial_doc),
-            done,
-        })?;
+            created_by,
+        };
+        let template = record.clone();
+        let render: RenderIncident = Box::new(move |id| {
+            let InitialContent { doc, events } = initial_doc(&id);
+            let record = IncidentRecord {
+                id,
+                ..template.clone()
+            };
+            NewIncident {
+                record: serde_json::to_vec(&record).expect("incident records serialise"),
+                doc,
+                events,
+            }
+        });
+        self.write(Write::CreateIncident(render), Waiter::Created(done, record))?;
         wait.await.map_err(|_| StoreError::WriterGone)?
     }
 
     pub fn get_incident(&self, id: &IncidentId) -> Result<Option<IncidentRecord>, StoreError> {
-        match self.incidents.get(id.number().to_be_bytes())? {
-            Some(bytes) => decode_incident(&bytes).map(Some),
-            None => Ok(None),
-        }
+        self.backend
+            .incident(id.number())?
+            .map(|bytes| decode_incident(&bytes))
+            .transpose()
     }
 
     /// Every incident, oldest first.
     pub fn list_incidents(&self) -> Result<Vec<IncidentRecord>, StoreError> {
-        self.incidents
+        self.backend
+            .incidents()?
             .iter()
-            .map(|entry| {
-                let (_, bytes) = entry?;
-                decode_incident(&bytes)
-            })
+            .map(|bytes| decode_incident(bytes))
             .collect()
     }
 
@@ -383,46 +345,25 @@ impl Store {
     /// `spawn_blocking`.
     pub fn load_doc(&self, id: &IncidentId) -> Result<StoredDoc, StoreError> {
         let incident = id.number();
+        let DocRecords {
+            snapshot,
+            updates,
+            damaged,
+        } = self.backend.doc(incident)?;
+        // What does not even name its record loads without it.
+        for request in damaged {
+            self.move_aside(request);
+        }
         let mut doc = StoredDoc::default();
-        if let Some(value) = self.docs.get(snapshot_key(incident))? {
-            match value.get(..8) {
-                Some(upto) => {
-                    let upto = u64::from_be_bytes(upto.try_into().expect("8 bytes"));
-                    doc.snapshot = Some(value[8..].to_vec());
-                    doc.snapshot_upto = upto;
-                    doc.next_seq = upto.saturating_add(1);
-                }
-                // Not even its header: the document loads from the log.
-                None => self.move_aside(
-                    id,
-                    QuarantineKind::Snapshot,
-                    None,
-                    snapshot_key(incident).to_vec(),
-                    value.to_vec(),
-                    format!("the snapshot is truncated to {} bytes", value.len()),
-                ),
-            }
+        if let Some((upto, snapshot)) = snapshot {
+            doc.snapshot = Some(snapshot);
+            doc.snapshot_upto = upto;
+            doc.next_seq = upto.saturating_add(1);
         }
-        for entry in self.docs.scan_prefix(log_prefix(incident)) {
-            let (key, value) = entry?;
-            let Some(seq) = key
-                .get(9..)
-                .and_then(|seq| <[u8; 8]>::try_from(seq).ok())
-                .map(u64::from_be_bytes)
-            else {
-                self.move_aside(
-                    id,
-                    QuarantineKind::Update,
-                    None,
-                    key.to_vec(),
-                    value.to_vec(),
-                    format!("a log key of {} bytes instead of 17", key.len()),
-                );
-                continue;
-            };
+        if let Some((seq, _)) = updates.last() {
             doc.next_seq = doc.next_seq.max(seq.saturating_add(1));
-            doc.updates.push((seq, value.to_vec()));
         }
+        doc.updates = updates;
         // A sequence number moved to the quarantine is never used again.
         if let Some(seq) = self.quarantined_max_seq(
             incident,
@@ -441,14 +382,11 @@ impl Store {
         seq: u64,
         update: Vec<u8>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(WriteOp::Append {
+        self.write_acked(Write::Append {
             incident: id.number(),
             seq,
             update,
-            done: Some(done),
-        })?;
-        Ok(wait)
+        })
     }
 
     /// Queues sidecar events (JSON) with sequence numbers `first_seq..`; the
@@ -459,14 +397,11 @@ impl Store {
         first_seq: u64,
         events: Vec<Vec<u8>>,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let (done, wait) = oneshot::channel();
-        self.send(WriteOp::AppendEvents {
+        self.write_acked(Write::AppendEvents {
             incident: id.number(),
             first_seq,
             events,
-            done,
-        })?;
-        Ok(wait)
+        })
     }
 
     /// The incident's events with `seq > after`, in order, as stored JSON;
@@ -477,27 +412,10 @@ impl Store {
         after: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
-        let start = event_key(id.number(), after.saturating_add(1));
-        let end = event_key(id.number(), u64::MAX);
-        let mut events = Vec::new();
-        for entry in self.events.range(start..=end) {
-            if events.len() >= limit {
-                break;
-            }
-            let (key, value) = entry?;
-            if key.len() != 16 {
-                self.move_aside(
-                    id,
-                    QuarantineKind::Event,
-                    None,
-                    key.to_vec(),
-                    value.to_vec(),
-                    format!("an event key of {} bytes instead of 16", key.len()),
-                );
-                continue;
-            }
-            let seq = u64::from_be_bytes(key[8..16].try_into().expect("8 bytes"));
-            events.push((seq, value.to_vec()));
+        let EventRecords { events, damaged } =
+            self.backend.events_after(id.number(), after, limit)?;
+        for request in damaged {
+            self.move_aside(request);
         }
         Ok(events)
     }
@@ -510,17 +428,20 @@ impl Store {
         upto_seq: u64,
         snapshot: Vec<u8>,
     ) -> Result<(), StoreError> {
-        self.send(WriteOp::Compact {
-            incident: id.number(),
-            upto_seq,
-            snapshot,
-        })
+        self.write(
+            Write::Compact {
+                incident: id.number(),
+                upto: upto_seq,
+                snapshot,
+            },
+            Waiter::Nobody,
+        )
     }
 
     /// Completes once everything queued before it is durable.
     pub fn barrier(&self) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.send(WriteOp::Barrier { done })?;
+        self.send(Queued::Barrier(done))?;
         Ok(wait)
     }
 
@@ -529,43 +450,41 @@ impl Store {
     /// handle closes; with other handles alive this just drops this one.
     pub fn close(self) {
         let Store {
-            db,
-            incidents,
-            docs,
-            events,
-            revoked,
-            tokens,
-            quarantine,
+            backend,
             writer,
             thread,
             stats,
         } = self;
         // The queue's sender must go first: the writer exits when it closes.
-        drop((
-            writer, db, incidents, docs, events, revoked, tokens, quarantine, stats,
-        ));
+        drop((writer, backend, stats));
         if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
             let _ = thread.join();
         }
     }
 
-    /// Flushes sled synchronously (used at shutdown, after the writer drained).
+    /// Flushes the backend synchronously (used at shutdown, after the writer
+    /// drained).
     pub fn flush_blocking(&self) -> Result<(), StoreError> {
-        self.db.flush()?;
-        Ok(())
+        self.backend.flush()
     }
 
-    fn send(&self, op: WriteOp) -> Result<(), StoreError> {
-        self.writer.send(op).map_err(|_| StoreError::WriterGone)
+    /// Queues a write; the receiver completes once it is durable.
+    fn write_acked(
+        &self,
+        write: Write,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.write(write, Waiter::Ack(done))?;
+        Ok(wait)
     }
-}
 
-/// Whether sled refused to open because another handle holds its lock.
-/// sled reports it as an `Other` I/O error whose message wraps the
-/// `WouldBlock` of `flock`, so the message is all there is to go by.
-pub fn is_locked(error: &sled::Error) -> bool {
-    matches!(error, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
-        || io.to_string().contains("could not acquire lock"))
+    fn write(&self, write: Write, waiter: Waiter) -> Result<(), StoreError> {
+        self.send(Queued::Write(write, waiter))
+    }
+
+    fn send(&self, queued: Queued) -> Result<(), StoreError> {
+        self.writer.send(queued).map_err(|_| StoreError::WriterGone)
+    }
 }
 
 fn decode_incident(bytes: &[u8]) -> Result<IncidentRecord, StoreError> {
@@ -573,351 +492,182 @@ fn decode_incident(bytes: &[u8]) -> Result<IncidentRecord, StoreError> {
         .map_err(|error| StoreError::Corrupt(format!("incident record: {error}")))
 }
 
-fn snapshot_key(incident: u64) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[..8].copy_from_slice(&incident.to_be_bytes());
-    key
-}
-
-fn log_prefix(incident: u64) -> [u8; 9] {
-    let mut key = snapshot_key(incident);
-    key[8] = 1;
-    key
-}
-
-fn event_key(incident: u64, seq: u64) -> [u8; 16] {
-    let mut key = [0u8; 16];
-    key[..8].copy_from_slice(&incident.to_be_bytes());
-    key[8..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
-fn log_key(incident: u64, seq: u64) -> [u8; 17] {
-    let mut key = [0u8; 17];
-    key[..9].copy_from_slice(&log_prefix(incident));
-    key[9..].copy_from_slice(&seq.to_be_bytes());
-    key
-}
-
 /// The writer thread's state.
 struct Writer {
-    db: sled::Db,
-    meta: sled::Tree,
-    incidents: sled::Tree,
-    docs: sled::Tree,
-    events: sled::Tree,
-    revoked: sled::Tree,
-    tokens: sled::Tree,
-    quarantine: sled::Tree,
+    backend: Arc<dyn Backend>,
     stats: Arc<StoreStats>,
 }
 
-/// A completion to send once the group is durable.
-enum Pending {
-    Ack(Ack),
-    /// A quarantine request: whether the record was moved.
-    Quarantined(
-        oneshot::Sender<Result<bool, StoreError>>,
-        Result<bool, StoreError>,
-    ),
-    Created(
-        oneshot::Sender<Result<IncidentRecord, StoreError>>,
-        IncidentRecord,
-    ),
-    CreateFailed(
-        oneshot::Sender<Result<IncidentRecord, StoreError>>,
-        StoreError,
-    ),
-}
-
 impl Writer {
-    fn run(self, mut queue: mpsc::UnboundedReceiver<WriteOp>) {
+    fn run(self, mut queue: mpsc::UnboundedReceiver<Queued>) {
         let mut group = Vec::with_capacity(64);
         while let Some(first) = queue.blocking_recv() {
             group.push(first);
             while group.len() < MAX_GROUP {
                 match queue.try_recv() {
-                    Ok(op) => group.push(op),
+                    Ok(queued) => group.push(queued),
                     Err(_) => break,
                 }
             }
-            self.commit(&mut group);
+            self.commit_queued(&mut group);
         }
-        // Every sender is gone: flush what sled holds and stop.
-        if let Err(error) = self.db.flush() {
+        // Every sender is gone: flush what the backend holds and stop.
+        if let Err(error) = self.backend.flush() {
             tracing::error!(%error, "final flush failed");
         }
     }
 
-    /// Applies the group's batched writes so far, for an operation that
-    /// must see them (a transaction, a quarantine check, a backup hold).
-    fn apply_batched(
-        &self,
-        batch: &mut sled::Batch,
-        event_batch: &mut sled::Batch,
-        appended: &mut Vec<(u64, u64)>,
-        batched: &mut bool,
-        result: &mut Result<(), StoreError>,
-    ) {
-        if !*batched {
-            return;
-        }
-        if let Err(error) = self
-            .docs
-            .apply_batch(std::mem::take(batch))
-            .and_then(|()| self.events.apply_batch(std::mem::take(event_batch)))
-        {
-            *result = Err(error.into());
-        }
-        appended.clear();
-        *batched = false;
-    }
-
-    /// Applies one group, flushes once, then completes every waiter.
-    fn commit(&self, group: &mut Vec<WriteOp>) {
-        let mut batch = sled::Batch::default();
-        let mut event_batch = sled::Batch::default();
-        let mut batched = false;
-        let mut pending = Vec::with_capacity(group.len());
-        // Log keys inserted by this batch, so a compaction in the same group
-        // removes them too (a batch keeps only the last write per key).
-        let mut appended: Vec<(u64, u64)> = Vec::new();
-        let mut result: Result<(), StoreError> = Ok(());
-        for op in group.drain(..) {
-            match op {
-                WriteOp::Append {
-                    incident,
-                    seq,
-                    update,
-                    done,
-                } => {
-                    batch.insert(&log_key(incident, seq), update);
-                    appended.push((incident, seq));
-                    batched = true;
-                    pending.extend(done.map(Pending::Ack));
+    /// Commits what was queued. A hold ends a group: what came before it is
+    /// durable and acknowledged before the writer waits.
+    fn commit_queued(&self, group: &mut Vec<Queued>) {
+        let mut writes = Vec::with_capacity(group.len());
+        let mut waiters = Vec::with_capacity(group.len());
+        for queued in group.drain(..) {
+            match queued {
+                Queued::Write(write, waiter) => {
+                    writes.push(write);
+                    waiters.push(waiter);
                 }
-                WriteOp::Compact {
-                    incident,
-                    upto_seq,
-                    snapshot,
-                } => {
-                    // Entries of this incident already in the tree, and those
-                    // queued earlier in this very batch.
-                    let mut value = Vec::with_capacity(8 + snapshot.len());
-                    value.extend_from_slice(&upto_seq.to_be_bytes());
-                    value.extend_from_slice(&snapshot);
-                    batch.insert(&snapshot_key(incident), value);
-                    let end = log_key(incident, upto_seq);
-                    for key in self.docs.range(log_key(incident, 0)..=end).keys() {
-                        match key {
-                            Ok(key) => batch.remove(key),
-                            Err(error) => result = Err(error.into()),
-                        }
-                    }
-                    for &(appended_incident, seq) in &appended {
-                        if appended_incident == incident && seq <= upto_seq {
-                            batch.remove(&log_key(incident, seq));
-                        }
-                    }
-                    batched = true;
-                }
-                WriteOp::CreateIncident {
-                    title,
-                    created_by,
-                    created_at,
-                    initial_doc,
-                    done,
-                } => {
-                    // Earlier appends of this group must land first, so the
-                    // batch is applied before the transaction.
-                    self.apply_batched(
-                        &mut batch,
-                        &mut event_batch,
-                        &mut appended,
-                        &mut batched,
-                        &mut result,
-                    );
-                    match self.create_incident(title, created_by, created_at, initial_doc) {
-                        Ok(record) => pending.push(Pending::Created(done, record)),
-                        Err(error) => pending.push(Pending::CreateFailed(done, error)),
-                    }
-                }
-                WriteOp::AppendEvents {
-                    incident,
-                    first_seq,
-                    events,
-                    done,
-                } => {
-                    for (offset, event) in events.into_iter().enumerate() {
-                        event_batch.insert(&event_key(incident, first_seq + offset as u64), event);
-                    }
-                    batched = true;
-                    pending.push(Pending::Ack(done));
-                }
-                WriteOp::Barrier { done } => pending.push(Pending::Ack(done)),
-                WriteOp::Quarantine {
-                    incident,
-                    kind,
-                    seq,
-                    key,
-                    expected,
-                    reason,
-                    done,
-                } => {
-                    // Earlier writes of this group land first, so the record
-                    // compared below is the one the loader would read now.
-                    self.apply_batched(
-                        &mut batch,
-                        &mut event_batch,
-                        &mut appended,
-                        &mut batched,
-                        &mut result,
-                    );
-                    let moved = self.quarantine(&incident, kind, seq, &key, &expected, &reason);
-                    if let Some(done) = done {
-                        pending.push(Pending::Quarantined(done, moved));
-                    }
-                }
-                WriteOp::Hold { held, release } => {
-                    // Make everything before the hold durable, then wait.
-                    self.apply_batched(
-                        &mut batch,
-                        &mut event_batch,
-                        &mut appended,
-                        &mut batched,
-                        &mut result,
-                    );
-                    if let Err(error) = self.db.flush() {
-                        result = Err(error.into());
-                    }
+                Queued::Barrier(done) => waiters.push(Waiter::Barrier(done)),
+                Queued::Hold { held, release } => {
+                    self.commit(std::mem::take(&mut writes), std::mem::take(&mut waiters));
                     let _ = held.send(());
                     let _ = release.recv();
                 }
-                WriteOp::Revoke { jti, record, done } => {
-                    if let Err(error) = self.revoked.insert(jti.as_bytes(), record) {
-                        result = Err(error.into());
-                    }
-                    pending.push(Pending::Ack(done));
-                }
-                WriteOp::RecordToken { jti, record, done } => {
-                    if let Err(error) = self.tokens.insert(jti.as_bytes(), record) {
-                        result = Err(error.into());
-                    }
-                    if let Some(done) = done {
-                        pending.push(Pending::Ack(done));
-                    }
-                }
             }
         }
-        if batched && result.is_ok() {
-            result = self
-                .docs
-                .apply_batch(batch)
-                .and_then(|()| self.events.apply_batch(event_batch))
-                .map_err(StoreError::from);
+        self.commit(writes, waiters);
+    }
+
+    /// Has the backend apply one group durably, then completes every waiter.
+    fn commit(&self, writes: Vec<Write>, waiters: Vec<Waiter>) {
+        // Every write has a waiter (maybe nobody): no waiter, nothing to do.
+        if waiters.is_empty() {
+            return;
         }
-        if result.is_ok() {
-            let started = std::time::Instant::now();
-            result = self.db.flush().map(drop).map_err(StoreError::from);
+        let started = std::time::Instant::now();
+        let committed = self.backend.commit(writes);
+        if committed.is_ok() {
             crate::metrics::METRICS
                 .store_flush_seconds
                 .observe(started.elapsed().as_secs_f64());
         }
+        let acknowledged = waiters.iter().filter(|waiter| waiter.waits()).count();
         self.stats.flushes.fetch_add(1, Ordering::Relaxed);
         self.stats
             .writes_flushed
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
-        if let Err(error) = &result {
-            tracing::error!(%error, writes = pending.len(), "group commit failed; no write of this group is acknowledged");
-        }
-        for waiter in pending {
-            match waiter {
-                Pending::Ack(done) => {
-                    let _ = done.send(result.clone());
+            .fetch_add(acknowledged as u64, Ordering::Relaxed);
+        match committed {
+            Ok(outcomes) => {
+                let mut outcomes = outcomes.into_iter();
+                for waiter in waiters {
+                    let outcome = match waiter {
+                        Waiter::Barrier(_) => Some(Outcome::Done),
+                        _ => outcomes.next(),
+                    };
+                    waiter.complete(outcome.ok_or_else(|| engine_bug("too few outcomes")));
                 }
-                Pending::Quarantined(done, moved) => {
-                    let _ = done.send(result.clone().and(moved));
-                }
-                Pending::Created(done, record) => {
-                    let _ = done.send(result.clone().map(|()| record));
-                }
-                Pending::CreateFailed(done, error) => {
-                    let _ = done.send(Err(error));
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = acknowledged, "group commit failed; no write of this group is acknowledged");
+                for waiter in waiters {
+                    waiter.complete(Err(error.clone()));
                 }
             }
         }
     }
+}
 
-    fn create_incident(
-        &self,
-        title: String,
-        created_by: Actor,
-        created_at: DateTime<Utc>,
-        initial_doc: InitialDoc,
-    ) -> Result<IncidentRecord, StoreError> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionError as Conflict;
-        let record = (&self.meta, &self.incidents, &self.docs, &self.events).transaction(
-            |(meta, incidents, docs, events)| {
-                let last = match meta.get("next_incident")? {
-                    Some(bytes) => u64::from_be_bytes(bytes.as_ref().try_into().map_err(|_| {
-                        Conflict::Abort(StoreError::Corrupt(
-                            "incident counter is not 8 bytes".into(),
-                        ))
-                    })?),
-                    None => 0,
+/// A backend that broke the [`Backend::commit`] contract.
+fn engine_bug(what: &str) -> StoreError {
+    StoreError::Engine(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+        format!("the storage backend answered a commit with {what}"),
+    )))
+}
+
+impl Waiter {
+    /// Whether somebody receives a completion.
+    fn waits(&self) -> bool {
+        !matches!(self, Waiter::Nobody | Waiter::Moved(None, _))
+    }
+
+    /// Completes the waiter with its write's outcome, or the group's error.
+    fn complete(self, outcome: Result<Outcome, StoreError>) {
+        match self {
+            Waiter::Nobody => {}
+            Waiter::Ack(done) | Waiter::Barrier(done) => {
+                let _ = done.send(outcome.map(drop));
+            }
+            Waiter::Created(done, record) => {
+                let created = outcome.and_then(|outcome| match outcome {
+                    Outcome::Created(number) => number.map(|number| IncidentRecord {
+                        id: IncidentId::new(number),
+                        ..record
+                    }),
+                    other => Err(engine_bug(&format!("{other:?} for a creation"))),
+                });
+                let _ = done.send(created);
+            }
+            Waiter::Moved(done, note) => {
+                let moved = match outcome {
+                    Ok(Outcome::Moved(moved)) => {
+                        note.log(&moved);
+                        moved.map(|record| record.is_some())
+                    }
+                    Ok(other) => Err(engine_bug(&format!("{other:?} for a quarantine move"))),
+                    Err(error) => Err(error),
                 };
-                let number = last + 1;
-                let record = IncidentRecord {
-                    id: IncidentId::new(number),
-                    title: title.clone(),
-                    created_at,
-                    created_by: created_by.clone(),
-                };
-                // Rendered inside the transaction because only here is the id
-                // known; a retried transaction renders again, which is harmless.
-                let initial = initial_doc(&record.id);
-                let json = serde_json::to_vec(&record)
-                    .map_err(|error| Conflict::Abort(StoreError::Corrupt(error.to_string())))?;
-                meta.insert("next_incident", &number.to_be_bytes())?;
-                incidents.insert(&number.to_be_bytes(), json)?;
-                let mut snapshot = Vec::with_capacity(8 + initial.doc.len());
-                snapshot.extend_from_slice(&0u64.to_be_bytes());
-                snapshot.extend_from_slice(&initial.doc);
-                docs.insert(&snapshot_key(number), snapshot)?;
-                for (index, event) in initial.events.iter().enumerate() {
-                    events.insert(&event_key(number, index as u64 + 1), event.as_slice())?;
+                if let Some(done) = done {
+                    let _ = done.send(moved);
                 }
-                Ok(record)
-            },
-        )?;
-        Ok(record)
+            }
+        }
     }
 }
 
-/// The key of a quarantine record: ordered by time, unique because the
-/// original key it ends with is removed when the record is written.
-fn quarantine_key(
-    at: DateTime<Utc>,
-    incident: u64,
-    kind: QuarantineKind,
-    seq: u64,
-    original: &[u8],
-) -> Vec<u8> {
-    let micros = u64::try_from(at.timestamp_micros()).unwrap_or(0);
-    let mut key = Vec::with_capacity(25 + original.len());
-    key.extend_from_slice(&micros.to_be_bytes());
-    key.extend_from_slice(&incident.to_be_bytes());
-    key.push(kind.tag());
-    key.extend_from_slice(&seq.to_be_bytes());
-    key.extend_from_slice(original);
-    key
-}
+impl MoveNote {
+    fn of(request: &QuarantineMove) -> Self {
+        Self {
+            incident: IncidentId::new(request.incident),
+            kind: request.kind,
+            seq: request.at.seq(),
+            reason: request.reason.clone(),
+        }
+    }
 
-/// Where a quarantine key keeps the incident, the kind and the seq.
-const QUARANTINE_INCIDENT: std::ops::Range<usize> = 8..16;
-const QUARANTINE_KIND: usize = 16;
-const QUARANTINE_SEQ: std::ops::Range<usize> = 17..25;
+    /// Logs what a move to the quarantine did.
+    fn log(&self, moved: &Result<Option<QuarantineRecord>, StoreError>) {
+        let MoveNote {
+            incident,
+            kind,
+            seq,
+            reason,
+        } = self;
+        let seq = seq.map_or_else(|| "unknown".to_owned(), |seq| seq.to_string());
+        match moved {
+            Ok(Some(record)) => tracing::error!(
+                incident = %incident,
+                kind = kind.name(),
+                %seq,
+                %reason,
+                key = %record.original_key,
+                "{}",
+                kind.consequence()
+            ),
+            Ok(None) => {
+                tracing::debug!(incident = %incident, kind = kind.name(), %seq, "already moved to the quarantine");
+            }
+            Err(error) => tracing::error!(
+                incident = %incident,
+                kind = kind.name(),
+                %seq,
+                %reason,
+                %error,
+                "cannot move a stored record that does not load to the quarantine; it stays where it is and is skipped again on the next load"
+            ),
+        }
+    }
+}
 
 /// Moving stored records that no longer load into the quarantine.
 impl Store {
@@ -931,14 +681,7 @@ impl Store {
         update: &[u8],
         reason: String,
     ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
-        self.quarantine(
-            id,
-            QuarantineKind::Update,
-            Some(seq),
-            log_key(id.number(), seq).to_vec(),
-            update.to_vec(),
-            reason,
-        )
+        self.quarantine(id, QuarantineKind::Update, seq, update, reason)
     }
 
     /// Moves a snapshot that does not load into the quarantine, if it still
@@ -950,17 +693,7 @@ impl Store {
         snapshot: &[u8],
         reason: String,
     ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
-        let mut value = Vec::with_capacity(8 + snapshot.len());
-        value.extend_from_slice(&upto.to_be_bytes());
-        value.extend_from_slice(snapshot);
-        self.quarantine(
-            id,
-            QuarantineKind::Snapshot,
-            Some(upto),
-            snapshot_key(id.number()).to_vec(),
-            value,
-            reason,
-        )
+        self.quarantine(id, QuarantineKind::Snapshot, upto, snapshot, reason)
     }
 
     /// Moves a sidecar event that does not load into the quarantine, if it
@@ -972,71 +705,53 @@ impl Store {
         event: &[u8],
         reason: String,
     ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
-        self.quarantine(
-            id,
-            QuarantineKind::Event,
-            Some(seq),
-            event_key(id.number(), seq).to_vec(),
-            event.to_vec(),
-            reason,
-        )
+        self.quarantine(id, QuarantineKind::Event, seq, event, reason)
     }
 
     fn quarantine(
         &self,
         id: &IncidentId,
         kind: QuarantineKind,
-        seq: Option<u64>,
-        key: Vec<u8>,
-        expected: Vec<u8>,
+        seq: u64,
+        expected: &[u8],
         reason: String,
     ) -> Result<oneshot::Receiver<Result<bool, StoreError>>, StoreError> {
         let (done, wait) = oneshot::channel();
-        self.send(WriteOp::Quarantine {
-            incident: id.clone(),
+        let request = QuarantineMove {
+            incident: id.number(),
             kind,
-            seq,
-            key,
-            expected,
+            at: RecordAt::Seq(seq),
+            expected: expected.to_vec(),
             reason,
-            done: Some(done),
-        })?;
+        };
+        let note = MoveNote::of(&request);
+        self.write(Write::Quarantine(request), Waiter::Moved(Some(done), note))?;
         Ok(wait)
     }
 
     /// Queues a move to the quarantine without waiting for it.
-    fn move_aside(
-        &self,
-        id: &IncidentId,
-        kind: QuarantineKind,
-        seq: Option<u64>,
-        key: Vec<u8>,
-        expected: Vec<u8>,
-        reason: String,
-    ) {
-        let queued = self.send(WriteOp::Quarantine {
-            incident: id.clone(),
+    fn move_aside(&self, request: QuarantineMove) {
+        let note = MoveNote::of(&request);
+        let MoveNote {
+            incident,
             kind,
-            seq,
-            key,
-            expected,
-            reason: reason.clone(),
-            done: None,
-        });
+            reason,
+            ..
+        } = MoveNote::of(&request);
+        let queued = self.write(Write::Quarantine(request), Waiter::Moved(None, note));
         if let Err(error) = queued {
-            tracing::error!(incident = %id, kind = kind.name(), %reason, %error, "skipped a stored record that does not load, but cannot move it to the quarantine");
+            tracing::error!(incident = %incident, kind = kind.name(), %reason, %error, "skipped a stored record that does not load, but cannot move it to the quarantine");
         }
     }
 
-    /// Every quarantined record with its key, oldest first. Blocking.
+    /// Every quarantined record with its id, oldest first. Blocking.
     pub fn quarantined(&self) -> Result<Vec<(Vec<u8>, QuarantineRecord)>, StoreError> {
         let mut records = Vec::new();
-        for entry in self.quarantine.iter() {
-            let (key, value) = entry?;
+        for (id, value) in self.backend.quarantined()? {
             match serde_json::from_slice(&value) {
-                Ok(record) => records.push((key.to_vec(), record)),
+                Ok(record) => records.push((id, record)),
                 Err(error) => {
-                    tracing::warn!(key = %hex(&key), %error, "a quarantine record does not decode; leaving it out of the listing");
+                    tracing::warn!(key = %hex(&id), %error, "a quarantine record does not decode; leaving it out of the listing");
                 }
             }
         }
@@ -1044,95 +759,13 @@ impl Store {
     }
 
     /// The highest seq of this incident's quarantined records of `kinds`.
-    /// Reads keys only. Blocking.
+    /// Blocking.
     pub fn quarantined_max_seq(
         &self,
         incident: u64,
         kinds: &[QuarantineKind],
     ) -> Result<Option<u64>, StoreError> {
-        let mut highest = None;
-        for key in self.quarantine.iter().keys() {
-            let key = key?;
-            if key.len() < QUARANTINE_SEQ.end
-                || key[QUARANTINE_INCIDENT] != incident.to_be_bytes()
-                || !kinds.iter().any(|kind| kind.tag() == key[QUARANTINE_KIND])
-            {
-                continue;
-            }
-            let seq = u64::from_be_bytes(key[QUARANTINE_SEQ].try_into().expect("8 bytes"));
-            highest = highest.max(Some(seq));
-        }
-        Ok(highest)
-    }
-}
-
-impl Writer {
-    /// Moves `key` into the quarantine in one transaction, if it still holds
-    /// `expected`; logs the move. Whether it moved.
-    fn quarantine(
-        &self,
-        incident: &IncidentId,
-        kind: QuarantineKind,
-        seq: Option<u64>,
-        key: &[u8],
-        expected: &[u8],
-        reason: &str,
-    ) -> Result<bool, StoreError> {
-        use sled::Transactional;
-        use sled::transaction::ConflictableTransactionResult;
-        let now = Utc::now();
-        let record = QuarantineRecord {
-            incident: incident.clone(),
-            kind,
-            seq,
-            original_key: hex(key),
-            reason: reason.to_owned(),
-            quarantined_at: now,
-            size: expected.len(),
-            bytes: hex(expected),
-        };
-        let json = serde_json::to_vec(&record).expect("quarantine records serialise");
-        let record_key = quarantine_key(now, incident.number(), kind, seq.unwrap_or(0), key);
-        let source = match kind {
-            QuarantineKind::Update | QuarantineKind::Snapshot => &self.docs,
-            QuarantineKind::Event => &self.events,
-        };
-        let moved = (&self.quarantine, source)
-            .transaction(
-                |(quarantine, source)| -> ConflictableTransactionResult<bool, StoreError> {
-                    if source.get(key)?.as_deref() != Some(expected) {
-                        return Ok(false);
-                    }
-                    quarantine.insert(record_key.as_slice(), json.as_slice())?;
-                    source.remove(key)?;
-                    Ok(true)
-                },
-            )
-            .map_err(StoreError::from);
-        let seq_text = seq.map_or_else(|| "unknown".to_owned(), |seq| seq.to_string());
-        match &moved {
-            Ok(true) => tracing::error!(
-                incident = %incident,
-                kind = kind.name(),
-                seq = %seq_text,
-                %reason,
-                key = %record.original_key,
-                "{}",
-                kind.consequence()
-            ),
-            Ok(false) => {
-                tracing::debug!(incident = %incident, kind = kind.name(), seq = %seq_text, "already moved to the quarantine");
-            }
-            Err(error) => tracing::error!(
-                incident = %incident,
-                kind = kind.name(),
-                seq = %seq_text,
-                %reason,
-                %error,
-                "cannot move a stored record that does not load to the quarantine; it stays where it is and is skipped again on the next load"
-            ),
-        }
-        moved
+        self.backend.quarantined_max_seq(incident, kinds)
     }
 }
 
@@ -1140,14 +773,14 @@ impl Writer {
 mod tests {
     use super::*;
 
-    fn actor() -> Actor {
+    pub(super) fn actor() -> Actor {
         Actor {
             id: commandpost_shared::UserId("ada".into()),
             name: "Ada".into(),
         }
     }
 
-    async fn incident(store: &Store, title: &str) -> IncidentRecord {
+    pub(super) async fn incident(store: &Store, title: &str) -> IncidentRecord {
         store
             .create_incident(title.into(), actor(), Utc::now(), {
                 let title = title.to_owned();
@@ -1329,42 +962,10 @@ mod tests {
         );
         assert_eq!(
             crate::quarantine::unhex(&update.original_key).unwrap(),
-            log_key(id.number(), 3)
+            sled_backend::log_key(id.number(), 3)
         );
         let (_, event) = &records[1];
         assert_eq!(event.kind, QuarantineKind::Event);
         assert_eq!(crate::quarantine::unhex(&event.bytes).unwrap(), b"not json");
-    }
-
-    #[tokio::test]
-    async fn a_truncated_snapshot_is_moved_aside_and_the_log_still_loads() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
-        let id = incident(&store, "truncated").await.id;
-        for seq in 1..=2u64 {
-            store
-                .append(&id, seq, vec![seq as u8])
-                .unwrap()
-                .await
-                .unwrap()
-                .unwrap();
-        }
-        store
-            .docs
-            .insert(snapshot_key(id.number()), &[1u8, 2, 3][..])
-            .unwrap();
-        let stored = store.load_doc(&id).unwrap();
-        assert_eq!(stored.snapshot, None);
-        assert_eq!(stored.updates.len(), 2);
-        store.barrier().unwrap().await.unwrap().unwrap();
-        let records = store.quarantined().unwrap();
-        assert_eq!(records.len(), 1);
-        assert_eq!(records[0].1.kind, QuarantineKind::Snapshot);
-        assert_eq!(records[0].1.seq, None);
-        assert_eq!(
-            crate::quarantine::unhex(&records[0].1.bytes).unwrap(),
-            [1, 2, 3]
-        );
-        assert_eq!(store.docs.get(snapshot_key(id.number())).unwrap(), None);
     }
 }

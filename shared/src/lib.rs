@@ -211,6 +211,67 @@ impl TokenClaims {
     }
 }
 
+/// A revoked token, as `POST /api/tokens/{jti}/revoke` answers and
+/// `GET /api/tokens/revoked` lists it (and as the server stores it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Revocation {
+    /// The revoked token's id.
+    pub jti: String,
+    /// When it was revoked.
+    pub revoked_at: DateTime<Utc>,
+    /// The subject of the admin token that revoked it.
+    pub revoked_by: String,
+}
+
+/// What kind of stored record was moved to the quarantine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum QuarantineKind {
+    /// One update of a document's log.
+    Update,
+    /// A document's snapshot.
+    Snapshot,
+    /// One sidecar event.
+    Event,
+}
+
+impl QuarantineKind {
+    /// The serialised name (`update`, `snapshot`, `event`).
+    pub fn name(self) -> &'static str {
+        match self {
+            QuarantineKind::Update => "update",
+            QuarantineKind::Snapshot => "snapshot",
+            QuarantineKind::Event => "event",
+        }
+    }
+}
+
+/// One entry of `GET /api/admin/quarantine`: a stored record that no longer
+/// loaded, moved aside with its bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QuarantineEntry {
+    /// The record's id in the quarantine (the storage backend's), hex.
+    pub id: String,
+    /// The incident it belonged to.
+    pub incident: IncidentId,
+    /// What it was.
+    pub kind: QuarantineKind,
+    /// Its sequence number: the log or event seq, or for a snapshot the last
+    /// log seq it covers. Absent when its key itself was damaged.
+    pub seq: Option<u64>,
+    /// Where it was stored, in the storage backend's terms, hex.
+    pub original_key: String,
+    /// Why it did not load.
+    pub reason: String,
+    /// When it was moved aside.
+    pub quarantined_at: DateTime<Utc>,
+    /// The original value's length in bytes.
+    pub size: usize,
+    /// The original bytes, hex; only with `?bytes=true`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<String>,
+}
+
 /// How a token came to be known to the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]

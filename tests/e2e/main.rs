@@ -7,6 +7,10 @@
     clippy::unwrap_used,
     reason = "test code: a failed unwrap fails the test, with its location"
 )]
+#![allow(
+    unreachable_pub,
+    reason = "the support modules are shared by the test modules of this one crate"
+)]
 
 mod support;
 

@@ -63,7 +63,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>[];
+                        "application/json": components["schemas"]["QuarantineEntry"][];
                     };
                 };
                 /** @description malformed query string or JSON */
@@ -305,7 +305,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>[];
+                        "application/json": components["schemas"]["Revocation"][];
                     };
                 };
                 /** @description malformed query string or JSON */
@@ -4225,7 +4225,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": Record<string, never>[];
+                        "application/json": components["schemas"]["Revocation"][];
                     };
                 };
                 /** @description malformed query string or JSON */
@@ -4347,12 +4347,7 @@ export interface paths {
                         [name: string]: unknown;
                     };
                     content: {
-                        "application/json": {
-                            jti?: string;
-                            /** Format: date-time */
-                            revoked_at?: string;
-                            revoked_by?: string;
-                        };
+                        "application/json": components["schemas"]["Revocation"];
                     };
                 };
                 /** @description malformed query string or JSON */
@@ -5202,6 +5197,42 @@ export interface components {
              */
             viewers: number;
         };
+        /**
+         * @description One entry of `GET /api/admin/quarantine`: a stored record that no longer
+         *     loaded, moved aside with its bytes.
+         */
+        QuarantineEntry: {
+            /** @description The original bytes, hex; only with `?bytes=true`. */
+            bytes?: string | null;
+            /** @description The record's id in the quarantine (the storage backend's), hex. */
+            id: string;
+            /** @description The incident it belonged to. */
+            incident: components["schemas"]["IncidentId"];
+            /** @description What it was. */
+            kind: components["schemas"]["QuarantineKind"];
+            /** @description Where it was stored, in the storage backend's terms, hex. */
+            original_key: string;
+            /**
+             * Format: date-time
+             * @description When it was moved aside.
+             */
+            quarantined_at: string;
+            /** @description Why it did not load. */
+            reason: string;
+            /**
+             * Format: uint64
+             * @description Its sequence number: the log or event seq, or for a snapshot the last
+             *     log seq it covers. Absent when its key itself was damaged.
+             */
+            seq?: number | null;
+            /**
+             * Format: uint
+             * @description The original value's length in bytes.
+             */
+            size: number;
+        };
+        /** @description What kind of stored record was moved to the quarantine. */
+        QuarantineKind: "update" | "snapshot" | "event";
         /** @description A person working the incident besides the role leads. */
         Responder: {
             /** @description The person. */
@@ -5213,6 +5244,21 @@ export interface components {
              * @description Since when they have had this assignment.
              */
             since: string;
+        };
+        /**
+         * @description A revoked token, as `POST /api/tokens/{jti}/revoke` answers and
+         *     `GET /api/tokens/revoked` lists it (and as the server stores it).
+         */
+        Revocation: {
+            /** @description The revoked token's id. */
+            jti: string;
+            /**
+             * Format: date-time
+             * @description When it was revoked.
+             */
+            revoked_at: string;
+            /** @description The subject of the admin token that revoked it. */
+            revoked_by: string;
         };
         /** @description `POST /api/admin/tokens/revoke`: revoke every token minted by a subject. */
         RevokeMintedBy: {
