@@ -786,7 +786,7 @@ impl World {
                 || (now.is_some()
                     && connection.caller.as_ref().is_some_and(|caller| {
                         user_id_of(was.as_deref().unwrap_or("")).as_deref()
-                            == Some(caller.user_id.as_str())
+                            == Some(caller.id.0.as_str())
                     }));
             assert!(
                 allowed,
@@ -808,7 +808,7 @@ impl World {
                                     && user.and_then(|u| u.get("name")).and_then(|n| n.as_str())
                                         == Some(caller.name.as_str())
                                     && user.and_then(|u| u.get("id")).and_then(|n| n.as_str())
-                                        == Some(caller.user_id.as_str()),
+                                        == Some(caller.id.0.as_str()),
                                 "connection {slot}'s state does not name its caller: {json}"
                             );
                         }
