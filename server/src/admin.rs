@@ -81,16 +81,14 @@ pub async fn quarantine(
     Ok(Json(
         records
             .into_iter()
-            .map(|(key, record)| QuarantineEntry {
-                id: crate::quarantine::hex(&key),
-                incident: record.incident,
-                kind: record.kind,
-                seq: record.seq,
-                original_key: record.original_key,
-                reason: record.reason,
-                quarantined_at: record.quarantined_at,
-                size: record.size,
-                bytes: query.bytes.then_some(record.bytes),
+            .map(|(key, mut record)| {
+                if !query.bytes {
+                    record.bytes = None;
+                }
+                QuarantineEntry {
+                    id: crate::quarantine::hex(&key),
+                    record,
+                }
             })
             .collect(),
     ))

@@ -523,7 +523,7 @@ mod tests {
             .quarantined()
             .unwrap()
             .into_iter()
-            .map(|(_, record)| (record.kind, record.seq, record.bytes))
+            .map(|(_, record)| (record.kind, record.seq, record.bytes.unwrap_or_default()))
             .collect();
         assert_eq!(
             quarantined,

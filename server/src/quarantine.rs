@@ -13,11 +13,7 @@
 //! Admins read the quarantine with `GET /api/admin/quarantine` (the raw bytes
 //! only with `?bytes=true`).
 
-use chrono::{DateTime, Utc};
-use commandpost_shared::IncidentId;
-use serde::{Deserialize, Serialize};
-
-pub use commandpost_shared::{QuarantineEntry, QuarantineKind};
+pub use commandpost_shared::{QuarantineEntry, QuarantineKind, QuarantineRecord};
 
 /// What the server knows about a kind of quarantined record.
 pub(crate) trait KindOfRecord {
@@ -50,27 +46,6 @@ impl KindOfRecord for QuarantineKind {
             }
         }
     }
-}
-
-/// One quarantined record, as the storage backend stores it (JSON).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct QuarantineRecord {
-    pub incident: IncidentId,
-    pub kind: QuarantineKind,
-    /// The record's sequence number: the log or event seq, or for a snapshot
-    /// the last log seq it covers. `None` when the key itself was damaged.
-    pub seq: Option<u64>,
-    /// Where it was stored, in the storage backend's terms (sled's key),
-    /// hex.
-    pub original_key: String,
-    /// Why it did not load.
-    pub reason: String,
-    pub quarantined_at: DateTime<Utc>,
-    /// The original value's length in bytes.
-    pub size: usize,
-    /// The original value as the backend stored it, hex: restoring it means
-    /// writing these bytes back under `original_key`.
-    pub bytes: String,
 }
 
 /// Lower-case hex.

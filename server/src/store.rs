@@ -956,7 +956,7 @@ mod tests {
         assert_eq!(update.reason, "does not decode");
         assert_eq!(update.size, 4);
         assert_eq!(
-            crate::quarantine::unhex(&update.bytes).unwrap(),
+            crate::quarantine::unhex(update.bytes.as_deref().unwrap_or_default()).unwrap(),
             [3; 4],
             "the bytes are kept"
         );
@@ -966,6 +966,9 @@ mod tests {
         );
         let (_, event) = &records[1];
         assert_eq!(event.kind, QuarantineKind::Event);
-        assert_eq!(crate::quarantine::unhex(&event.bytes).unwrap(), b"not json");
+        assert_eq!(
+            crate::quarantine::unhex(event.bytes.as_deref().unwrap_or_default()).unwrap(),
+            b"not json"
+        );
     }
 }

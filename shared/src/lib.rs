@@ -246,12 +246,11 @@ impl QuarantineKind {
     }
 }
 
-/// One entry of `GET /api/admin/quarantine`: a stored record that no longer
-/// loaded, moved aside with its bytes.
+/// A stored record that no longer loaded, moved aside with its bytes: how
+/// the storage backend keeps it (JSON), and the body of an entry of
+/// `GET /api/admin/quarantine`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct QuarantineEntry {
-    /// The record's id in the quarantine (the storage backend's), hex.
-    pub id: String,
+pub struct QuarantineRecord {
     /// The incident it belonged to.
     pub incident: IncidentId,
     /// What it was.
@@ -267,9 +266,21 @@ pub struct QuarantineEntry {
     pub quarantined_at: DateTime<Utc>,
     /// The original value's length in bytes.
     pub size: usize,
-    /// The original bytes, hex; only with `?bytes=true`.
+    /// The original value as the backend stored it, hex: restoring it means
+    /// writing these bytes back under `original_key`. Always stored; the API
+    /// includes it only with `?bytes=true`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bytes: Option<String>,
+}
+
+/// One entry of `GET /api/admin/quarantine`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct QuarantineEntry {
+    /// The record's id in the quarantine (the storage backend's), hex.
+    pub id: String,
+    /// The record.
+    #[serde(flatten)]
+    pub record: QuarantineRecord,
 }
 
 /// How a token came to be known to the server.

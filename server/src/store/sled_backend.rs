@@ -718,7 +718,7 @@ fn quarantine_entry(
         reason: reason.to_owned(),
         quarantined_at: at,
         size: bytes.len(),
-        bytes: crate::quarantine::hex(bytes),
+        bytes: Some(crate::quarantine::hex(bytes)),
     };
     (key, record)
 }
@@ -783,7 +783,7 @@ mod tests {
         assert_eq!(records[0].1.kind, QuarantineKind::Snapshot);
         assert_eq!(records[0].1.seq, None);
         assert_eq!(
-            crate::quarantine::unhex(&records[0].1.bytes).unwrap(),
+            crate::quarantine::unhex(records[0].1.bytes.as_deref().unwrap_or_default()).unwrap(),
             [1, 2, 3]
         );
         assert_eq!(backend.docs.get(snapshot_key(id.number())).unwrap(), None);
@@ -809,7 +809,10 @@ mod tests {
         assert_eq!(quarantined[0].incident, id);
         assert_eq!(quarantined[0].kind, QuarantineKind::Update);
         assert_eq!(quarantined[0].original_key, crate::quarantine::hex(&odd));
-        assert_eq!(quarantined[0].bytes, crate::quarantine::hex(b"update"));
+        assert_eq!(
+            quarantined[0].bytes.as_deref(),
+            Some(crate::quarantine::hex(b"update").as_str())
+        );
         assert!(
             quarantined[0].reason.contains("a log key of 12 bytes"),
             "{}",

@@ -5197,12 +5197,13 @@ export interface components {
              */
             viewers: number;
         };
-        /**
-         * @description One entry of `GET /api/admin/quarantine`: a stored record that no longer
-         *     loaded, moved aside with its bytes.
-         */
+        /** @description One entry of `GET /api/admin/quarantine`. */
         QuarantineEntry: {
-            /** @description The original bytes, hex; only with `?bytes=true`. */
+            /**
+             * @description The original value as the backend stored it, hex: restoring it means
+             *     writing these bytes back under `original_key`. Always stored; the API
+             *     includes it only with `?bytes=true`.
+             */
             bytes?: string | null;
             /** @description The record's id in the quarantine (the storage backend's), hex. */
             id: string;
