@@ -166,16 +166,28 @@ async fn post_incident(
     content_type: Option<&str>,
     body: Vec<u8>,
 ) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut request = reqwest::Client::new()
-        .post(format!("{server_url}/api/incidents"))
-        .body(body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    if let Some(content_type) = content_type {
-        request = request.header("Content-Type", content_type);
-    }
-    let response = request.send().await.unwrap();
+    // A refused body (413) is answered before the client has sent all of it,
+    // and the server then closes the connection: on a loaded machine the
+    // client can still be writing and see a broken pipe instead of the
+    // answer. That is transport timing, not the server's answer, so the
+    // request is sent again (the answer is the same every time).
+    let mut attempts = 0;
+    let response = loop {
+        let mut request = reqwest::Client::new()
+            .post(format!("{server_url}/api/incidents"))
+            .body(body.clone());
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        match request.send().await {
+            Ok(response) => break response,
+            Err(error) if error.is_request() && attempts < 20 => attempts += 1,
+            Err(error) => panic!("POST /api/incidents: {error}"),
+        }
+    };
     let status = response.status().as_u16();
     let headers = response.headers().clone();
     let body = response.json().await.unwrap_or(Value::Null);
