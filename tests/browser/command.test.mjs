@@ -69,10 +69,16 @@ test('handoff of command: offer, accept, everyone is told', { timeout: 60_000 },
 
   await banner.getByRole('button', { name: /^Accept/ }).click()
 
-  for (const page of [pageA, pageB, viewer]) {
+  // Each page says it from its reader's side: Bob reads that he is now commander, Alice that she handed over.
+  const expected = [
+    [pageA, /^Bob is now incident commander \(since \d\d:\d\d UTC\), handed over by you$/],
+    [pageB, /^You are now incident commander \(since \d\d:\d\d UTC\), handed over by Alice$/],
+    [viewer, /^Bob is now incident commander \(since \d\d:\d\d UTC\), handed over by Alice$/],
+  ]
+  for (const [page, sentence] of expected) {
     const confirmation = page.locator('.confirmation-text')
     await confirmation.waitFor()
-    assert.match(await confirmation.textContent(), /^Bob is now incident commander \(since \d\d:\d\d UTC\), handed over by Alice$/)
+    assert.match(await confirmation.textContent(), sentence)
     await page.waitForFunction(() => document.querySelector('.role-incident_commander .holder-name')?.textContent === 'Bob')
   }
   // The confirmation stays until dismissed.

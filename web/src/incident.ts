@@ -59,7 +59,7 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
   // ------------------------------------------------------------ parts
   const indicators = createIndicators(() => session)
   const header = createHeader(context)
-  const confirmations = createConfirmations()
+  const confirmations = createConfirmations(context)
   const offers = createOffers(context)
   const pin = createPinBanner(context)
   const presence = createPresence(context, life, () => session)

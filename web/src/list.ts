@@ -3,6 +3,7 @@
 
 import { api } from './api'
 import { severityBadge, statusBadge, topBar } from './chrome'
+import { isSelf, who } from './describe'
 import { openFormDialog } from './dialog'
 import { field, h, readYesNo, replaceChildren, yesNo } from './dom'
 import { navigate } from './router'
@@ -75,7 +76,7 @@ export function renderIncidentList(root: HTMLElement, me: Me): () => void {
               'dl',
               { class: 'facts' },
               h('dt', null, 'Commander'),
-              h('dd', null, ic ? ic.holder.name : '—'),
+              h('dd', null, ic ? ic.holder.name : '—', ic && isSelf(ic.holder, me.sub) ? h('span', { class: 'you' }, ' (you)') : null),
               h('dt', null, 'Declared'),
               h('dd', null, timeEl(state.declared_at, false), ` · ${roughDuration(Date.now() - Date.parse(state.declared_at))} ago`),
             ),
@@ -85,7 +86,7 @@ export function renderIncidentList(root: HTMLElement, me: Me): () => void {
                   { class: `pin-line ${overdue ? 'overdue' : ''}` },
                   h('strong', null, overdue ? 'Update overdue · ' : 'Latest status: '),
                   pin.summary,
-                  h('span', { class: 'muted' }, ' — ', pin.pinned_by.name, ', ', timeEl(pin.pinned_at, false)),
+                  h('span', { class: 'muted' }, ' — ', who(pin.pinned_by, me.sub), ', ', timeEl(pin.pinned_at, false)),
                 )
               : h('p', { class: 'pin-line muted' }, 'No status pinned yet.'),
           )

@@ -19,7 +19,7 @@
 //   and spaced by four times the cost of the previous render, so rendering
 //   takes at most about a fifth of the page's time whatever the size.
 
-import { marked } from 'marked'
+import { Marked, type Token, type Tokens } from 'marked'
 import DOMPurify from 'dompurify'
 
 import { LARGE_DOCUMENT_CHARS, type DocSession } from './collab'
@@ -35,6 +35,49 @@ const LARGE_RENDER_INTERVAL_MS = 250
 const COST_FACTOR = 4
 
 type Mode = 'markdown' | 'plain'
+
+/**
+ * The Markdown renderer: GitHub-flavoured, as chat and issue trackers
+ * render it. `breaks`: a single line break is a line break, so viewers see
+ * the lines the editors wrote (a line typed under "Who is affected" stays
+ * its own line rather than joining the paragraph above it). Its own
+ * instance, so no option leaks into any other use of `marked`.
+ */
+const markdown = new Marked({ async: false, gfm: true, breaks: true, walkTokens: emptyTaskItems })
+
+/** A task item marker with nothing after it on its line: `[ ]`, `[x]`, `[X]`. */
+const EMPTY_TASK = /^\[([ xX])\][ \t]*(?=\n|$)/
+
+/**
+ * GFM makes a task item only when text follows the box (`- [ ] text`), so
+ * the template's empty `- [ ] ` rendered as a literal "[ ]". Such an item
+ * becomes an (unchecked or checked, disabled) checkbox too, as marked
+ * renders a filled one: a `checkbox` token before the item's text (inside
+ * its paragraph in a loose list).
+ */
+function emptyTaskItems(token: Token): void {
+  if (token.type !== 'list_item') return
+  const item = token as Tokens.ListItem
+  if (item.task) return
+  const first = item.tokens[0]
+  if (!first || (first.type !== 'text' && first.type !== 'paragraph')) return
+  const block = first as Tokens.Text | Tokens.Paragraph
+  const inline = block.tokens?.[0]
+  if (!block.tokens || !inline || inline.type !== 'text') return
+  const match = EMPTY_TASK.exec(inline.raw)
+  if (!match) return
+  const checked = match[1] !== ' '
+  const rest = inline.raw.slice(match[0].length)
+  if (rest) {
+    inline.raw = rest
+    ;(inline as Tokens.Text).text = (inline as Tokens.Text).text.slice(match[0].length)
+  } else block.tokens.shift()
+  const checkbox: Tokens.Checkbox = { type: 'checkbox', raw: match[0], checked }
+  item.task = true
+  item.checked = checked
+  if (item.loose || first.type === 'paragraph') block.tokens.unshift(checkbox)
+  else item.tokens.unshift(checkbox)
+}
 
 /**
  * The read-only preview for viewers: the Markdown rendered by `marked` and
@@ -109,7 +152,7 @@ export function mountPreview(parent: HTMLElement, session: DocSession): () => vo
     } else {
       let clean: string | null = null
       try {
-        const html = marked.parse(text, { async: false, gfm: true })
+        const html = markdown.parse(text, { async: false })
         clean = DOMPurify.sanitize(html, { USE_PROFILES: { html: true }, FORBID_TAGS: ['style', 'form', 'button', 'textarea', 'select'] })
       } catch {
         // e.g. "Maximum call stack size exceeded" on deeply nested quotes.

@@ -41,7 +41,9 @@ function criteriaSection(context: IncidentContext, errorSlot: HTMLElement): HTML
     'section',
     { class: 'panel-section', 'aria-labelledby': 'crit-h' },
     h('h3', { id: 'crit-h' }, 'Exit criteria'),
-    items.length ? h('ul', { class: 'checklist' }, items) : h('p', { class: 'muted' }, 'No exit criteria yet. The incident commander adds what must be true to resolve.'),
+    items.length
+      ? h('ul', { class: 'checklist' }, items)
+      : h('p', { class: 'muted' }, perms.writer ? 'No exit criteria yet. The incident commander adds what must be true to resolve.' : 'No exit criteria yet.'),
   )
 }
 

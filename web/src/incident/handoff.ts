@@ -3,7 +3,7 @@
 // everyone sees when a role changes hands.
 
 import { api } from '../api'
-import { roleChangeConfirmation, roleName } from '../describe'
+import { isSelf, roleChangeConfirmation, roleName } from '../describe'
 import { openFormDialog, runAction } from '../dialog'
 import { field, h, replaceChildren } from '../dom'
 import { timeEl } from '../time'
@@ -56,7 +56,7 @@ export function openOfferDialog(context: IncidentContext, role: Role): void {
         { class: 'hint' },
         role === 'incident_commander'
           ? 'You stay in command until they accept from their own session. Everyone is told when they do.'
-          : `${holder?.name ?? 'The current holder'} keeps ${ROLE_AREAS[role]} until the new person accepts.`,
+          : `${holder ? (isSelf(holder, context.me.sub) ? 'You keep' : `${holder.name} keeps`) : 'The current holder keeps'} ${ROLE_AREAS[role]} until the new person accepts.`,
       ),
       picker.element,
       h('h3', null, 'Briefing (pre-filled from the incident; sent with the offer)'),
@@ -129,8 +129,8 @@ export function createOffers(context: IncidentContext): Part {
   return { element, refresh }
 }
 
-/** Role changes that happened while the page was open; each stays until dismissed. */
-export function createConfirmations(): { element: HTMLElement; add(event: IncidentEvent): void } {
+/** Role changes that happened while the page was open, addressed to the reader; each stays until dismissed. */
+export function createConfirmations(context: IncidentContext): { element: HTMLElement; add(event: IncidentEvent): void } {
   const element = h('div', { class: 'confirmations', 'aria-live': 'assertive' })
   const confirmations: Array<{ seq: number; text: string }> = []
   function render(): void {
@@ -163,7 +163,7 @@ export function createConfirmations(): { element: HTMLElement; add(event: Incide
   return {
     element,
     add(event) {
-      const text = roleChangeConfirmation(event)
+      const text = roleChangeConfirmation(event, context.me.sub)
       if (!text) return
       confirmations.push({ seq: event.seq, text })
       render()

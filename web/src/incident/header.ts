@@ -4,6 +4,7 @@
 
 import { api } from '../api'
 import { severityBadge, statusBadge } from '../chrome'
+import { isSelf, who } from '../describe'
 import { runAction } from '../dialog'
 import { h, replaceChildren } from '../dom'
 import { timeEl } from '../time'
@@ -38,8 +39,8 @@ export function createHeader(context: IncidentContext): Header {
           { class: 'badges' },
           severityBadge(state.severity),
           statusBadge(state.status),
-          h('span', { class: 'badge ic-badge' }, 'IC: ', h('strong', null, ic.holder.name)),
-          h('span', { class: 'muted small' }, 'Declared ', timeEl(state.declared_at, false), ` by ${state.declared_by.name}`),
+          h('span', { class: 'badge ic-badge' }, 'IC: ', h('strong', null, ic.holder.name), isSelf(ic.holder, context.me.sub) ? h('span', { class: 'you' }, ' (you)') : null),
+          h('span', { class: 'muted small' }, 'Declared ', timeEl(state.declared_at, false), ` by ${who(state.declared_by, context.me.sub)}`),
         ),
       ),
       h('div', { class: 'head-actions' }, actions),

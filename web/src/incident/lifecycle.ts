@@ -47,8 +47,10 @@ function lifecycleSection(context: IncidentContext, errorSlot: HTMLElement): HTM
   if (perms.reopen) {
     buttons.push(dialogButton('Reopen…', 'reopen', () => openReasonDialog('Reopen the incident', 'It becomes active again; say why.', 'Reopen', (reason) => context.run('reopen', { reason }), true)))
   }
+  // What each step still needs is guidance for the people running the
+  // response; viewers (read-only) see the status, the criteria and the changes.
   const gates: HTMLElement[] = []
-  if (state.status === 'active' || state.status === 'mitigated') {
+  if (perms.writer && (state.status === 'active' || state.status === 'mitigated')) {
     gates.push(
       h(
         'li',
@@ -59,7 +61,7 @@ function lifecycleSection(context: IncidentContext, errorSlot: HTMLElement): HTM
       ),
     )
   }
-  if (state.status !== 'closed') {
+  if (perms.writer && state.status !== 'closed') {
     gates.push(
       h(
         'li',

@@ -32,9 +32,16 @@ export function createCommandPanel(context: IncidentContext): CommandPanel {
   const loadedAt = Date.now()
   const sections = [createRoles(context), createLifecycle(context), createCriteria(context), createChanges(context), createResponders(context)]
   const staleEl = h('p', { class: 'notice stale', role: 'status', hidden: true })
+  // Viewers (read-only access) get no controls and no guidance meant for
+  // role holders: instead, what they can do here.
+  const viewerNote =
+    context.me.role === 'viewer'
+      ? h('p', { class: 'viewer-note', role: 'note' }, 'You are following along (read-only). Roles, status, exit criteria and production changes update here live as the responders work; the timeline below records every step.')
+      : null
   const body = h(
     'div',
     { class: 'panel-body' },
+    viewerNote,
     sections.map((section) => section.element),
   )
   const element = h('section', { class: 'command-panel', 'aria-labelledby': 'panel-h' }, h('h2', { id: 'panel-h' }, 'Command'), staleEl, body)

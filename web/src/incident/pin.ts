@@ -2,6 +2,7 @@
 // countdown to the next update (flagged when overdue), plus the dialog that
 // pins a new one (incident commander or communications lead).
 
+import { who } from '../describe'
 import { openFormDialog } from '../dialog'
 import { field, h, replaceChildren } from '../dom'
 import { duration, timeEl } from '../time'
@@ -33,7 +34,7 @@ export function createPinBanner(context: IncidentContext): PinBanner {
         { class: 'pin-main' },
         h('p', { class: 'pin-label' }, 'Pinned status'),
         h('p', { class: 'pin-summary' }, pin.summary),
-        h('p', { class: 'pin-meta' }, `Pinned by ${pin.pinned_by.name} at `, timeEl(pin.pinned_at)),
+        h('p', { class: 'pin-meta' }, `Pinned by ${who(pin.pinned_by, context.me.sub)} at `, timeEl(pin.pinned_at)),
       ),
       h(
         'div',

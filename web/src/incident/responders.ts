@@ -1,6 +1,7 @@
 // The command panel's responders list (people with an assignment), shown
 // only when there are any.
 
+import { isSelf } from '../describe'
 import { h, replaceChildren } from '../dom'
 import { utcShort } from '../time'
 import type { IncidentContext, PanelSection } from './context'
@@ -28,7 +29,9 @@ function respondersSection(context: IncidentContext): HTMLElement | null {
     h(
       'ul',
       { class: 'responders' },
-      state.responders.map((r) => h('li', null, h('strong', null, r.actor.name), `: ${r.assignment} (since ${utcShort(new Date(r.since))})`)),
+      state.responders.map((r) =>
+        h('li', null, h('strong', null, r.actor.name), isSelf(r.actor, context.me.sub) ? h('span', { class: 'you' }, ' (you)') : null, `: ${r.assignment} (since ${utcShort(new Date(r.since))})`),
+      ),
     ),
   )
 }

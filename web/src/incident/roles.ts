@@ -2,6 +2,7 @@
 // pending offers, and the controls to hand a role over, assign it, or (an
 // admin, in an emergency) take or give it at once.
 
+import { isSelf, who } from '../describe'
 import { openFormDialog } from '../dialog'
 import { field, h } from '../dom'
 import { roughDuration, timeEl } from '../time'
@@ -41,7 +42,8 @@ function rolesSection(context: IncidentContext, errorSlot: HTMLElement): HTMLEle
         view.holder.id === context.me.sub ? h('span', { class: 'you' }, ' (you)') : null,
         view.role !== 'incident_commander' && !view.delegated ? h('span', { class: 'muted' }, ' (held by IC)') : null,
       ),
-      h('div', { class: 'role-since muted' }, 'since ', timeEl(view.since, false), ` · ${roughDuration(tenure)}`, tenure > 4 * 3600_000 ? h('span', { class: 'fatigue' }, ' · consider a handoff') : null),
+      // The fatigue hint is advice to the people running the response, not to viewers.
+      h('div', { class: 'role-since muted' }, 'since ', timeEl(view.since, false), ` · ${roughDuration(tenure)}`, perms.writer && tenure > 4 * 3600_000 ? h('span', { class: 'fatigue' }, ' · consider a handoff') : null),
       pending ? pendingLine(context, pending, errorSlot) : null,
       actions.length ? h('div', { class: 'row-actions' }, actions) : null,
     )
@@ -51,17 +53,20 @@ function rolesSection(context: IncidentContext, errorSlot: HTMLElement): HTMLEle
     { class: 'panel-section', 'aria-labelledby': 'roles-h' },
     h('h3', { id: 'roles-h' }, 'Roles'),
     h('ul', { class: 'roles' }, rows),
-    state.next_commander ? h('p', { class: 'muted' }, `Planned next incident commander: ${state.next_commander.name}`) : null,
+    state.next_commander
+      ? h('p', { class: 'muted next-commander' }, isSelf(state.next_commander, context.me.sub) ? 'You are the planned next incident commander.' : `Planned next incident commander: ${state.next_commander.name}`)
+      : null,
     perms.emergency ? h('div', { class: 'row-actions' }, dialogButton('Emergency role change…', 'emergency', () => openEmergencyDialog(context), 'danger-outline')) : null,
   )
 }
 
 function pendingLine(context: IncidentContext, offer: PendingHandoff, errorSlot: HTMLElement): HTMLElement {
   const perms = context.perms()
+  const self = context.me.sub
   return h(
     'div',
     { class: 'pending-offer' },
-    h('span', null, `Offer to ${offer.to.name} pending, from ${offer.from.name} (expires `, timeEl(offer.expires_at, false), ')'),
+    h('span', null, `Offer to ${who(offer.to, self)} pending, from ${who(offer.from, self)} (expires `, timeEl(offer.expires_at, false), ')'),
     perms.cancel(offer) ? actionButton('Cancel offer', `cancel-${offer.handoff}`, errorSlot, () => context.run('cancel_handoff', { handoff: offer.handoff }), 'link-button') : null,
   )
 }

@@ -2,7 +2,7 @@
 // that posts to it. It also keeps the events seen so far (each once, by
 // sequence number), which the event stream resumes after.
 
-import { describe, isProminent } from '../describe'
+import { describe, isProminent, personLabel } from '../describe'
 import { runAction } from '../dialog'
 import { field, h } from '../dom'
 import { timeEl } from '../time'
@@ -22,6 +22,7 @@ export function createTimeline(context: IncidentContext): Timeline {
   const events: IncidentEvent[] = []
   const seen = new Set<number>()
   let lastSeq = 0
+  const self = context.me.sub
 
   const list = h('ol', { class: 'timeline', reversed: true })
   const noteError = errorLine()
@@ -40,8 +41,9 @@ export function createTimeline(context: IncidentContext): Timeline {
       'li',
       { class: `event event-${event.type} ${isProminent(event) ? 'prominent' : ''} ${live ? 'fresh' : ''}`, 'data-seq': String(event.seq) },
       h('span', { class: 'event-time' }, timeEl(event.at)),
-      h('span', { class: 'event-actor' }, event.actor.name),
-      h('span', { class: 'event-text' }, event.type === 'note_posted' ? h('span', { class: 'note-text' }, describe(event)) : describe(event)),
+      // The actor once, as "You" on their own page; the line after it never repeats them.
+      h('span', { class: 'event-actor', title: event.actor.name }, personLabel(event.actor, self)),
+      h('span', { class: 'event-text' }, event.type === 'note_posted' ? h('span', { class: 'note-text' }, describe(event, self)) : describe(event, self)),
     )
     // Newest first: usually at the top; otherwise before the first item with a lower seq.
     const first = list.firstElementChild as HTMLElement | null
