@@ -724,6 +724,9 @@ impl World {
                     self.connections[slot].access,
                     kind.name()
                 );
+                if matches!(result, Ok(ref effects) if !effects.is_empty()) {
+                    eprintln!("  frame: {frame:02x?}");
+                }
             }
             let after = if watched {
                 states(&self.room)

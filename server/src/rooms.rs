@@ -479,9 +479,15 @@ pub fn build_doc(id: &IncidentId, stored: &StoredDoc) -> Result<Doc, StoreError>
 /// may have been applied in part, so the document is rebuilt from scratch
 /// without it. The result never holds part of a skipped update.
 ///
-/// Everything is applied in one transaction first (fast). When yrs refuses
-/// a part there, the document is rebuilt with one transaction per part, as
-/// it was built live, and only a part refused on its own is left out.
+/// Each part is applied in a transaction of its own, exactly as the live
+/// room applied it (`Session::handle_update`). One transaction for the whole
+/// log would be faster but is not the same document: yrs collects deleted
+/// content and merges items when a transaction commits, and later updates
+/// are integrated against that. Two fuzz findings were such logs: one whose
+/// entry is refused in a single transaction (an item under collected
+/// content), and one that loads there but puts text elsewhere (an update
+/// overlapping clocks the room already had; see
+/// `a_log_reloads_to_the_text_everyone_saw`).
 ///
 /// A document abandoned half-built is dropped with any panic contained
 /// ([`discard`]): dropping it runs yrs code (the transaction's commit) on a
@@ -507,15 +513,9 @@ pub fn rebuild_doc(stored: &StoredDoc) -> Rebuilt {
         .collect();
     let mut skip = vec![false; parts.len()];
     let mut damaged: Vec<(usize, Damaged)> = Vec::new();
-    let mut one_transaction_per_part = false;
     loop {
         let doc = Doc::new();
-        let outcome = if one_transaction_per_part {
-            apply_each(&doc, &parts, &mut skip, &mut damaged)
-        } else {
-            apply_all(&doc, &parts, &mut skip, &mut damaged)
-        };
-        match outcome {
+        match apply_each(&doc, &parts, &mut skip, &mut damaged) {
             Ok(()) => {
                 damaged.sort_by_key(|(index, _)| *index);
                 return Rebuilt {
@@ -523,42 +523,19 @@ pub fn rebuild_doc(stored: &StoredDoc) -> Rebuilt {
                     damaged: damaged.into_iter().map(|(_, damaged)| damaged).collect(),
                 };
             }
-            Err(failure) => {
+            Err((index, reason)) => {
                 discard(doc);
-                match failure {
-                    // yrs refused a part inside the one big transaction. It
-                    // may load in a transaction of its own, as it did live:
-                    // a live document collects deleted content after every
-                    // transaction, and an item whose parent is such content
-                    // is only accepted once it has been collected.
-                    Failure::Part(..) if !one_transaction_per_part => {
-                        one_transaction_per_part = true;
-                    }
-                    Failure::Part(index, reason) => {
-                        skip[index] = true;
-                        damaged.push((
-                            index,
-                            Damaged {
-                                part: parts[index].0,
-                                reason,
-                            },
-                        ));
-                    }
-                    // Some part broke the document in a way only the commit
-                    // noticed: find which, one transaction per part.
-                    Failure::Commit => one_transaction_per_part = true,
-                }
+                skip[index] = true;
+                damaged.push((
+                    index,
+                    Damaged {
+                        part: parts[index].0,
+                        reason,
+                    },
+                ));
             }
         }
     }
-}
-
-/// Why an attempt to rebuild a document was abandoned.
-enum Failure {
-    /// Integrating this part failed; the document may hold part of it.
-    Part(usize, String),
-    /// Committing the single transaction panicked.
-    Commit,
 }
 
 /// Checks and decodes a stored update; neither touches a document.
@@ -597,37 +574,14 @@ fn decode_part(
     }
 }
 
-/// Applies every part in one transaction (the fast path).
-fn apply_all(
-    doc: &Doc,
-    parts: &[(DocPart, &[u8])],
-    skip: &mut [bool],
-    damaged: &mut Vec<(usize, Damaged)>,
-) -> Result<(), Failure> {
-    let mut txn = doc.transact_mut();
-    for index in 0..parts.len() {
-        if skip[index] {
-            continue;
-        }
-        let Some(update) = decode_part(parts, index, skip, damaged) else {
-            continue;
-        };
-        if let Err(reason) = integrate(&mut txn, update) {
-            discard(txn);
-            return Err(Failure::Part(index, reason));
-        }
-    }
-    catch_unwind(AssertUnwindSafe(move || drop(txn))).map_err(|_| Failure::Commit)
-}
-
-/// Applies each part in a transaction of its own, so a failing commit
-/// names its part.
+/// Applies each part in a transaction of its own, as the live room did;
+/// the part that yrs refuses, or panics on, is the error.
 fn apply_each(
     doc: &Doc,
     parts: &[(DocPart, &[u8])],
     skip: &mut [bool],
     damaged: &mut Vec<(usize, Damaged)>,
-) -> Result<(), Failure> {
+) -> Result<(), (usize, String)> {
     for index in 0..parts.len() {
         if skip[index] {
             continue;
@@ -638,10 +592,10 @@ fn apply_each(
         let mut txn = doc.transact_mut();
         if let Err(reason) = integrate(&mut txn, update) {
             discard(txn);
-            return Err(Failure::Part(index, reason));
+            return Err((index, reason));
         }
         catch_unwind(AssertUnwindSafe(move || drop(txn)))
-            .map_err(|_| Failure::Part(index, "committing it panicked".to_owned()))?;
+            .map_err(|_| (index, "committing it panicked".to_owned()))?;
     }
     Ok(())
 }
@@ -1325,6 +1279,97 @@ mod tests {
     /// own and yrs collects deleted text at each commit; an item naming that
     /// text as its parent is accepted once it is collected. The log must
     /// reload the same way, not be called damaged.
+    /// The `session` fuzz finding `regression-reload-body-differs-across-transactions`: the last
+    /// update repeats clocks the room already had (yrs integrates only its
+    /// tail, with the origin it then gets), after formatting items and a
+    /// deletion. One transaction per update (live) and one for the whole log
+    /// put the tail in different places; the reload must be the live text.
+    #[test]
+    fn a_log_reloads_to_the_text_everyone_saw() {
+        const SEED: &str = "# INC-1: Checkout API returning 502s\n\n## Summary\n\n\
+                            Errors since 09:00 UTC.\n\n## Timeline\n\n- 09:02 paged\n";
+        let seed = Doc::with_client_id(1);
+        let snapshot = edit(&seed, |txn, text| text.insert(txn, 0, SEED));
+        let updates: [&[u8]; 4] = [
+            &[0x00, 0x01, 0x01, 0x01, 0x60, 0x06],
+            &[
+                0x01, 0x04, 0x2a, 0x00, 0x46, 0x01, 0x00, 0x04, 0x62, 0x6f, 0x6c, 0x64, 0x04, 0x74,
+                0x72, 0x75, 0x65, 0xc6, 0x2a, 0x00, 0x01, 0x26, 0x05, 0x63, 0x6f, 0x6c, 0x6f, 0x72,
+                0x09, 0x22, 0x23, 0x66, 0x66, 0x30, 0x30, 0x30, 0x30, 0x22, 0xc6, 0x01, 0x0f, 0x01,
+                0x00, 0x04, 0x62, 0x6f, 0x6c, 0x64, 0x04, 0x6e, 0x75, 0x6c, 0x6c, 0xc6, 0x2a, 0x02,
+                0x01, 0x10, 0x05, 0x63, 0x6f, 0x6c, 0x6f, 0x72, 0x04, 0x6e, 0x75, 0x6c, 0x6c, 0x00,
+            ],
+            &[
+                0x01, 0x05, 0x2a, 0x04, 0xc6, 0x01, 0x5b, 0x01, 0x09, 0x04, 0x62, 0x6f, 0x6c, 0x64,
+                0x04, 0x6e, 0x75, 0x6c, 0x6c, 0xc6, 0x2a, 0x04, 0x01, 0x0b, 0x05, 0x63, 0x6f, 0x6c,
+                0x6f, 0x72, 0x04, 0x6e, 0x75, 0x6c, 0x6c, 0xc5, 0x2a, 0x05, 0x01, 0x0b, 0x15, 0x7b,
+                0x22, 0x69, 0x6d, 0x61, 0x67, 0x65, 0x22, 0x3a, 0x22, 0x67, 0x72, 0x61, 0x70, 0x68,
+                0x2e, 0x70, 0x6e, 0x67, 0x22, 0x7d, 0xc6, 0x2a, 0x06, 0x01, 0x0b, 0x04, 0x62, 0x6f,
+                0x6c, 0x64, 0x04, 0x74, 0x72, 0x75, 0x65, 0xc6, 0x2a, 0x07, 0x01, 0x0b, 0x05, 0x63,
+                0x6f, 0x6c, 0x6f, 0x72, 0x09, 0x22, 0x23, 0x66, 0x66, 0x30, 0x30, 0x30, 0x30, 0x22,
+                0x00,
+            ],
+            &[
+                0x01, 0x01, 0x2a, 0x00, 0x84, 0x01, 0x65, 0x20, 0x2d, 0x20, 0x30, 0x39, 0x3a, 0x31,
+                0x30, 0x20, 0x72, 0x6f, 0x6c, 0x6c, 0x65, 0x64, 0x20, 0x62, 0x61, 0x63, 0x6b, 0x20,
+                0x64, 0x65, 0x70, 0x6c, 0x6f, 0x79, 0x20, 0x34, 0x34, 0x31, 0x31, 0x0a, 0x00,
+            ],
+        ];
+        let apply = |doc: &Doc, update: &[u8]| {
+            let mut txn = doc.transact_mut();
+            integrate(&mut txn, Update::decode_v1(update).unwrap()).unwrap();
+        };
+        let one_transaction = |doc: &Doc, parts: &[&[u8]]| {
+            let mut txn = doc.transact_mut();
+            for part in parts {
+                integrate(&mut txn, Update::decode_v1(part).unwrap()).unwrap();
+            }
+        };
+        // yrs gives another text for other transaction boundaries: a room
+        // loaded (in one transaction) with two entries, then sent the last
+        // two, is not the whole log loaded in one transaction.
+        let (mixed, one) = (Doc::new(), Doc::new());
+        one_transaction(&mixed, &[&snapshot, updates[0], updates[1]]);
+        for update in &updates[2..] {
+            apply(&mixed, update);
+        }
+        let mut all: Vec<&[u8]> = vec![&snapshot];
+        all.extend(updates);
+        one_transaction(&one, &all);
+        assert_ne!(
+            body(&mixed),
+            body(&one),
+            "the fuzz finding no longer reproduces"
+        );
+
+        // A room loaded with the first `k` entries that then took the rest
+        // live reloads, after a restart, to the text it held.
+        let stored = |k: usize| StoredDoc {
+            snapshot: Some(snapshot.clone()),
+            snapshot_upto: 0,
+            updates: (1..).zip(updates[..k].iter().map(|u| u.to_vec())).collect(),
+            next_seq: k as u64 + 1,
+        };
+        let reloaded = rebuild_doc(&stored(updates.len()));
+        assert!(reloaded.damaged.is_empty(), "{:?}", reloaded.damaged);
+        for k in 0..=updates.len() {
+            let room = rebuild_doc(&stored(k));
+            assert!(room.damaged.is_empty(), "{:?}", room.damaged);
+            for update in &updates[k..] {
+                apply(&room.doc, update);
+            }
+            assert_eq!(
+                body(&reloaded.doc),
+                body(&room.doc),
+                "loaded with {k} entries"
+            );
+            assert_eq!(
+                reloaded.doc.transact().state_vector(),
+                room.doc.transact().state_vector()
+            );
+        }
+    }
+
     #[test]
     fn a_log_that_loaded_one_update_at_a_time_reloads() {
         let source = Doc::with_client_id(1);
