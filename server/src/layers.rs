@@ -31,6 +31,7 @@ const MODULES: &[(&str, Layer)] = &[
     ("auth", Layer::Domain),
     ("backup", Layer::Domain),
     ("config", Layer::Domain),
+    ("doc_sync", Layer::Domain),
     ("limits", Layer::Domain),
     ("postmortem", Layer::Domain),
     ("protocol", Layer::Domain),

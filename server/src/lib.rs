@@ -12,6 +12,7 @@ pub mod backup;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod doc_sync;
 pub mod http;
 pub mod limits;
 pub mod metrics;

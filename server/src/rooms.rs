@@ -22,7 +22,7 @@ use commandpost_shared::{IncidentId, Presence};
 use tokio::sync::{OnceCell, broadcast, oneshot};
 use yrs::sync::Awareness;
 use yrs::updates::decoder::Decode;
-use yrs::{Doc, GetString, ReadTxn, StateVector, Transact, Update};
+use yrs::{Doc, GetString, ReadTxn, StateVector, Text, Transact, Update};
 
 use crate::config::ServerConfig;
 use crate::metrics::METRICS;
@@ -459,6 +459,12 @@ pub struct Rebuilt {
     pub damaged: Vec<Damaged>,
 }
 
+/// A byte offset into the body as yrs takes it.
+fn offset(bytes: usize) -> Result<u32, StoreError> {
+    u32::try_from(bytes)
+        .map_err(|_| StoreError::Corrupt(format!("a body offset of {bytes} bytes is out of range")))
+}
+
 /// Rebuilds a document from its snapshot and log, strictly: the first part
 /// that does not load is an error (for tools and benchmarks; the server
 /// loads with [`rebuild_doc`] and quarantines what it skips).
@@ -666,7 +672,14 @@ struct RoomsInner {
     slots: parking_lot::Mutex<HashMap<IncidentId, Slot>>,
     store: Store,
     config: ServerConfig,
+    /// Called with the incident's id each time its room is loaded
+    /// ([`Rooms::on_load`]).
+    on_load: parking_lot::RwLock<Vec<LoadListener>>,
 }
+
+/// What [`Rooms::on_load`] registers: it runs on the loading task, so it
+/// must only hand work off (spawn), never block or join the room itself.
+pub type LoadListener = Arc<dyn Fn(&IncidentId) + Send + Sync>;
 
 /// A connection's membership in a room. Dropping it leaves the room, and the
 /// last one out schedules the idle unload.
@@ -926,12 +939,34 @@ impl Rooms {
                 slots: parking_lot::Mutex::new(HashMap::new()),
                 store,
                 config,
+                on_load: parking_lot::RwLock::new(Vec::new()),
             }),
         }
     }
 
+    /// Registers `listener` to be told each time a room is loaded (after it
+    /// is in place; the document sync checks its exit-criteria block).
+    pub fn on_load(&self, listener: LoadListener) {
+        self.inner.on_load.write().push(listener);
+    }
+
     /// Joins the incident's room, loading it from storage if needed.
     pub async fn join(&self, id: &IncidentId, access: Access) -> Result<RoomGuard, StoreError> {
+        let room = self.attach(id, Some(access)).await?;
+        Ok(RoomGuard {
+            room,
+            access,
+            rooms: self.clone(),
+        })
+    }
+
+    /// The incident's live room, loaded if needed; counted as a connection
+    /// of `access` when given (the caller then owns a [`RoomGuard`]).
+    async fn attach(
+        &self,
+        id: &IncidentId,
+        access: Option<Access>,
+    ) -> Result<Arc<Room>, StoreError> {
         loop {
             let slot = self
                 .inner
@@ -940,10 +975,20 @@ impl Rooms {
                 .entry(id.clone())
                 .or_default()
                 .clone();
+            let mut loaded_now = false;
             let room = slot
-                .get_or_try_init(|| self.load(id.clone()))
+                .get_or_try_init(|| {
+                    loaded_now = true;
+                    self.load(id.clone())
+                })
                 .await?
                 .clone();
+            if loaded_now {
+                let listeners = self.inner.on_load.read().clone();
+                for listener in listeners {
+                    listener(id);
+                }
+            }
             let slots = self.inner.slots.lock();
             // The slot may have been unloaded between the two locks: then
             // start over with a fresh one.
@@ -951,16 +996,66 @@ impl Rooms {
                 .get(id)
                 .is_some_and(|current| Arc::ptr_eq(current, &slot))
             {
-                room.counter(access).fetch_add(1, Ordering::AcqRel);
+                if let Some(access) = access {
+                    room.counter(access).fetch_add(1, Ordering::AcqRel);
+                }
                 room.epoch.fetch_add(1, Ordering::AcqRel);
                 drop(slots);
-                return Ok(RoomGuard {
-                    room,
-                    access,
-                    rooms: self.clone(),
-                });
+                return Ok(room);
             }
         }
+    }
+
+    /// A server-side edit of the document's body: `edit` sees the current
+    /// text and returns the change to make (byte offsets), or `None`. The
+    /// change is applied as one transaction of the room's own client,
+    /// relayed to every connection and stored like a client's update;
+    /// returns once it is durable, with whether anything changed. Loads the
+    /// room if needed without counting as a connection (an idle room is
+    /// unloaded again after the idle timeout). Used for the exit-criteria
+    /// block ([`crate::doc_sync`]).
+    pub async fn edit_body(
+        &self,
+        id: &IncidentId,
+        edit: impl FnOnce(&str) -> Option<crate::template::Splice>,
+    ) -> Result<bool, StoreError> {
+        let room = self.attach(id, None).await?;
+        let saved = room.with_state(|state| {
+            if state.poisoned {
+                return Err(StoreError::Corrupt(format!(
+                    "{id}: the room is being reloaded after a refused update; try again"
+                )));
+            }
+            let (update, deleted) = {
+                let doc = state.awareness.doc();
+                let body = doc.get_or_insert_text(crate::template::BODY);
+                let current = body.get_string(&doc.transact());
+                let Some(splice) = edit(&current) else {
+                    return Ok(None);
+                };
+                let mut txn = doc.transact_mut();
+                let (at, remove) = (offset(splice.at)?, offset(splice.remove)?);
+                if remove > 0 {
+                    body.remove_range(&mut txn, at, remove);
+                }
+                body.insert(&mut txn, at, &splice.insert);
+                (txn.encode_update_v1(), remove > 0)
+            };
+            state.deleted_since_snapshot |= deleted;
+            room.relay_update(state, EVERYONE, update.clone());
+            room.persist(state, update).map(Some)
+        });
+        if room.connections() == 0 {
+            let rooms = self.clone();
+            let idle = room.clone();
+            let epoch = idle.epoch.load(Ordering::Acquire);
+            tokio::spawn(async move { rooms.unload_when_idle(idle, epoch).await });
+        }
+        let Some(saved) = saved? else {
+            return Ok(false);
+        };
+        saved.await.map_err(|_| StoreError::WriterGone)??;
+        Ok(true)
     }
 
     /// Live presence of an incident (zero when its room is not loaded).

@@ -45,6 +45,7 @@ impl Server {
             "--handoff-ttl must be longer than zero"
         );
         let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
+        crate::doc_sync::keep_exit_criteria_in_step(&sidecars, &rooms);
         let revocations = crate::auth::Revocations::new(
             store
                 .revocations()

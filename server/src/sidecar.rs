@@ -99,7 +99,14 @@ struct Inner {
     /// first one.
     deadlines: parking_lot::Mutex<BTreeSet<(DateTime<Utc>, IncidentId)>>,
     deadlines_changed: Notify,
+    /// Called with each command's events once they are durable and
+    /// published ([`Sidecars::on_events`]).
+    listeners: parking_lot::RwLock<Vec<Listener>>,
 }
+
+/// What [`Sidecars::on_events`] registers: it runs on the command's task,
+/// so it must only hand work off (spawn), never block.
+pub type Listener = Arc<dyn Fn(&IncidentId, &[Event]) + Send + Sync>;
 
 impl Sidecars {
     pub fn new(store: Store, clock: Arc<dyn Clock>, rules: Rules) -> Self {
@@ -111,6 +118,7 @@ impl Sidecars {
                 loaded: parking_lot::Mutex::new(HashMap::new()),
                 deadlines: parking_lot::Mutex::new(BTreeSet::new()),
                 deadlines_changed: Notify::new(),
+                listeners: parking_lot::RwLock::new(Vec::new()),
             }),
         }
     }
@@ -121,6 +129,14 @@ impl Sidecars {
 
     pub fn rules(&self) -> &Rules {
         &self.inner.rules
+    }
+
+    /// Registers `listener` to be told of every command's events after they
+    /// are durable and published (the server keeps the document's
+    /// exit-criteria block in step this way). Listeners run in order of
+    /// registration on the command's task.
+    pub fn on_events(&self, listener: Listener) {
+        self.inner.listeners.write().push(listener);
     }
 
     /// Declares an incident: the state machine validates the declaration
@@ -144,20 +160,22 @@ impl Sidecars {
         let events = machine::apply(None, &command, caller, now, &self.inner.rules)
             .map_err(SidecarError::Refused)?;
         let encoded: Vec<Vec<u8>> = events.iter().map(encode_event).collect();
-        // The template names the incident, but the id is only known inside
+        let state = machine::fold(&events).ok_or_else(|| {
+            StoreError::Corrupt("a declaration made no incident state".to_owned())
+        })?;
+        // The document is seeded from the declaration (summary, severity,
+        // answers); it names the incident, but the id is only known inside
         // the store's transaction: the store hands it over for rendering.
-        let (doc_title, declarer) = (title.clone(), caller.actor.name.clone());
+        let seed = state.clone();
         let record = self
             .inner
             .store
             .create_incident(title, caller.actor.clone(), now, move |id| InitialContent {
-                doc: template::initial_update(&template::render(id, &doc_title, &declarer, now)),
+                doc: template::initial_update(&template::render(id, &seed)),
                 events: encoded.clone(),
             })
             .await?;
-        if let Some(state) = machine::fold(&events) {
-            self.schedule(&record.id, &state);
-        }
+        self.schedule(&record.id, &state);
         Ok((record, events))
     }
 
@@ -197,6 +215,11 @@ impl Sidecars {
             let _ = sidecar.live.send(Arc::new(event.clone()));
         }
         self.schedule(id, &next);
+        drop(state);
+        let listeners = self.inner.listeners.read().clone();
+        for listener in listeners {
+            listener(id, &events);
+        }
         Ok(events)
     }
 
