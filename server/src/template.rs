@@ -47,7 +47,7 @@ pub fn render(id: &IncidentId, state: &IncidentState) -> String {
         .as_deref()
         .map(str::trim)
         .filter(|summary| !summary.is_empty())
-        .unwrap_or("What is happening, in two sentences.");
+        .unwrap_or("<!-- What is happening, in two sentences. -->");
     let severity = state.severity.map_or_else(
         || "not assessed yet".to_owned(),
         |severity| severity.as_str().to_uppercase(),
@@ -75,11 +75,11 @@ pub fn render(id: &IncidentId, state: &IncidentState) -> String {
          \n\
          ## Impact\n\
          \n\
-         Who is affected, and how badly.\n\
+         <!-- Who is affected, and how badly. -->\n\
          \n\
          ## Detailed status\n\
          \n\
-         What is known, what is being tried, and by whom.\n\
+         <!-- What is known, what is being tried, and by whom. -->\n\
          \n\
          {EXIT_CRITERIA_HEADING}\n\
          \n\
