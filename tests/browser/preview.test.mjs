@@ -2,7 +2,8 @@
 // single line breaks kept as chat and issue trackers render Markdown (GFM
 // "breaks"), also in the plain-text fallback; and an empty task item
 // (`- [ ]`, as the template's "TODO and bugs filed" has) as a checkbox like
-// a filled one, never a literal "[ ]".
+// a filled one, never a literal "[ ]"; the server-written exit-criteria block
+// as a checklist that follows the sidecar.
 
 import assert from 'node:assert/strict'
 import { after, before, test } from 'node:test'
@@ -34,7 +35,7 @@ after(async () => {
   removeData(data)
 })
 
-const IMPACT = ['Who is affected, and how badly.', 'Alice typed: EU card payments fail', 'Live for viewers: retries succeed after 30 s']
+const IMPACT = ['Alice typed: EU card payments fail', 'Live for viewers: retries succeed after 30 s', 'Refunds are queued']
 
 /** The rendered lines (layout-aware `innerText`) of the preview paragraph that contains `marker`. */
 async function renderedLines(page, selector, marker) {
@@ -48,10 +49,11 @@ async function renderedLines(page, selector, marker) {
 }
 
 test('the viewer’s preview keeps the lines the editor wrote', { timeout: 60_000 }, async () => {
-  // Alice types two lines under the template's "Who is affected, and how badly."
-  await editor.locator('.cm-line', { hasText: IMPACT[0] }).click()
+  // Alice types three lines under the template's prompt (an HTML comment,
+  // which viewers do not see).
+  await editor.locator('.cm-line', { hasText: 'Who is affected, and how badly.' }).click()
   await editor.keyboard.press('End')
-  await editor.keyboard.type(`\n${IMPACT[1]}\n${IMPACT[2]}`)
+  await editor.keyboard.type(`\n${IMPACT.join('\n')}`)
   await waitForIndicator(editor, 'save', 'saved')
   await waitForDocText(viewer, IMPACT[2])
 
@@ -69,6 +71,11 @@ test('an empty task item renders as a checkbox, like a filled one', { timeout: 6
   await waitForIndicator(editor, 'save', 'saved')
   await waitForDocText(viewer, 'Page the payments team')
 
+  // The sidecar's criteria reach the viewer through the server-written block.
+  const added = await apiCall(server, alice, 'POST', `/api/incidents/${incident.id}/commands/add_exit_criterion`, { text: 'Payments succeed for 30 min' })
+  const criterion = added.events[0].seq
+  await waitForDocText(viewer, `Payments succeed for 30 min (criterion ${criterion})`)
+
   const lists = await viewer.evaluate(() => {
     const listAfter = (heading) => {
       const h2 = [...document.querySelectorAll('.preview h2')].find((el) => el.textContent === heading)
@@ -85,7 +92,7 @@ test('an empty task item renders as a checkbox, like a filled one', { timeout: 6
   const unchecked = { checked: false, disabled: true }
   const checked = { checked: true, disabled: true }
   // A filled item was already a checkbox; it still is.
-  assert.deepEqual(lists.exit, [{ box: unchecked, text: 'Service restored for all customers' }])
+  assert.deepEqual(lists.exit, [{ box: unchecked, text: `Payments succeed for 30 min (criterion ${criterion})` }])
   assert.deepEqual(lists.todo, [{ box: unchecked, text: '' }], `TODO list: ${JSON.stringify(lists.todo)}`)
   assert.deepEqual(
     lists.notes,
