@@ -157,11 +157,10 @@ fn first_reached(events: &[Event], status: Status) -> Option<DateTime<Utc>> {
     })
 }
 
-/// When the impact started: the time the commander set, else unknown.
+/// When the impact started: the time the commander set (`set_impact_start`),
+/// else unknown.
 fn impact_start(state: &IncidentState) -> Option<DateTime<Utc>> {
-    // Until the impact-start command lands (issue 13, domain part).
-    let _ = state;
-    None
+    state.impact_start
 }
 
 /// Renders the postmortem draft.
@@ -700,14 +699,18 @@ fn supporting_information(out: &mut String, state: &IncidentState, events: &[Eve
         if let EventKind::StatusPinned {
             summary,
             next_update_by,
+            ..
         } = &event.kind
         {
+            let next = next_update_by.map_or_else(
+                || "final update".to_owned(),
+                |next| format!("next update by {}", time(next)),
+            );
             let _ = writeln!(
                 out,
-                "- {} by {}: {summary} (next update by {})",
+                "- {} by {}: {summary} ({next})",
                 time(event.at),
                 event.actor.name,
-                time(*next_update_by)
             );
             pins += 1;
         }
@@ -778,7 +781,8 @@ mod tests {
             &mut events,
             Command::PinStatus {
                 summary: "rolling back".into(),
-                next_update_by: start + Duration::minutes(30),
+                next_update_by: Some(start + Duration::minutes(30)),
+                is_final: false,
             },
             &ada,
             5,

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use commandpost_shared::incident::{Caller, Command, Event, EventKind, EventSeq, IncidentState};
 use commandpost_shared::machine::{self, Rules};
-use commandpost_shared::{CreateIncident, IncidentId};
+use commandpost_shared::{Actor, CreateIncident, IncidentId, UserId, limits};
 use tokio::sync::{Notify, broadcast};
 
 use crate::quarantine::QuarantineKind;
@@ -58,6 +58,22 @@ impl Clock for ManualClock {
     }
 }
 
+/// Someone the server knows, and when it learnt the name it knows them by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownPerson {
+    pub actor: Actor,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Who the server knows outside any incident (the token registry: every
+/// token minted here or seen in use records its subject and name).
+pub trait Directory: Send + Sync {
+    /// The person with this id, if known.
+    fn person(&self, id: &UserId) -> Option<KnownPerson>;
+    /// Everyone known.
+    fn people(&self) -> Vec<KnownPerson>;
+}
+
 /// Why a command did not produce events.
 #[derive(Debug, thiserror::Error)]
 pub enum SidecarError {
@@ -81,6 +97,30 @@ struct Sidecar {
     latest: parking_lot::RwLock<Arc<IncidentState>>,
     /// Live events, sent after they are durable.
     live: broadcast::Sender<Arc<Event>>,
+    /// When each (person, command) last had a refused attempt recorded, so
+    /// refusals cannot flood the timeline (one per
+    /// [`machine::REFUSED_ATTEMPT_WINDOW`]). Entries older than the window
+    /// are dropped whenever one is added. Plain lock, never held across
+    /// `.await`.
+    refusals_recorded: parking_lot::Mutex<HashMap<(UserId, &'static str), DateTime<Utc>>>,
+}
+
+impl Sidecar {
+    /// Whether a refused attempt of `command` by `person` at `now` goes on
+    /// the timeline; if so, remembers it.
+    fn admit_refusal(&self, person: &UserId, command: &'static str, now: DateTime<Utc>) -> bool {
+        let mut recorded = self.refusals_recorded.lock();
+        let window = machine::REFUSED_ATTEMPT_WINDOW;
+        if recorded
+            .get(&(person.clone(), command))
+            .is_some_and(|last| now - *last < window)
+        {
+            return false;
+        }
+        recorded.retain(|_, last| now - *last < window);
+        recorded.insert((person.clone(), command), now);
+        true
+    }
 }
 
 /// The sidecars of all incidents. Cheap to clone.
@@ -180,6 +220,8 @@ impl Sidecars {
     }
 
     /// Runs one command: validate, make the events durable, then publish.
+    /// The people it names are taken as they are (the timer and tests);
+    /// clients' commands go through [`Sidecars::command`].
     pub async fn execute(
         &self,
         id: &IncidentId,
@@ -190,6 +232,67 @@ impl Sidecars {
         let mut state = sidecar.state.lock().await;
         let events = machine::apply(Some(&state), command, caller, self.now(), &self.inner.rules)
             .map_err(SidecarError::Refused)?;
+        self.commit(id, &sidecar, &mut state, events).await
+    }
+
+    /// Runs a client's command: every person it names must be someone the
+    /// server knows (see [`Sidecars::known_people`]) and is recorded under
+    /// the name they are known by; then as [`Sidecars::execute`]. When the
+    /// command is refused for a rule as well as for an unknown person, the
+    /// rule's refusal is the answer. `scope` is the incident the caller's
+    /// token is limited to, if any.
+    pub async fn command(
+        &self,
+        id: &IncidentId,
+        command: &Command,
+        caller: &Caller,
+        scope: Option<&IncidentId>,
+        directory: &dyn Directory,
+    ) -> Result<Vec<Event>, SidecarError> {
+        let sidecar = self.load(id).await?;
+        let mut state = sidecar.state.lock().await;
+        let now = self.now();
+        let known = std::cell::OnceCell::new();
+        let resolved = machine::resolve_people(command, |person| {
+            known
+                .get_or_init(|| self.known_people(directory, scope))
+                .get(person)
+                .map(|known: &KnownPerson| known.actor.clone())
+        });
+        let command = match resolved {
+            Ok(command) => command,
+            Err(unknown) => {
+                machine::apply(Some(&state), command, caller, now, &self.inner.rules)
+                    .map_err(SidecarError::Refused)?;
+                return Err(SidecarError::Refused(unknown));
+            }
+        };
+        match machine::apply(Some(&state), &command, caller, now, &self.inner.rules) {
+            Ok(events) => self.commit(id, &sidecar, &mut state, events).await,
+            Err(refusal) => {
+                // A refused production change or note leaves a trace for
+                // the commander; the command itself stays refused.
+                if let Some(event) =
+                    machine::refused_attempt(&state, &command, caller, &refusal, now)
+                    && sidecar.admit_refusal(&caller.actor.id, command.name(), now)
+                    && let Err(error) = self.commit(id, &sidecar, &mut state, vec![event]).await
+                {
+                    tracing::error!(incident = %id, %error, "cannot record a refused attempt");
+                }
+                Err(SidecarError::Refused(refusal))
+            }
+        }
+    }
+
+    /// Makes `events` durable, then moves the state, tells live subscribers
+    /// and reschedules deadlines. Called with the incident's lock held.
+    async fn commit(
+        &self,
+        id: &IncidentId,
+        sidecar: &Sidecar,
+        state: &mut IncidentState,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, SidecarError> {
         if events.is_empty() {
             return Ok(events);
         }
@@ -215,12 +318,98 @@ impl Sidecars {
             let _ = sidecar.live.send(Arc::new(event.clone()));
         }
         self.schedule(id, &next);
-        drop(state);
+        // Listeners only hand work off, so running them under the
+        // incident's lock costs nothing.
         let listeners = self.inner.listeners.read().clone();
         for listener in listeners {
             listener(id, &events);
         }
         Ok(events)
+    }
+
+    /// Everyone the server knows, by id, for a caller whose token covers
+    /// `scope` (`None`: every incident): the directory's people, and the
+    /// declarer, role holders (past and present) and responders of every
+    /// loaded incident in scope (every incident is loaded at start-up and
+    /// when declared). The latest name wins.
+    pub fn known_people(
+        &self,
+        directory: &dyn Directory,
+        scope: Option<&IncidentId>,
+    ) -> HashMap<UserId, KnownPerson> {
+        let mut known: HashMap<UserId, KnownPerson> = HashMap::new();
+        let mut add = |person: KnownPerson| match known.get(&person.actor.id) {
+            Some(existing) if existing.seen_at > person.seen_at => {}
+            _ => {
+                known.insert(person.actor.id.clone(), person);
+            }
+        };
+        for person in directory.people() {
+            add(person);
+        }
+        let cells: Vec<_> = self
+            .inner
+            .loaded
+            .lock()
+            .iter()
+            .filter(|(incident, _)| scope.is_none_or(|scope| scope == *incident))
+            .map(|(_, cell)| cell.clone())
+            .collect();
+        for cell in cells {
+            let Some(sidecar) = cell.get() else { continue };
+            let state = sidecar.latest.read().clone();
+            for (actor, seen_at) in machine::people(&state) {
+                add(KnownPerson { actor, seen_at });
+            }
+        }
+        known.retain(|id, _| !limits::is_reserved_user_id(&id.0));
+        known
+    }
+
+    /// `GET /api/people`: the people [`Sidecars::known_people`] knows whose
+    /// id or name contains `query` (case-insensitive), sorted by name then
+    /// id, at most [`limits::PEOPLE_LISTED`]. Loads the incidents in scope
+    /// first.
+    pub async fn people(
+        &self,
+        directory: &dyn Directory,
+        scope: Option<&IncidentId>,
+        query: &str,
+    ) -> Result<Vec<Actor>, SidecarError> {
+        let incidents = match scope {
+            Some(id) => vec![id.clone()],
+            None => {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || store.list_incidents())
+                    .await
+                    .map_err(|error| {
+                        StoreError::io("listing incidents", std::io::Error::other(error))
+                    })??
+                    .into_iter()
+                    .map(|record| record.id)
+                    .collect()
+            }
+        };
+        for id in &incidents {
+            match self.load(id).await {
+                Ok(_) | Err(SidecarError::NotFound(_) | SidecarError::Corrupt(..)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let query = query.trim().to_lowercase();
+        let mut people: Vec<Actor> = self
+            .known_people(directory, scope)
+            .into_values()
+            .map(|person| person.actor)
+            .filter(|actor| {
+                query.is_empty()
+                    || actor.id.0.to_lowercase().contains(&query)
+                    || actor.name.to_lowercase().contains(&query)
+            })
+            .collect();
+        people.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        people.truncate(limits::PEOPLE_LISTED);
+        Ok(people)
     }
 
     /// The latest durable state.
@@ -384,6 +573,7 @@ impl Sidecars {
                     latest: parking_lot::RwLock::new(Arc::new(state.clone())),
                     state: tokio::sync::Mutex::new(state),
                     live,
+                    refusals_recorded: parking_lot::Mutex::new(HashMap::new()),
                 }))
             })
             .await?;
@@ -539,7 +729,8 @@ mod tests {
             id = declared(&sidecars, "Overdue").await;
             let pin = Command::PinStatus {
                 summary: "investigating".into(),
-                next_update_by: start + Duration::minutes(30),
+                next_update_by: Some(start + Duration::minutes(30)),
+                is_final: false,
             };
             sidecars.execute(&id, &pin, &ada()).await.unwrap();
 
@@ -567,7 +758,8 @@ mod tests {
             // A new pin arms a new deadline, which passes while the server is down.
             let pin = Command::PinStatus {
                 summary: "mitigating".into(),
-                next_update_by: start + Duration::minutes(45),
+                next_update_by: Some(start + Duration::minutes(45)),
+                is_final: false,
             };
             sidecars.execute(&id, &pin, &ada()).await.unwrap();
         }

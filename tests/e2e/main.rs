@@ -26,6 +26,7 @@ mod durability;
 mod fanout;
 mod hardening;
 mod quarantine;
+mod record;
 mod record_document;
 mod share;
 mod sidecar;

@@ -274,6 +274,21 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         sign_in(&server, token).await;
     }
     let incident = declare(&server, &ada).await;
+    // The commander says the impact began ten minutes before the declaration.
+    let (_, state) = server
+        .get_json(&format!("/api/incidents/{incident}/state"), &ada)
+        .await;
+    let declared_at: chrono::DateTime<chrono::Utc> =
+        state["declared_at"].as_str().unwrap().parse().unwrap();
+    let impact_start = (declared_at - chrono::Duration::minutes(10)).to_rfc3339();
+    command(
+        &server,
+        &incident,
+        &ada,
+        "set_impact_start",
+        json!({"at": impact_start}),
+    )
+    .await;
     let person = |id: &str, name: &str| json!({"id": id, "name": name});
     for (who, assignment) in [
         (person("bob", "Bob"), "database"),
