@@ -273,12 +273,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("Command Post is running.");
         println!("  Listening on:   http://{address}");
         println!("  Data directory: {}", config.data_dir.display());
-        println!("  Admin URL (valid {}; keep it private):", spoken_duration(ttl));
+        println!(
+            "  Admin URL (valid {}; keep it private):",
+            spoken_duration(ttl)
+        );
         println!("    {base}/?token={admin}");
         println!("  Declare an incident from the command line:");
-        println!(
-            "    curl -X POST {base}/api/incidents -H 'Authorization: Bearer {admin}' -H 'Content-Type: application/json' -d '{{\"title\": \"Checkout is failing\"}}'"
-        );
+        println!("    export COMMANDPOST_SERVER={base} COMMANDPOST_TOKEN={admin}");
+        println!("    commandpost declare --title 'Checkout is failing'");
         use std::io::Write;
         std::io::stdout().flush()?;
         tracing::info!(%address, "listening");

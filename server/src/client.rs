@@ -238,6 +238,15 @@ pub fn take_sse(buffer: &mut String) -> Vec<SseMessage> {
     messages
 }
 
+/// The data of every complete message in `buffer`, whatever its `event:`
+/// name (see [`take_sse`]).
+pub fn take_sse_data(buffer: &mut String) -> Vec<String> {
+    take_sse(buffer)
+        .into_iter()
+        .map(|message| message.data)
+        .collect()
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
