@@ -230,7 +230,7 @@ pub fn take_sse(buffer: &mut String) -> Vec<SseMessage> {
         let data: Vec<&str> = field("data:").collect();
         if !data.is_empty() {
             messages.push(SseMessage {
-                event: field("event:").last().unwrap_or("message").to_owned(),
+                event: field("event:").next_back().unwrap_or("message").to_owned(),
                 data: data.join("\n"),
             });
         }
