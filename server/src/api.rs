@@ -51,6 +51,8 @@ pub fn router(state: AppState) -> Router {
 ///   app and its assets;
 /// - any valid token: `/api/me`, the incident list (filtered to the
 ///   token's scope);
+/// - a token that can write: `/api/people` (who it can name in commands:
+///   people of the incidents in its scope and every token subject);
 /// - a token covering the incident: its reads, event stream and document
 ///   socket (viewers read-only); commands need a token that can write,
 ///   and the sidecar's rules decide the rest;
@@ -67,6 +69,7 @@ pub fn routes() -> Vec<(&'static str, MethodRouter<AppState>)> {
         ("/api/incidents", get(list_incidents).post(create_incident)),
         ("/api/incidents/{id}", get(get_incident)),
         ("/api/me", get(me)),
+        ("/api/people", get(sidecar_api::list_people)),
         ("/api/admin/quarantine", get(crate::admin::quarantine)),
         ("/api/admin/backup", get(crate::admin::backup)),
         ("/api/admin/tokens", get(crate::admin::list_tokens)),

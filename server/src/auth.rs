@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use commandpost_shared::{AccessRole, IncidentId, TokenClaims};
+use commandpost_shared::{AccessRole, Actor, IncidentId, TokenClaims, UserId};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::RngCore;
 
@@ -256,19 +256,64 @@ pub struct TokenRegistry {
     /// Ids already recorded. A plain lock: held for a lookup or an insert,
     /// never across `.await`.
     known: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
+    /// The recorded tokens' subjects: the name of each subject's latest
+    /// token (by issue time), and that time. Same lock discipline.
+    people: Arc<parking_lot::RwLock<People>>,
+}
+
+type People = std::collections::HashMap<String, (chrono::DateTime<chrono::Utc>, String)>;
+
+/// Keeps `token`'s subject in `people`, under the name of its latest token.
+fn remember(people: &mut People, token: &commandpost_shared::IssuedToken) {
+    match people.get(&token.sub) {
+        Some((at, _)) if *at > token.issued_at => {}
+        _ => {
+            people.insert(token.sub.clone(), (token.issued_at, token.name.clone()));
+        }
+    }
+}
+
+impl crate::sidecar::Directory for TokenRegistry {
+    fn person(&self, id: &UserId) -> Option<crate::sidecar::KnownPerson> {
+        let people = self.people.read();
+        let (at, name) = people.get(&id.0)?;
+        Some(crate::sidecar::KnownPerson {
+            actor: Actor {
+                id: id.clone(),
+                name: name.clone(),
+            },
+            seen_at: *at,
+        })
+    }
+
+    fn people(&self) -> Vec<crate::sidecar::KnownPerson> {
+        self.people
+            .read()
+            .iter()
+            .map(|(id, (at, name))| crate::sidecar::KnownPerson {
+                actor: Actor {
+                    id: UserId(id.clone()),
+                    name: name.clone(),
+                },
+                seen_at: *at,
+            })
+            .collect()
+    }
 }
 
 impl TokenRegistry {
     /// Loads the ids recorded so far.
     pub fn load(store: crate::store::Store) -> Result<Self, crate::store::StoreError> {
-        let known = store
-            .issued_tokens()?
-            .into_iter()
-            .map(|token| token.jti)
-            .collect();
+        let tokens = store.issued_tokens()?;
+        let mut people = People::new();
+        for token in &tokens {
+            remember(&mut people, token);
+        }
+        let known = tokens.into_iter().map(|token| token.jti).collect();
         Ok(Self {
             store,
             known: Arc::new(parking_lot::RwLock::new(known)),
+            people: Arc::new(parking_lot::RwLock::new(people)),
         })
     }
 
@@ -281,9 +326,9 @@ impl TokenRegistry {
         minted_by: Option<&TokenClaims>,
     ) -> Result<(), crate::store::StoreError> {
         self.known.write().insert(claims.jti.clone());
-        let wait = self
-            .store
-            .record_token(&issued(claims, origin, minted_by))?;
+        let record = issued(claims, origin, minted_by);
+        remember(&mut self.people.write(), &record);
+        let wait = self.store.record_token(&record)?;
         wait.await
             .map_err(|_| crate::store::StoreError::WriterGone)?
     }
@@ -298,6 +343,7 @@ impl TokenRegistry {
             return;
         }
         let record = issued(claims, commandpost_shared::TokenOrigin::FirstUse, None);
+        remember(&mut self.people.write(), &record);
         if let Err(error) = self.store.record_token(&record) {
             tracing::error!(%error, jti = %claims.jti, "cannot record a token seen for the first time");
         }

@@ -107,6 +107,9 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Extra fields of the body: the unknown person, what blocks a move.
+    person: Option<commandpost_shared::UserId>,
+    blocking: Option<commandpost_shared::incident::Blocking>,
 }
 
 impl ApiError {
@@ -115,7 +118,24 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            person: None,
+            blocking: None,
         }
+    }
+
+    /// Adds the id of the unknown person a command named.
+    pub fn with_person(mut self, person: Option<commandpost_shared::UserId>) -> Self {
+        self.person = person;
+        self
+    }
+
+    /// Adds what blocks a lifecycle move.
+    pub fn with_blocking(
+        mut self,
+        blocking: Option<commandpost_shared::incident::Blocking>,
+    ) -> Self {
+        self.blocking = blocking;
+        self
     }
 
     pub fn incident_not_found(raw_id: &str) -> Self {
@@ -138,6 +158,8 @@ impl IntoResponse for ApiError {
             error: ErrorDetail {
                 code: self.code.to_owned(),
                 message: self.message,
+                person: self.person,
+                blocking: self.blocking,
             },
         };
         (self.status, Json(body)).into_response()

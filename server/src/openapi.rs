@@ -6,8 +6,8 @@
 
 use commandpost_shared::incident::{Briefing, Command, IncidentState, Tenure};
 use commandpost_shared::{
-    CommandOutcome, CreateIncident, ErrorBody, Incident, IssuedToken, QuarantineEntry, Revocation,
-    RevokeMintedBy, ShareLink, ShareRequest, TimelinePage, TokenClaims,
+    CommandOutcome, CreateIncident, ErrorBody, Incident, IssuedToken, PeopleList, QuarantineEntry,
+    Revocation, RevokeMintedBy, ShareLink, ShareRequest, TimelinePage, TokenClaims,
 };
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
@@ -77,6 +77,7 @@ pub fn document() -> Value {
         generator.subschema_for::<Briefing>(),
         generator.subschema_for::<Vec<Tenure>>(),
         generator.subschema_for::<TokenClaims>(),
+        generator.subschema_for::<PeopleList>(),
         generator.subschema_for::<ShareRequest>(),
         generator.subschema_for::<ShareLink>(),
         generator.subschema_for::<IssuedToken>(),
@@ -100,6 +101,12 @@ pub fn document() -> Value {
     );
     paths.insert("/api/incidents/{id}".into(), json!({"get": {"summary": "An incident with its state and presence", "parameters": [id], "responses": responses("200", "the incident", reference("Incident"))}}));
     paths.insert("/api/me".into(), json!({"get": {"summary": "Who the token belongs to", "responses": responses("200", "the token's claims", reference("TokenClaims"))}}));
+    paths.insert(
+        "/api/people".into(),
+        json!({"get": {"summary": "Who the server knows, to name in commands (tokens that can write): every token subject the server has recorded, and the declarer, role holders and responders of every incident the token covers. Deduplicated by id (latest name), sorted by name then id, at most 50; a command naming anyone else is refused with 422 `unknown_person`.",
+            "parameters": [{"name": "q", "in": "query", "schema": {"type": "string"}, "description": "keep people whose id or name contains this, ignoring case"}],
+            "responses": responses("200", "people", reference("PeopleList"))}}),
+    );
     paths.insert(
         "/api/incidents/{id}/share".into(),
         json!({"post": {"summary": "Create a responder or viewer link limited to this incident (incident commander or admin)", "parameters": [id],

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 use commandpost_shared::incident::{Caller, Command, Event, EventKind, EventSeq, IncidentState};
 use commandpost_shared::machine::{self, Rules};
-use commandpost_shared::{CreateIncident, IncidentId};
+use commandpost_shared::{Actor, CreateIncident, IncidentId, UserId, limits};
 use tokio::sync::{Notify, broadcast};
 
 use crate::quarantine::QuarantineKind;
@@ -56,6 +56,22 @@ impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         self.0.lock().unwrap_or_else(Utc::now)
     }
+}
+
+/// Someone the server knows, and when it learnt the name it knows them by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KnownPerson {
+    pub actor: Actor,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Who the server knows outside any incident (the token registry: every
+/// token minted here or seen in use records its subject and name).
+pub trait Directory: Send + Sync {
+    /// The person with this id, if known.
+    fn person(&self, id: &UserId) -> Option<KnownPerson>;
+    /// Everyone known.
+    fn people(&self) -> Vec<KnownPerson>;
 }
 
 /// Why a command did not produce events.
@@ -162,6 +178,8 @@ impl Sidecars {
     }
 
     /// Runs one command: validate, make the events durable, then publish.
+    /// The people it names are taken as they are (the timer and tests);
+    /// clients' commands go through [`Sidecars::command`].
     pub async fn execute(
         &self,
         id: &IncidentId,
@@ -172,6 +190,55 @@ impl Sidecars {
         let mut state = sidecar.state.lock().await;
         let events = machine::apply(Some(&state), command, caller, self.now(), &self.inner.rules)
             .map_err(SidecarError::Refused)?;
+        self.commit(id, &sidecar, &mut state, events).await
+    }
+
+    /// Runs a client's command: every person it names must be someone the
+    /// server knows (see [`Sidecars::known_people`]) and is recorded under
+    /// the name they are known by; then as [`Sidecars::execute`]. When the
+    /// command is refused for a rule as well as for an unknown person, the
+    /// rule's refusal is the answer. `scope` is the incident the caller's
+    /// token is limited to, if any.
+    pub async fn command(
+        &self,
+        id: &IncidentId,
+        command: &Command,
+        caller: &Caller,
+        scope: Option<&IncidentId>,
+        directory: &dyn Directory,
+    ) -> Result<Vec<Event>, SidecarError> {
+        let sidecar = self.load(id).await?;
+        let mut state = sidecar.state.lock().await;
+        let now = self.now();
+        let known = std::cell::OnceCell::new();
+        let resolved = machine::resolve_people(command, |person| {
+            known
+                .get_or_init(|| self.known_people(directory, scope))
+                .get(person)
+                .map(|known: &KnownPerson| known.actor.clone())
+        });
+        let command = match resolved {
+            Ok(command) => command,
+            Err(unknown) => {
+                machine::apply(Some(&state), command, caller, now, &self.inner.rules)
+                    .map_err(SidecarError::Refused)?;
+                return Err(SidecarError::Refused(unknown));
+            }
+        };
+        let events = machine::apply(Some(&state), &command, caller, now, &self.inner.rules)
+            .map_err(SidecarError::Refused)?;
+        self.commit(id, &sidecar, &mut state, events).await
+    }
+
+    /// Makes `events` durable, then moves the state, tells live subscribers
+    /// and reschedules deadlines. Called with the incident's lock held.
+    async fn commit(
+        &self,
+        id: &IncidentId,
+        sidecar: &Sidecar,
+        state: &mut IncidentState,
+        events: Vec<Event>,
+    ) -> Result<Vec<Event>, SidecarError> {
         if events.is_empty() {
             return Ok(events);
         }
@@ -198,6 +265,91 @@ impl Sidecars {
         }
         self.schedule(id, &next);
         Ok(events)
+    }
+
+    /// Everyone the server knows, by id, for a caller whose token covers
+    /// `scope` (`None`: every incident): the directory's people, and the
+    /// declarer, role holders (past and present) and responders of every
+    /// loaded incident in scope (every incident is loaded at start-up and
+    /// when declared). The latest name wins.
+    pub fn known_people(
+        &self,
+        directory: &dyn Directory,
+        scope: Option<&IncidentId>,
+    ) -> HashMap<UserId, KnownPerson> {
+        let mut known: HashMap<UserId, KnownPerson> = HashMap::new();
+        let mut add = |person: KnownPerson| match known.get(&person.actor.id) {
+            Some(existing) if existing.seen_at > person.seen_at => {}
+            _ => {
+                known.insert(person.actor.id.clone(), person);
+            }
+        };
+        for person in directory.people() {
+            add(person);
+        }
+        let cells: Vec<_> = self
+            .inner
+            .loaded
+            .lock()
+            .iter()
+            .filter(|(incident, _)| scope.is_none_or(|scope| scope == *incident))
+            .map(|(_, cell)| cell.clone())
+            .collect();
+        for cell in cells {
+            let Some(sidecar) = cell.get() else { continue };
+            let state = sidecar.latest.read().clone();
+            for (actor, seen_at) in machine::people(&state) {
+                add(KnownPerson { actor, seen_at });
+            }
+        }
+        known.retain(|id, _| !limits::is_reserved_user_id(&id.0));
+        known
+    }
+
+    /// `GET /api/people`: the people [`Sidecars::known_people`] knows whose
+    /// id or name contains `query` (case-insensitive), sorted by name then
+    /// id, at most [`limits::PEOPLE_LISTED`]. Loads the incidents in scope
+    /// first.
+    pub async fn people(
+        &self,
+        directory: &dyn Directory,
+        scope: Option<&IncidentId>,
+        query: &str,
+    ) -> Result<Vec<Actor>, SidecarError> {
+        let incidents = match scope {
+            Some(id) => vec![id.clone()],
+            None => {
+                let store = self.inner.store.clone();
+                tokio::task::spawn_blocking(move || store.list_incidents())
+                    .await
+                    .map_err(|error| {
+                        StoreError::io("listing incidents", std::io::Error::other(error))
+                    })??
+                    .into_iter()
+                    .map(|record| record.id)
+                    .collect()
+            }
+        };
+        for id in &incidents {
+            match self.load(id).await {
+                Ok(_) | Err(SidecarError::NotFound(_) | SidecarError::Corrupt(..)) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let query = query.trim().to_lowercase();
+        let mut people: Vec<Actor> = self
+            .known_people(directory, scope)
+            .into_values()
+            .map(|person| person.actor)
+            .filter(|actor| {
+                query.is_empty()
+                    || actor.id.0.to_lowercase().contains(&query)
+                    || actor.name.to_lowercase().contains(&query)
+            })
+            .collect();
+        people.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        people.truncate(limits::PEOPLE_LISTED);
+        Ok(people)
     }
 
     /// The latest durable state.

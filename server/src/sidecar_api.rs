@@ -25,7 +25,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use commandpost_shared::incident::{Command, Event, IncidentState};
-use commandpost_shared::{CommandOutcome, IncidentId, TimelinePage};
+use commandpost_shared::{CommandOutcome, IncidentId, PeopleList, TimelinePage};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -76,6 +76,8 @@ impl From<SidecarError> for ApiError {
                 let status =
                     StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::FORBIDDEN);
                 ApiError::new(status, error.code(), error.to_string())
+                    .with_person(error.person)
+                    .with_blocking(error.blocking)
             }
             SidecarError::NotFound(id) => ApiError::incident_not_found(&id.to_string()),
             SidecarError::Store(error) => error.into(),
@@ -128,7 +130,13 @@ pub async fn run_command(
     })?;
     let events = state
         .sidecars
-        .execute(&id, &command, &caller.0.caller())
+        .command(
+            &id,
+            &command,
+            &caller.0.caller(),
+            caller.0.incident.as_ref(),
+            &state.tokens,
+        )
         .await?;
     for event in &events {
         tracing::info!(incident = %id, seq = %event.seq, command = %name, "command applied");
@@ -138,6 +146,33 @@ pub async fn run_command(
         events,
         state: (*after).clone(),
     }))
+}
+
+#[derive(Deserialize)]
+pub struct PeopleQuery {
+    /// Keep people whose id or name contains this (case-insensitive).
+    #[serde(default)]
+    q: String,
+}
+
+/// `GET /api/people?q=`: who the server knows, for clients to pick from
+/// wherever a command names a person (tokens that can write only).
+pub async fn list_people(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(query): ApiQuery<PeopleQuery>,
+) -> Result<Json<PeopleList>, ApiError> {
+    if !caller.0.role.can_write() {
+        return Err(crate::auth::AuthError::Forbidden(
+            "viewers cannot list people: the list is for naming people in commands".into(),
+        )
+        .into());
+    }
+    let people = state
+        .sidecars
+        .people(&state.tokens, caller.0.incident.as_ref(), &query.q)
+        .await?;
+    Ok(Json(PeopleList { people }))
 }
 
 /// `GET /api/incidents/{id}/state`.

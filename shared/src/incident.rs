@@ -1043,6 +1043,37 @@ impl IncidentState {
     }
 }
 
+/// An exit criterion that is not met, as a refusal names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct BlockingCriterion {
+    /// The criterion's id.
+    pub id: CriterionId,
+    /// What must be true.
+    pub text: String,
+}
+
+/// A change neither reverted nor waived, as a refusal names it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct BlockingChange {
+    /// The change's id.
+    pub id: ChangeId,
+    /// What was changed.
+    pub what: String,
+}
+
+/// What keeps the incident from resolving (unmet exit criteria) or closing
+/// (open changes).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub struct Blocking {
+    /// Unmet exit criteria (when resolving).
+    pub criteria: Vec<BlockingCriterion>,
+    /// Open changes (when closing).
+    pub changes: Vec<BlockingChange>,
+}
+
 /// Which kind of rule refused a command; maps to an HTTP status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -1056,17 +1087,20 @@ pub enum ErrorKind {
     /// It names an incident, offer, change, criterion or responder that does
     /// not exist (HTTP 404).
     NotFound,
+    /// It names a person the server does not know (HTTP 422).
+    UnknownPerson,
 }
 
 impl ErrorKind {
-    /// The stable machine code: `forbidden`, `conflict`, `invalid` or
-    /// `not_found`.
+    /// The stable machine code: `forbidden`, `conflict`, `invalid`,
+    /// `not_found` or `unknown_person`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorKind::Forbidden => "forbidden",
             ErrorKind::Conflict => "conflict",
             ErrorKind::Invalid => "invalid",
             ErrorKind::NotFound => "not_found",
+            ErrorKind::UnknownPerson => "unknown_person",
         }
     }
 
@@ -1075,7 +1109,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Forbidden => 403,
             ErrorKind::Conflict => 409,
-            ErrorKind::Invalid => 422,
+            ErrorKind::Invalid | ErrorKind::UnknownPerson => 422,
             ErrorKind::NotFound => 404,
         }
     }
@@ -1096,6 +1130,12 @@ pub struct CommandError {
     pub kind: ErrorKind,
     /// The rule that refused the command, safe to show to the caller.
     pub rule: String,
+    /// With [`ErrorKind::UnknownPerson`]: the id nobody is known by.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<UserId>,
+    /// With a refused lifecycle move: what blocks it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<Blocking>,
 }
 
 impl CommandError {
@@ -1104,6 +1144,19 @@ impl CommandError {
         Self {
             kind,
             rule: rule.into(),
+            person: None,
+            blocking: None,
+        }
+    }
+
+    /// The command names `person`, whom the server does not know.
+    pub fn unknown_person(person: &UserId) -> Self {
+        Self {
+            person: Some(person.clone()),
+            ..Self::new(
+                ErrorKind::UnknownPerson,
+                format!("no one known as `{person}`; pick someone from GET /api/people"),
+            )
         }
     }
 

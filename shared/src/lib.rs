@@ -435,6 +435,15 @@ pub struct Actor {
     pub name: String,
 }
 
+/// `GET /api/people`: the people the server knows, to pick from wherever a
+/// command names a person. Sorted by name, then id; at most
+/// [`limits::PEOPLE_LISTED`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct PeopleList {
+    /// The people, each once, with the name they were last known by.
+    pub people: Vec<Actor>,
+}
+
 /// Live connection counts for one incident's document.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Presence {
@@ -458,6 +467,13 @@ pub struct ErrorDetail {
     pub code: String,
     /// What went wrong and, where possible, how to fix it.
     pub message: String,
+    /// With `unknown_person`: the id the server does not know.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub person: Option<UserId>,
+    /// With a refused lifecycle move: the unmet exit criteria and open
+    /// changes that block it, with their ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocking: Option<incident::Blocking>,
 }
 
 /// Command Post's extensions to the y-websocket protocol: outer message types

@@ -28,6 +28,10 @@ pub const EXIT_CRITERIA: usize = 50;
 /// Production changes on one incident that are neither reverted nor waived.
 pub const OPEN_CHANGES: usize = 200;
 
+/// People one `GET /api/people` answer lists (the first by name; narrow
+/// with `?q=`).
+pub const PEOPLE_LISTED: usize = 50;
+
 /// User ids reserved for the server itself. Compared after trimming and
 /// without regard to case, so `System` or ` SYSTEM ` are reserved too.
 pub fn is_reserved_user_id(id: &str) -> bool {

@@ -289,6 +289,83 @@ pub fn briefing(state: &IncidentState, notes: &str) -> Briefing {
     }
 }
 
+/// The people an incident names: its declarer, everyone who held or holds
+/// a role, and the listed responders, each with when they were named there
+/// (the latest mention of each id comes last). Part of who the server knows
+/// (see [`resolve_people`]).
+pub fn people(state: &IncidentState) -> Vec<(Actor, DateTime<Utc>)> {
+    let mut found = vec![(state.declared_by.clone(), state.declared_at)];
+    found.extend(
+        state
+            .role_history
+            .iter()
+            .map(|tenure| (tenure.holder.clone(), tenure.from)),
+    );
+    found.extend(
+        state
+            .roles
+            .iter()
+            .map(|view| (view.holder.clone(), view.since)),
+    );
+    found.extend(
+        state
+            .responders
+            .iter()
+            .map(|responder| (responder.actor.clone(), responder.since)),
+    );
+    found.sort_by_key(|(_, at)| *at);
+    found
+}
+
+/// Replaces every person `command` names with the one the server knows by
+/// that id (`known` looks an id up), so a command can only name a known
+/// person, under the name they are known by. An id nobody is known by is
+/// refused with [`ErrorKind::UnknownPerson`](crate::incident::ErrorKind)
+/// naming it. Ids that are blank, reserved or over their length limit are
+/// left for [`apply`] to refuse with its own rule.
+pub fn resolve_people(
+    command: &Command,
+    known: impl Fn(&UserId) -> Option<Actor>,
+) -> Result<Command, CommandError> {
+    let resolve = |actor: &Actor| -> Result<Actor, CommandError> {
+        let id = &actor.id.0;
+        if id.trim().is_empty()
+            || limits::is_reserved_user_id(id)
+            || id.trim().chars().count() > limits::USER_ID_CHARS
+        {
+            return Ok(actor.clone());
+        }
+        known(&actor.id).ok_or_else(|| CommandError::unknown_person(&actor.id))
+    };
+    let mut resolved = command.clone();
+    match &mut resolved {
+        Command::AssignRole { to, .. }
+        | Command::OfferHandoff { to, .. }
+        | Command::ForceAssignRole { to, .. } => *to = resolve(to)?,
+        Command::AddResponder { responder, .. } => *responder = resolve(responder)?,
+        Command::SetNextCommander { next: Some(next) } => *next = resolve(next)?,
+        Command::Declare { .. }
+        | Command::SetSeverity { .. }
+        | Command::RemoveResponder { .. }
+        | Command::AcceptHandoff { .. }
+        | Command::DeclineHandoff { .. }
+        | Command::CancelHandoff { .. }
+        | Command::AssumeRole { .. }
+        | Command::SetNextCommander { next: None }
+        | Command::PinStatus { .. }
+        | Command::SetStatus { .. }
+        | Command::Reopen { .. }
+        | Command::AddExitCriterion { .. }
+        | Command::SetExitCriterion { .. }
+        | Command::RecordChange { .. }
+        | Command::MarkChangeReverted { .. }
+        | Command::WaiveChange { .. }
+        | Command::PostNote { .. }
+        | Command::Tick => {}
+    }
+    Ok(resolved)
+}
+
 /// One timeline line, `"HH:MM UTC Name: description"`, for `event` given the
 /// state just before it.
 pub fn timeline_line(before: Option<&IncidentState>, event: &Event) -> String {

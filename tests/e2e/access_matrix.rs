@@ -21,6 +21,8 @@ enum Policy {
     Public,
     /// Any valid token.
     AnyToken,
+    /// Any valid token that can write, whatever its scope.
+    AnyWriter,
     /// A token that can write and covers every incident.
     Declare,
     /// A token covering the incident.
@@ -67,6 +69,7 @@ fn table() -> Vec<Row> {
         row("/api/openapi.json", "GET", "/api/openapi.json", Public),
         row("/api/incidents", "GET", "/api/incidents", AnyToken),
         row("/api/me", "GET", "/api/me", AnyToken),
+        row("/api/people", "GET", "/api/people?q=i", AnyWriter),
         row(
             "/api/incidents/{id}",
             "GET",
@@ -261,6 +264,7 @@ fn expected(policy: Policy, caller: &CallerKind, upgrade: bool) -> u16 {
     let writes = role != AccessRole::Viewer;
     let allowed = match policy {
         Policy::Public | Policy::AnyToken => true,
+        Policy::AnyWriter => writes,
         Policy::Declare => writes && scope == Scope::Every,
         Policy::IncidentRead => covers,
         Policy::IncidentWrite => covers && writes,

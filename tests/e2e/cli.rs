@@ -43,6 +43,8 @@ async fn a_whole_incident_driven_from_the_command_line() {
     let server = TestServer::start();
     let alice = server.token(AccessRole::Responder, "Alice");
     let bob = server.token(AccessRole::Responder, "Bob");
+    // Commands name only people the server knows: Bob signs in first.
+    assert_eq!(server.get_json("/api/me", &bob).await.0, 200);
     let declared = ok(
         &server,
         &alice,

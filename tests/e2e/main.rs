@@ -27,6 +27,7 @@ mod durability;
 mod fanout;
 mod hardening;
 mod quarantine;
+mod record;
 mod share;
 mod sidecar;
 mod streams;

@@ -66,6 +66,8 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     let server = TestServer::start();
     let alice = server.token(AccessRole::Responder, "Alice");
     let bob = server.token(AccessRole::Responder, "Bob");
+    // Bob has used the server, so commands may name him.
+    assert_eq!(server.get_json("/api/me", &bob).await.0, 200);
     let viewer = server.token(AccessRole::Viewer, "Vic");
     let declared = declare(
         &server,
@@ -525,6 +527,8 @@ async fn an_unanswered_offer_expires_after_the_configured_time_and_the_holder_ke
     let server = TestServer::start_with(&["--handoff-ttl", "1s"]);
     let alice = server.token(AccessRole::Responder, "Alice");
     let bob = server.token(AccessRole::Responder, "Bob");
+    // Bob has used the server, so commands may name him.
+    assert_eq!(server.get_json("/api/me", &bob).await.0, 200);
     let incident = declare(&server, &alice, json!({"title": "Expiry"})).await["id"]
         .as_str()
         .unwrap()

@@ -2168,3 +2168,107 @@ fn texts_and_lists_are_bounded() {
     );
     assert_eq!(error.code(), "invalid", "{error}");
 }
+
+// ---------------------------------------------------------------------------
+// People a command names
+
+#[test]
+fn an_incident_knows_its_declarer_role_holders_past_and_present_and_responders() {
+    let mut scenario = Scenario::staffed();
+    scenario.ok(
+        &alice(),
+        add_responder(&caller("erin", "Erin", AccessRole::Responder), "logs"),
+    );
+    // Bob hands operations back: he stays known as a past holder.
+    scenario.ok(&alice(), offer(Role::OperationsLead, &carol()));
+    let handoff = scenario.state().pending_handoffs[0].handoff;
+    scenario.ok(&carol(), accept(handoff));
+    let mut ids: Vec<String> = people(scenario.state())
+        .into_iter()
+        .map(|(actor, _)| actor.id.0)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids, ["alice", "bob", "carol", "dave", "erin"]);
+}
+
+#[test]
+fn a_named_person_must_be_known_and_takes_the_known_name() {
+    let josephine = Actor {
+        id: UserId("josephine".into()),
+        name: "Josephine Ng".into(),
+    };
+    let known = |id: &UserId| (id == &josephine.id).then(|| josephine.clone());
+    let typo = Actor {
+        id: UserId("josephin".into()),
+        name: "Josephine".into(),
+    };
+    let misnamed = Actor {
+        id: UserId("josephine".into()),
+        name: "Jo".into(),
+    };
+    let naming = |to: &Actor| {
+        vec![
+            Command::AssignRole {
+                role: Role::OperationsLead,
+                to: to.clone(),
+            },
+            Command::AddResponder {
+                responder: to.clone(),
+                assignment: "db".into(),
+            },
+            Command::OfferHandoff {
+                role: Role::PlanningLead,
+                to: to.clone(),
+                notes: String::new(),
+            },
+            Command::ForceAssignRole {
+                role: Role::PlanningLead,
+                to: to.clone(),
+                reason: "asleep".into(),
+            },
+            Command::SetNextCommander {
+                next: Some(to.clone()),
+            },
+        ]
+    };
+    for command in naming(&typo) {
+        let error = resolve_people(&command, known).expect_err(command.name());
+        assert_eq!(error.kind, ErrorKind::UnknownPerson);
+        assert_eq!(error.code(), "unknown_person");
+        assert_eq!(error.http_status(), 422);
+        assert_eq!(error.person, Some(UserId("josephin".into())));
+        assert_eq!(
+            error.rule,
+            "no one known as `josephin`; pick someone from GET /api/people"
+        );
+    }
+    for (command, expected) in naming(&misnamed).into_iter().zip(naming(&josephine)) {
+        assert_eq!(resolve_people(&command, known), Ok(expected));
+    }
+    // Commands naming nobody pass unchanged; ids the machine refuses by its
+    // own rules (blank, reserved, too long) are left to it.
+    for command in [
+        note("hello"),
+        set_next(None),
+        Command::RemoveResponder {
+            responder: UserId("ghost".into()),
+        },
+        Command::AssignRole {
+            role: Role::OperationsLead,
+            to: Actor {
+                id: UserId("System".into()),
+                name: "x".into(),
+            },
+        },
+        Command::AssignRole {
+            role: Role::OperationsLead,
+            to: Actor {
+                id: UserId(" ".into()),
+                name: "x".into(),
+            },
+        },
+    ] {
+        assert_eq!(resolve_people(&command, known), Ok(command.clone()));
+    }
+}

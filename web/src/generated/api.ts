@@ -4202,6 +4202,126 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/people": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Who the server knows, to name in commands (tokens that can write): every token subject the server has recorded, and the declarer, role holders and responders of every incident the token covers. Deduplicated by id (latest name), sorted by name then id, at most 50; a command naming anyone else is refused with 422 `unknown_person`. */
+        get: {
+            parameters: {
+                query?: {
+                    /** @description keep people whose id or name contains this, ignoring case */
+                    q?: string;
+                };
+                header?: never;
+                path?: never;
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description people */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["PeopleList"];
+                    };
+                };
+                /** @description malformed query string or JSON */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description missing, invalid or expired token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description not allowed for this access role or incident role */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description unknown incident */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description refused by the incident's state (e.g. already declared, closed, a gate) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description request body larger than the server accepts */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description request body is not `Content-Type: application/json` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description invalid body (a field over its `maxLength`, a missing field) or refused by a rule */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description rate limited: too many commands or connections for this token; the message says when to retry */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/tokens/revoked": {
         parameters: {
             query?: never;
@@ -4451,6 +4571,30 @@ export interface components {
             id: components["schemas"]["UserId"];
             /** @description The display name at the time. */
             name: string;
+        };
+        /**
+         * @description What keeps the incident from resolving (unmet exit criteria) or closing
+         *     (open changes).
+         */
+        Blocking: {
+            /** @description Open changes (when closing). */
+            changes: components["schemas"]["BlockingChange"][];
+            /** @description Unmet exit criteria (when resolving). */
+            criteria: components["schemas"]["BlockingCriterion"][];
+        };
+        /** @description A change neither reverted nor waived, as a refusal names it. */
+        BlockingChange: {
+            /** @description The change's id. */
+            id: components["schemas"]["ChangeId"];
+            /** @description What was changed. */
+            what: string;
+        };
+        /** @description An exit criterion that is not met, as a refusal names it. */
+        BlockingCriterion: {
+            /** @description The criterion's id. */
+            id: components["schemas"]["CriterionId"];
+            /** @description What must be true. */
+            text: string;
         };
         /**
          * @description A handoff briefing in the shape of an ICS 201 incident briefing,
@@ -4755,10 +4899,17 @@ export interface components {
         };
         /** @description A stable machine-readable code and a human-readable message. */
         ErrorDetail: {
+            /**
+             * @description With a refused lifecycle move: the unmet exit criteria and open
+             *     changes that block it, with their ids.
+             */
+            blocking?: components["schemas"]["Blocking"] | (null);
             /** @description A stable code such as `unauthorized` or `incident_not_found`. */
             code: string;
             /** @description What went wrong and, where possible, how to fix it. */
             message: string;
+            /** @description With `unknown_person`: the id the server does not know. */
+            person?: components["schemas"]["UserId"] | (null);
         };
         /**
          * @description One event of an incident's append-only log.
@@ -5162,6 +5313,15 @@ export interface components {
             role: components["schemas"]["Role"];
             /** @description Who may accept it. */
             to: components["schemas"]["Actor"];
+        };
+        /**
+         * @description `GET /api/people`: the people the server knows, to pick from wherever a
+         *     command names a person. Sorted by name, then id; at most
+         *     [`limits::PEOPLE_LISTED`].
+         */
+        PeopleList: {
+            /** @description The people, each once, with the name they were last known by. */
+            people: components["schemas"]["Actor"][];
         };
         /** @description The latest pinned status summary: the banner everyone sees. */
         Pin: {

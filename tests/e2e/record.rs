@@ -1,0 +1,274 @@
+//! One incident record (issue 13), through the HTTP API of the real binary:
+//! the people a command may name (`GET /api/people`, unknown ids refused),
+//! refused attempts on the timeline, the impact start, the final pin, gate
+//! refusals that name what blocks them, and presence on the event stream.
+
+use commandpost_shared::AccessRole;
+use serde_json::{Value, json};
+
+use crate::support::TestServer;
+
+async fn command(
+    server: &TestServer,
+    incident: &str,
+    token: &str,
+    name: &str,
+    body: Value,
+) -> (u16, Value) {
+    server
+        .post_json(
+            &format!("/api/incidents/{incident}/commands/{name}"),
+            token,
+            &body,
+        )
+        .await
+}
+
+#[track_caller]
+fn expect(result: (u16, Value), status: u16) -> Value {
+    assert_eq!(result.0, status, "{}", result.1);
+    result.1
+}
+
+/// A token for `name` (id: the name in lowercase) that has been used once,
+/// so the server knows its holder.
+async fn signed_in(server: &TestServer, role: AccessRole, name: &str) -> String {
+    let token = server.token(role, name);
+    let (status, me) = server.get_json("/api/me", &token).await;
+    assert_eq!(status, 200, "{me}");
+    token
+}
+
+async fn declare(server: &TestServer, token: &str, title: &str) -> String {
+    let (status, incident) = server
+        .post_json("/api/incidents", token, &json!({ "title": title }))
+        .await;
+    assert_eq!(status, 201, "{incident}");
+    incident["id"].as_str().unwrap().to_owned()
+}
+
+async fn people(server: &TestServer, token: &str, query: &str) -> Vec<(String, String)> {
+    let (status, body) = server.get_json(&format!("/api/people{query}"), token).await;
+    assert_eq!(status, 200, "{body}");
+    body["people"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|person| {
+            (
+                person["id"].as_str().unwrap().to_owned(),
+                person["name"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+    list.iter()
+        .map(|(id, name)| (id.to_string(), name.to_string()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_are_token_holders_and_the_people_of_incidents_searchable_and_not_for_viewers() {
+    let server = TestServer::start();
+    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    let josephine = server.keys().mint(
+        "josephine",
+        "Josephine Ng",
+        AccessRole::Responder,
+        None,
+        std::time::Duration::from_secs(3600),
+    );
+    // Minted elsewhere and never used: not known yet. The start-up admin
+    // token is recorded when the server starts.
+    assert_eq!(
+        people(&server, &mary, "").await,
+        pairs(&[("admin", "Admin"), ("mary", "Mary")]),
+        "only tokens the server has seen"
+    );
+    let (status, _) = server.get_json("/api/me", &josephine).await;
+    assert_eq!(status, 200);
+    let incident = declare(&server, &mary, "Checkout down").await;
+    // A share link records its holder at once.
+    let (status, link) = server
+        .post_json(
+            &format!("/api/incidents/{incident}/share"),
+            &mary,
+            &json!({"role": "responder", "name": "Sam Share", "ttl_hours": 1}),
+        )
+        .await;
+    assert_eq!(status, 200, "{link}");
+    let sam = link["user"].as_str().unwrap().to_owned();
+    let viewer = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let listed = people(&server, &mary, "").await;
+    assert_eq!(
+        listed,
+        pairs(&[
+            ("admin", "Admin"),
+            ("josephine", "Josephine Ng"),
+            ("mary", "Mary"),
+            (&sam, "Sam Share"),
+            ("vera", "Vera"),
+        ]),
+        "sorted by name, each once"
+    );
+    // `q` matches ids or names, ignoring case.
+    assert_eq!(
+        people(&server, &mary, "?q=NG").await,
+        pairs(&[("josephine", "Josephine Ng")])
+    );
+    assert_eq!(
+        people(&server, &mary, "?q=sam").await,
+        pairs(&[(&sam, "Sam Share")])
+    );
+    assert!(people(&server, &mary, "?q=nobody").await.is_empty());
+    // A newer token of the same subject renames them: the latest name wins
+    // (issued in the same second, the one recorded last).
+    let renamed = server.keys().mint(
+        "josephine",
+        "Josephine Ng-Larsen",
+        AccessRole::Responder,
+        None,
+        std::time::Duration::from_secs(7200),
+    );
+    let (status, _) = server.get_json("/api/me", &renamed).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        people(&server, &mary, "?q=josephine").await,
+        pairs(&[("josephine", "Josephine Ng-Larsen")])
+    );
+    // Viewers name nobody in commands: they cannot list people.
+    let (status, body) = server.get_json("/api/people", &viewer).await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(body["error"]["code"], "forbidden");
+    // A token limited to the incident still lists token holders.
+    let scoped = server.scoped_token(AccessRole::Responder, "Rhea", &incident.parse().unwrap());
+    let listed = people(&server, &scoped, "").await;
+    assert!(
+        listed.contains(&("mary".into(), "Mary".into())),
+        "{listed:?}"
+    );
+    assert!(
+        listed.contains(&("rhea".into(), "Rhea".into())),
+        "{listed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn people_list_holds_at_most_fifty() {
+    let server = TestServer::start();
+    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    for n in 0..60 {
+        signed_in(&server, AccessRole::Responder, &format!("P{n:02}")).await;
+    }
+    let listed = people(&server, &mary, "").await;
+    assert_eq!(listed.len(), 50, "the documented limit");
+    assert_eq!(listed[0], ("admin".to_string(), "Admin".to_string()));
+    assert_eq!(listed[1], ("mary".to_string(), "Mary".to_string()));
+    assert_eq!(listed[2], ("p00".to_string(), "P00".to_string()));
+    assert_eq!(people(&server, &mary, "?q=p5").await.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_naming_a_person_refuses_an_unknown_id_and_uses_the_known_name() {
+    let server = TestServer::start();
+    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    let admin = signed_in(&server, AccessRole::Admin, "Root").await;
+    let josephine = server.keys().mint(
+        "josephine",
+        "Josephine Ng",
+        AccessRole::Responder,
+        None,
+        std::time::Duration::from_secs(3600),
+    );
+    let (status, _) = server.get_json("/api/me", &josephine).await;
+    assert_eq!(status, 200);
+    let incident = declare(&server, &mary, "Checkout down").await;
+    let typo = json!({"id": "josephin", "name": "Josephine"});
+    let attempts = [
+        (
+            &mary,
+            "assign_role",
+            json!({"role": "operations_lead", "to": typo}),
+        ),
+        (
+            &mary,
+            "add_responder",
+            json!({"responder": typo, "assignment": "db"}),
+        ),
+        (
+            &mary,
+            "offer_handoff",
+            json!({"role": "incident_commander", "to": typo}),
+        ),
+        (
+            &admin,
+            "force_assign_role",
+            json!({"role": "planning_lead", "to": typo, "reason": "asleep"}),
+        ),
+        (&mary, "set_next_commander", json!({"next": typo})),
+    ];
+    for (token, name, body) in attempts {
+        let refused = expect(command(&server, &incident, token, name, body).await, 422);
+        assert_eq!(refused["error"]["code"], "unknown_person", "{name}");
+        assert_eq!(refused["error"]["person"], "josephin", "{name}");
+        assert_eq!(
+            refused["error"]["message"],
+            "no one known as `josephin`; pick someone from GET /api/people",
+            "{name}"
+        );
+    }
+    // A rule refusal comes first: a non-commander is told the rule.
+    let sam = signed_in(&server, AccessRole::Responder, "Sam").await;
+    let refused = expect(
+        command(
+            &server,
+            &incident,
+            &sam,
+            "assign_role",
+            json!({"role": "operations_lead", "to": typo}),
+        )
+        .await,
+        403,
+    );
+    assert_eq!(refused["error"]["code"], "forbidden");
+    // The real Josephine, with a name typed differently, is recorded under
+    // the name she is known by: no second "person".
+    let outcome = expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "assign_role",
+            json!({"role": "operations_lead", "to": {"id": "josephine", "name": "Jo"}}),
+        )
+        .await,
+        200,
+    );
+    assert_eq!(outcome["events"][0]["holder"]["name"], "Josephine Ng");
+    // And she may now record changes as the operations lead.
+    expect(
+        command(
+            &server,
+            &incident,
+            &josephine,
+            "record_change",
+            json!({"what": "restart db", "revert": "nothing"}),
+        )
+        .await,
+        200,
+    );
+    // Someone listed on an incident is known there.
+    expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "add_responder",
+            json!({"responder": {"id": "sam", "name": "Sam"}, "assignment": "comms"}),
+        )
+        .await,
+        200,
+    );
+}
