@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use commandpost_shared::incident::{Event, IncidentState, Role, Severity, Status, Tenure};
-use commandpost_shared::{Actor, CommandOutcome, TokenClaims};
+use commandpost_shared::{Actor, CommandOutcome, PeopleList, TokenClaims};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -506,19 +506,13 @@ fn parse_severity(text: &str) -> Result<Severity, String> {
         .ok_or_else(|| format!("no severity `{text}`: use sev1 (worst), sev2, sev3 or sev4"))
 }
 
-/// `GET /api/people?q=`'s answer.
-#[derive(serde::Deserialize)]
-struct People {
-    people: Vec<Actor>,
-}
-
 impl Remote {
     /// The people the server knows whose id or name contains `query`.
     async fn people(&self, query: &str) -> anyhow::Result<Vec<Actor>> {
         let request = reqwest::Client::new()
             .get(self.url("/api/people"))
             .query(&[("q", query)]);
-        let people: People = self.send(request).await?.json().await?;
+        let people: PeopleList = self.send(request).await?.json().await?;
         Ok(people.people)
     }
 
