@@ -57,36 +57,7 @@ pub struct ApiFailure {
     /// `error.message`.
     pub message: String,
     /// `error.blocking`: what stops a resolve or close.
-    pub blocking: Option<Blocking>,
-}
-
-/// What blocks resolving or closing (`error.blocking`).
-#[derive(Debug, Default, serde::Deserialize)]
-pub struct Blocking {
-    /// Exit criteria not met.
-    #[serde(default)]
-    pub criteria: Vec<BlockingCriterion>,
-    /// Changes neither reverted nor waived.
-    #[serde(default)]
-    pub changes: Vec<BlockingChange>,
-}
-
-/// An unmet exit criterion.
-#[derive(Debug, serde::Deserialize)]
-pub struct BlockingCriterion {
-    /// Its id.
-    pub id: u64,
-    /// What must be true.
-    pub text: String,
-}
-
-/// An open change.
-#[derive(Debug, serde::Deserialize)]
-pub struct BlockingChange {
-    /// Its id.
-    pub id: u64,
-    /// What was changed.
-    pub what: String,
+    pub blocking: Option<commandpost_shared::incident::Blocking>,
 }
 
 impl ApiFailure {
