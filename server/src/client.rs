@@ -218,6 +218,17 @@ pub fn take_sse_data(buffer: &mut String) -> Vec<String> {
         .collect()
 }
 
+/// A time as the server sends it (RFC 3339), in the CLI's one format
+/// ([`time::format_time`]); what is not a time is shown as it came.
+fn wire_time(value: &Value) -> String {
+    match value.as_str() {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| time::format_time(at.with_timezone(&chrono::Utc), None))
+            .unwrap_or_else(|_| text.to_owned()),
+        None => "?".to_owned(),
+    }
+}
+
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -235,7 +246,7 @@ pub fn revoke(remote: Remote, id: &str) -> anyhow::Result<()> {
             format!(
                 "revoked token {} at {}",
                 answer["jti"].as_str().unwrap_or(id),
-                answer["revoked_at"].as_str().unwrap_or("?")
+                wire_time(&answer["revoked_at"])
             )
         });
         Ok(())
@@ -283,18 +294,18 @@ pub fn list_tokens(remote: Remote, minted_by: Option<&str>) -> anyhow::Result<()
         let answer: Value = remote.send(request).await?.json().await?;
         remote.print(&answer, || {
             let mut lines = vec![format!(
-                "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
-                "ID", "SUBJECT", "ROLE", "SCOPE", "EXPIRES (UTC)", "MINTED BY", "ORIGIN"
+                "{:<32}  {:<20}  {:<9}  {:<8}  {:<23}  {:<20}  {}",
+                "ID", "SUBJECT", "ROLE", "SCOPE", "EXPIRES", "MINTED BY", "ORIGIN"
             )];
             for token in answer.as_array().into_iter().flatten() {
                 let text = |key: &str| token[key].as_str().unwrap_or("-").to_owned();
                 lines.push(format!(
-                    "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
+                    "{:<32}  {:<20}  {:<9}  {:<8}  {:<23}  {:<20}  {}",
                     text("jti"),
                     text("sub"),
                     text("role"),
                     token["incident"].as_str().unwrap_or("all"),
-                    text("expires_at").replace('T', " ").trim_end_matches('Z'),
+                    wire_time(&token["expires_at"]),
                     token["minted_by"]["sub"].as_str().unwrap_or("-"),
                     text("origin"),
                 ));
