@@ -145,7 +145,7 @@ async fn a_scripted_incident_through_subcommands_only() {
         "ic        incident commander   Alice Ashdown (alice) since 20",
         "ops       operations lead      Josephine Ng (josephine) since 20",
         "comms     communications lead  Alice Ashdown (alice) (not delegated",
-        "Fred Jones (fred): database failover (since 20",
+        "Fred Jones (fred): database failover; since 20",
         &format!("#{criterion} [ ] Checkout errors below 0.1%"),
         "Exit criteria (0 of 1 met)",
         &format!("#{change} restart db (revert: nothing to revert) recorded by Josephine Ng at 20"),

@@ -68,7 +68,7 @@ pub fn summarize(incident: &str, state: &IncidentState, now: DateTime<Utc>) -> S
     for responder in &state.responders {
         let _ = writeln!(
             out,
-            "  {}: {} (since {})",
+            "  {}: {}; since {}",
             labelled(&responder.actor),
             responder.assignment,
             when(responder.since)
