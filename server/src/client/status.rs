@@ -154,3 +154,83 @@ pub fn summarize(incident: &str, state: &IncidentState, now: DateTime<Utc>) -> S
     }
     out.trim_end().to_owned()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use commandpost_shared::incident::{Caller, Command, Event};
+    use commandpost_shared::machine::{Rules, apply, evolve};
+    use commandpost_shared::{AccessRole, Actor, UserId};
+
+    fn person(id: &str, name: &str) -> Actor {
+        Actor {
+            id: UserId(id.to_owned()),
+            name: name.to_owned(),
+        }
+    }
+
+    fn at(text: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(text)
+            .expect("test time")
+            .with_timezone(&Utc)
+    }
+
+    /// The state after `commands`, each sent by Alice at `now`.
+    fn state_after(commands: &[Command], now: DateTime<Utc>) -> IncidentState {
+        let alice = Caller::new(person("alice", "Alice"), AccessRole::Responder);
+        let mut state: Option<IncidentState> = None;
+        for command in commands {
+            let events: Vec<Event> = apply(state.as_ref(), command, &alice, now, &Rules::default())
+                .unwrap_or_else(|error| panic!("{command:?}: {error}"));
+            for event in &events {
+                state = Some(evolve(state, event));
+            }
+        }
+        state.expect("declared")
+    }
+
+    #[test]
+    fn status_lists_each_thing_with_its_id_and_the_pin_with_its_countdown() {
+        let declared_at = at("2026-12-07T03:00:00Z");
+        let state = state_after(
+            &[
+                Command::Declare {
+                    title: "Search is slow".into(),
+                    severity: None,
+                    criteria: None,
+                    summary: None,
+                },
+                Command::RecordChange {
+                    what: "restart indexer".into(),
+                    why: String::new(),
+                    revert: "nothing".into(),
+                },
+                Command::AssignRole {
+                    role: Role::OperationsLead,
+                    to: person("jo", "Josephine"),
+                },
+                Command::AddExitCriterion {
+                    text: "p99 below 1 s".into(),
+                },
+                Command::PinStatus {
+                    summary: "indexer restarted".into(),
+                    next_update_by: at("2026-12-07T03:30:00Z"),
+                },
+            ],
+            declared_at,
+        );
+        let text = summarize("INC-4", &state, at("2026-12-07T03:04:00Z"));
+        for expected in [
+            "INC-4: Search is slow [active; severity not yet assessed]",
+            "declared 2026-12-07 03:00:00 UTC (4 min ago) by Alice (alice)",
+            "  ops       operations lead      Josephine (jo) since 2026-12-07 03:00:00 UTC (4 min ago)",
+            "  comms     communications lead  Alice (alice) (not delegated: the commander holds it)",
+            "Exit criteria (0 of 1 met)\n  #4 [ ] p99 below 1 s",
+            "Open changes (1)\n  #2 restart indexer (revert: nothing) recorded by Alice at 2026-12-07 03:00:00 UTC",
+            "“indexer restarted” by Alice at 2026-12-07 03:00:00 UTC\n  next update by 2026-12-07 03:30:00 UTC (in 26 min)",
+            "Responders (0)\n  none listed",
+        ] {
+            assert!(text.contains(expected), "no `{expected}` in:\n{text}");
+        }
+    }
+}
