@@ -140,7 +140,8 @@ static SCENARIOS: LazyLock<[Incident; 7]> = LazyLock::new(|| {
         CAROL,
         Command::PinStatus {
             summary: "Rolled back the suspect deploy; watching error rates.".to_owned(),
-            next_update_by,
+            next_update_by: Some(next_update_by),
+            is_final: false,
         },
     );
     under_way.setup(

@@ -231,14 +231,18 @@ fn supporting_information(
         if let EventKind::StatusPinned {
             summary,
             next_update_by,
+            ..
         } = &event.kind
         {
+            let next = next_update_by.map_or_else(
+                || "final update".to_owned(),
+                |next| format!("next update by {}", time(next)),
+            );
             let _ = writeln!(
                 out,
-                "- {} by {}: {summary} (next update by {})",
+                "- {} by {}: {summary} ({next})",
                 time(event.at),
                 event.actor.name,
-                time(*next_update_by)
             );
             pins += 1;
         }
@@ -311,7 +315,8 @@ mod tests {
             &mut events,
             Command::PinStatus {
                 summary: "rolling back".into(),
-                next_update_by: start + Duration::minutes(30),
+                next_update_by: Some(start + Duration::minutes(30)),
+                is_final: false,
             },
             &ada,
             5,

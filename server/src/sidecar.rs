@@ -97,6 +97,30 @@ struct Sidecar {
     latest: parking_lot::RwLock<Arc<IncidentState>>,
     /// Live events, sent after they are durable.
     live: broadcast::Sender<Arc<Event>>,
+    /// When each (person, command) last had a refused attempt recorded, so
+    /// refusals cannot flood the timeline (one per
+    /// [`machine::REFUSED_ATTEMPT_WINDOW`]). Entries older than the window
+    /// are dropped whenever one is added. Plain lock, never held across
+    /// `.await`.
+    refusals_recorded: parking_lot::Mutex<HashMap<(UserId, &'static str), DateTime<Utc>>>,
+}
+
+impl Sidecar {
+    /// Whether a refused attempt of `command` by `person` at `now` goes on
+    /// the timeline; if so, remembers it.
+    fn admit_refusal(&self, person: &UserId, command: &'static str, now: DateTime<Utc>) -> bool {
+        let mut recorded = self.refusals_recorded.lock();
+        let window = machine::REFUSED_ATTEMPT_WINDOW;
+        if recorded
+            .get(&(person.clone(), command))
+            .is_some_and(|last| now - *last < window)
+        {
+            return false;
+        }
+        recorded.retain(|_, last| now - *last < window);
+        recorded.insert((person.clone(), command), now);
+        true
+    }
 }
 
 /// The sidecars of all incidents. Cheap to clone.
@@ -225,9 +249,21 @@ impl Sidecars {
                 return Err(SidecarError::Refused(unknown));
             }
         };
-        let events = machine::apply(Some(&state), &command, caller, now, &self.inner.rules)
-            .map_err(SidecarError::Refused)?;
-        self.commit(id, &sidecar, &mut state, events).await
+        match machine::apply(Some(&state), &command, caller, now, &self.inner.rules) {
+            Ok(events) => self.commit(id, &sidecar, &mut state, events).await,
+            Err(refusal) => {
+                // A refused production change or note leaves a trace for
+                // the commander; the command itself stays refused.
+                if let Some(event) =
+                    machine::refused_attempt(&state, &command, caller, &refusal, now)
+                    && sidecar.admit_refusal(&caller.actor.id, command.name(), now)
+                    && let Err(error) = self.commit(id, &sidecar, &mut state, vec![event]).await
+                {
+                    tracing::error!(incident = %id, %error, "cannot record a refused attempt");
+                }
+                Err(SidecarError::Refused(refusal))
+            }
+        }
     }
 
     /// Makes `events` durable, then moves the state, tells live subscribers
@@ -513,6 +549,7 @@ impl Sidecars {
                     latest: parking_lot::RwLock::new(Arc::new(state.clone())),
                     state: tokio::sync::Mutex::new(state),
                     live,
+                    refusals_recorded: parking_lot::Mutex::new(HashMap::new()),
                 }))
             })
             .await?;
@@ -668,7 +705,8 @@ mod tests {
             id = declared(&sidecars, "Overdue").await;
             let pin = Command::PinStatus {
                 summary: "investigating".into(),
-                next_update_by: start + Duration::minutes(30),
+                next_update_by: Some(start + Duration::minutes(30)),
+                is_final: false,
             };
             sidecars.execute(&id, &pin, &ada()).await.unwrap();
 
@@ -696,7 +734,8 @@ mod tests {
             // A new pin arms a new deadline, which passes while the server is down.
             let pin = Command::PinStatus {
                 summary: "mitigating".into(),
-                next_update_by: start + Duration::minutes(45),
+                next_update_by: Some(start + Duration::minutes(45)),
+                is_final: false,
             };
             sidecars.execute(&id, &pin, &ada()).await.unwrap();
         }

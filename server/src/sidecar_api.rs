@@ -59,6 +59,7 @@ pub const COMMAND_NAMES: &[&str] = &[
     "force_assign_role",
     "set_next_commander",
     "pin_status",
+    "set_impact_start",
     "set_status",
     "reopen",
     "add_exit_criterion",

@@ -400,13 +400,27 @@ pub enum Command {
         next: Option<Actor>,
     },
     /// Pins a status summary with the time the next one is due (commander or
-    /// communications lead).
+    /// communications lead), or, once the incident is mitigated or later, a
+    /// final update with no next deadline.
     PinStatus {
         /// The summary everyone sees.
         #[schemars(length(max = crate::limits::SUMMARY_CHARS))]
         summary: String,
-        /// When the next update is due; must be after now.
-        next_update_by: DateTime<Utc>,
+        /// When the next update is due; must be after now. Required unless
+        /// `final`, and absent when `final`.
+        #[serde(default)]
+        next_update_by: Option<DateTime<Utc>>,
+        /// This is the last update: no next one is due, and no overdue
+        /// reminder is armed. Allowed only once the incident is mitigated,
+        /// resolved or closed.
+        #[serde(default, rename = "final")]
+        is_final: bool,
+    },
+    /// Sets when the impact started, which may be before the declaration
+    /// (commander only; not in the future).
+    SetImpactStart {
+        /// When the impact started (UTC).
+        at: DateTime<Utc>,
     },
     /// Moves the lifecycle status forward (commander only).
     SetStatus {
@@ -493,6 +507,7 @@ impl Command {
             Command::ForceAssignRole { .. } => "force_assign_role",
             Command::SetNextCommander { .. } => "set_next_commander",
             Command::PinStatus { .. } => "pin_status",
+            Command::SetImpactStart { .. } => "set_impact_start",
             Command::SetStatus { .. } => "set_status",
             Command::Reopen { .. } => "reopen",
             Command::AddExitCriterion { .. } => "add_exit_criterion",
@@ -640,8 +655,30 @@ pub enum EventKind {
     StatusPinned {
         /// The summary.
         summary: String,
-        /// When the next update is due.
-        next_update_by: DateTime<Utc>,
+        /// When the next update is due; `None` for a final update.
+        next_update_by: Option<DateTime<Utc>>,
+        /// The last update: no next one is due.
+        #[serde(default, rename = "final")]
+        is_final: bool,
+    },
+    /// The commander set when the impact started.
+    ImpactStartSet {
+        /// When the impact started.
+        impact_start: DateTime<Utc>,
+    },
+    /// Someone tried to change production, or to post a note, without the
+    /// role or the place on the responder list it takes; the command was
+    /// refused and changed nothing. Recorded by the server (the actor is
+    /// [`Caller::system`]) at most once per person and command a minute.
+    AttemptRefused {
+        /// Who tried.
+        by: Actor,
+        /// The refused command's name (`record_change`, `post_note`).
+        command: String,
+        /// Why it was refused, short ("not the operations lead").
+        reason: String,
+        /// What they tried: the change's `what`, or the note.
+        detail: String,
     },
     /// The pinned status's next update is overdue; reported once per pin.
     UpdateOverdue {
@@ -727,6 +764,8 @@ impl EventKind {
             EventKind::RoleAssumed { .. } => "role_assumed",
             EventKind::NextCommanderSet { .. } => "next_commander_set",
             EventKind::StatusPinned { .. } => "status_pinned",
+            EventKind::ImpactStartSet { .. } => "impact_start_set",
+            EventKind::AttemptRefused { .. } => "attempt_refused",
             EventKind::UpdateOverdue { .. } => "update_overdue",
             EventKind::StatusChanged { .. } => "status_changed",
             EventKind::Reopened { .. } => "reopened",
@@ -751,6 +790,7 @@ impl EventKind {
                 | EventKind::UpdateOverdue { .. }
                 | EventKind::StatusChanged { .. }
                 | EventKind::Reopened { .. }
+                | EventKind::AttemptRefused { .. }
         )
     }
 }
@@ -826,8 +866,11 @@ pub struct PendingHandoff {
 pub struct Pin {
     /// The summary.
     pub summary: String,
-    /// When the next update is due.
-    pub next_update_by: DateTime<Utc>,
+    /// When the next update is due; `None` for a final update.
+    pub next_update_by: Option<DateTime<Utc>>,
+    /// Whether this is the last update (no next one is due).
+    #[serde(default, rename = "final")]
+    pub is_final: bool,
     /// When it was pinned.
     pub pinned_at: DateTime<Utc>,
     /// Who pinned it.
@@ -939,6 +982,9 @@ pub struct IncidentState {
     pub status: Status,
     /// When it was declared.
     pub declared_at: DateTime<Utc>,
+    /// When the impact started, as the commander set it; `None` until set.
+    #[serde(default)]
+    pub impact_start: Option<DateTime<Utc>>,
     /// Who declared it.
     pub declared_by: Actor,
     /// The four roles in [`Role::ALL`] order, with their effective holders.

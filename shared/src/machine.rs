@@ -20,7 +20,10 @@
 //!   (the IC while operations is not delegated) records production changes;
 //!   only the planning lead (likewise) marks them reverted or waives them.
 //!   The IC and any role lead add and remove responders. Any responder or
-//!   admin posts notes.
+//!   admin posts notes (the access role: notes are not limited to the
+//!   responder list).
+//! - The IC sets the impact start (when customers were first affected,
+//!   which may precede the declaration), never in the future.
 //! - Handoffs are offered by the role's holder, or by the IC for any role
 //!   (only the IC offers command); one pending offer per role; never to the
 //!   current holder. Only the named person accepts or declines; the offerer
@@ -54,13 +57,28 @@
 //! - A command that would change nothing (same severity, already met, ...) is
 //!   refused as a conflict, so the timeline holds only real changes.
 //! - Free text is trimmed; required text may not be blank.
+//! - A final status update (no next deadline, no overdue reminder) is
+//!   allowed once the incident is mitigated or later; while it is active
+//!   every pin names when the next update is due.
+//! - A refused production change stays refused and changes nothing here;
+//!   the server records it with [`refused_attempt`] (an `attempt_refused`
+//!   event by the server, naming who tried) so the commander sees
+//!   freelancing. A note refused by a role rule would be traced the same
+//!   way; today no rule refuses a note from a writer.
+//! - A refused lifecycle move names what blocks it
+//!   ([`CommandError::blocking`]): the unmet exit criteria when resolving,
+//!   the open changes when closing, each with its id.
+//! - Commands name people by id; [`resolve_people`] (run by the server
+//!   before [`apply`]) refuses an id nobody is known by and records the
+//!   known name.
 
 use chrono::{DateTime, Duration, Utc};
 
 use crate::incident::{
-    Briefing, Caller, Change, ChangeId, ChangeState, Command, CommandError, Criteria, CriterionId,
-    Event, EventKind, EventSeq, ExitCriterion, HandoffId, IncidentState, Note, PendingHandoff, Pin,
-    Responder, Role, RoleAssignment, RoleView, SYSTEM_USER_ID, Severity, Status, Tenure,
+    Blocking, BlockingChange, BlockingCriterion, Briefing, Caller, Change, ChangeId, ChangeState,
+    Command, CommandError, Criteria, CriterionId, Event, EventKind, EventSeq, ExitCriterion,
+    HandoffId, IncidentState, Note, PendingHandoff, Pin, Responder, Role, RoleAssignment, RoleView,
+    SYSTEM_USER_ID, Severity, Status, Tenure,
 };
 use crate::{AccessRole, Actor, UserId, limits};
 
@@ -167,7 +185,9 @@ pub fn apply(
         Command::PinStatus {
             summary,
             next_update_by,
-        } => pin_status(&mut out, summary, *next_update_by)?,
+            is_final,
+        } => pin_status(&mut out, summary, *next_update_by, *is_final)?,
+        Command::SetImpactStart { at } => set_impact_start(&mut out, *at)?,
         Command::SetStatus {
             status,
             override_reason,
@@ -228,7 +248,7 @@ pub fn next_deadline(state: &IncidentState) -> Option<DateTime<Utc>> {
         .pin
         .as_ref()
         .filter(|pin| !pin.overdue && reports_overdue(state.status))
-        .map(|pin| pin.next_update_by);
+        .and_then(|pin| pin.next_update_by);
     match (expiry, update) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
@@ -286,6 +306,63 @@ pub fn briefing(state: &IncidentState, notes: &str) -> Briefing {
         open_changes,
         recent_timeline: state.recent_timeline.clone(),
         notes: notes.to_owned(),
+    }
+}
+
+/// How long [`refused_attempt`]'s record of one person's refused command
+/// keeps the next one off the timeline: at most one `attempt_refused` per
+/// person and command in this window (the server keeps the window).
+pub const REFUSED_ATTEMPT_WINDOW: Duration = Duration::seconds(60);
+
+/// The `attempt_refused` event to record when `command` from `caller` was
+/// refused with `error`: a production change by someone who does not hold
+/// operations, or a note from someone not on the responder list (role
+/// holders are on it). `None` for every other refusal (viewers, the timer,
+/// malformed commands, closed incidents), which leave no trace. The event
+/// is the server's ([`Caller::system`]) and follows `state.last_seq`.
+pub fn refused_attempt(
+    state: &IncidentState,
+    command: &Command,
+    caller: &Caller,
+    error: &CommandError,
+    now: DateTime<Utc>,
+) -> Option<Event> {
+    if error.kind != crate::incident::ErrorKind::Forbidden
+        || !caller.access.can_write()
+        || caller.is_system()
+        || state.status == Status::Closed
+    {
+        return None;
+    }
+    let (reason, detail) = match command {
+        Command::RecordChange { what, .. }
+            if !state.holds(&caller.actor.id, Role::OperationsLead) =>
+        {
+            ("not the operations lead", what)
+        }
+        Command::PostNote { text } => ("not on the responder list", text),
+        _ => return None,
+    };
+    let detail: String = detail.trim().chars().take(limits::NOTE_CHARS).collect();
+    Some(Event {
+        seq: EventSeq(state.last_seq.0 + 1),
+        at: now,
+        actor: Caller::system().actor,
+        kind: EventKind::AttemptRefused {
+            by: caller.actor.clone(),
+            command: command.name().to_owned(),
+            reason: reason.to_owned(),
+            detail,
+        },
+    })
+}
+
+/// What a refused command tried to do, for the timeline.
+fn attempted(command: &str) -> &'static str {
+    match command {
+        "record_change" => "record a change",
+        "post_note" => "post a note",
+        _ => "change the incident",
     }
 }
 
@@ -353,6 +430,7 @@ pub fn resolve_people(
         | Command::AssumeRole { .. }
         | Command::SetNextCommander { next: None }
         | Command::PinStatus { .. }
+        | Command::SetImpactStart { .. }
         | Command::SetStatus { .. }
         | Command::Reopen { .. }
         | Command::AddExitCriterion { .. }
@@ -438,9 +516,26 @@ pub fn describe(before: Option<&IncidentState>, event: &Event) -> String {
         EventKind::StatusPinned {
             summary,
             next_update_by,
+            is_final,
+        } => match next_update_by {
+            Some(next) if !is_final => {
+                format!("pinned status: {summary} (next update by {})", clock(*next))
+            }
+            _ => format!("pinned the final status: {summary} (no further updates)"),
+        },
+        EventKind::ImpactStartSet { impact_start } => format!(
+            "set the impact start to {}",
+            impact_start.format("%Y-%m-%d %H:%M:%S UTC")
+        ),
+        EventKind::AttemptRefused {
+            by,
+            command,
+            reason,
+            detail,
         } => format!(
-            "pinned status: {summary} (next update by {})",
-            clock(*next_update_by)
+            "Refused: {} ({reason}) tried to {}: {detail}",
+            by.name,
+            attempted(command)
         ),
         EventKind::UpdateOverdue { due, .. } => {
             format!("the status update due at {} is overdue", clock(*due))
@@ -1088,7 +1183,8 @@ fn set_next_commander(out: &mut Emitter<'_>, next: Option<&Actor>) -> Result<(),
 fn pin_status(
     out: &mut Emitter<'_>,
     summary: &str,
-    next_update_by: DateTime<Utc>,
+    next_update_by: Option<DateTime<Utc>>,
+    is_final: bool,
 ) -> Result<(), CommandError> {
     if !out.caller_holds(Role::IncidentCommander) && !out.caller_holds(Role::CommunicationsLead) {
         return Err(CommandError::forbidden(
@@ -1096,15 +1192,50 @@ fn pin_status(
         ));
     }
     let summary = required_text(summary, "a status summary cannot be empty")?;
-    if next_update_by <= out.now {
-        return Err(CommandError::invalid(
-            "the next update must be due after now",
-        ));
+    match (next_update_by, is_final) {
+        (Some(_), true) => {
+            return Err(CommandError::invalid(
+                "a final update has no next deadline; leave out `next_update_by`",
+            ));
+        }
+        (None, false) => {
+            return Err(CommandError::invalid(
+                "a status update needs `next_update_by`, unless it is the final one (`final: true`)",
+            ));
+        }
+        (Some(next), false) if next <= out.now => {
+            return Err(CommandError::invalid(
+                "the next update must be due after now",
+            ));
+        }
+        (None, true) if out.state().status == Status::Active => {
+            return Err(CommandError::conflict(
+                "a final update (no next deadline) is allowed once the incident is mitigated or later; it is still active",
+            ));
+        }
+        _ => {}
     }
     out.emit(EventKind::StatusPinned {
         summary,
         next_update_by,
+        is_final,
     });
+    Ok(())
+}
+
+fn set_impact_start(out: &mut Emitter<'_>, at: DateTime<Utc>) -> Result<(), CommandError> {
+    require_commander(out, "set the impact start")?;
+    if at > out.now {
+        return Err(CommandError::invalid(
+            "the impact start cannot be in the future",
+        ));
+    }
+    if out.state().impact_start == Some(at) {
+        return Err(CommandError::conflict(
+            "the impact start is already set to that time",
+        ));
+    }
+    out.emit(EventKind::ImpactStartSet { impact_start: at });
     Ok(())
 }
 
@@ -1150,16 +1281,49 @@ fn set_status(
         ));
     }
     if to == Status::Resolved && override_reason.is_none() && !state.exit_criteria_met() {
-        return Err(CommandError::conflict(if state.exit_criteria.is_empty() {
-            "resolving needs at least one exit criterion, all met, or an override reason"
-        } else {
-            "resolving needs every exit criterion met, or an override reason"
-        }));
+        if state.exit_criteria.is_empty() {
+            return Err(CommandError::conflict(
+                "resolving needs at least one exit criterion, all met, or an override reason",
+            ));
+        }
+        let criteria: Vec<BlockingCriterion> = state
+            .exit_criteria
+            .iter()
+            .filter(|c| !c.met)
+            .map(|c| BlockingCriterion {
+                id: c.criterion,
+                text: c.text.clone(),
+            })
+            .collect();
+        let listed = listing(criteria.iter().map(|c| (c.id.0, c.text.as_str())));
+        return Err(blocked(
+            format!(
+                "resolving needs every exit criterion met, or an override reason; unmet criteria: {listed}"
+            ),
+            Blocking {
+                criteria,
+                changes: Vec::new(),
+            },
+        ));
     }
     if to == Status::Closed {
-        if state.open_changes().next().is_some() {
-            return Err(CommandError::conflict(
-                "closing needs every recorded change reverted or waived",
+        let changes: Vec<BlockingChange> = state
+            .open_changes()
+            .map(|c| BlockingChange {
+                id: c.change,
+                what: c.what.clone(),
+            })
+            .collect();
+        if !changes.is_empty() {
+            let listed = listing(changes.iter().map(|c| (c.id.0, c.what.as_str())));
+            return Err(blocked(
+                format!(
+                    "closing needs every recorded change reverted or waived; open changes: {listed}"
+                ),
+                Blocking {
+                    criteria: Vec::new(),
+                    changes,
+                },
             ));
         }
         let pending = state.pending_handoffs.clone();
@@ -1179,6 +1343,22 @@ fn set_status(
         override_reason,
     });
     Ok(())
+}
+
+/// `#1 Service restored, #4 error rate normal`.
+fn listing<'a>(items: impl Iterator<Item = (u64, &'a str)>) -> String {
+    items
+        .map(|(id, text)| format!("#{id} {text}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A lifecycle move refused (409) for what `blocking` lists.
+fn blocked(rule: String, blocking: Blocking) -> CommandError {
+    CommandError {
+        blocking: Some(blocking),
+        ..CommandError::conflict(rule)
+    }
 }
 
 fn reopen(out: &mut Emitter<'_>, reason: &str) -> Result<(), CommandError> {
@@ -1294,8 +1474,9 @@ fn tick(out: &mut Emitter<'_>) {
     let overdue = state
         .pin
         .as_ref()
-        .filter(|pin| !pin.overdue && pin.next_update_by <= now && reports_overdue(state.status))
-        .map(|pin| (pin.seq, pin.next_update_by));
+        .filter(|pin| !pin.overdue && reports_overdue(state.status))
+        .and_then(|pin| Some((pin.seq, pin.next_update_by?)))
+        .filter(|(_, due)| *due <= now);
     for pending in expired {
         out.emit(EventKind::HandoffExpired {
             handoff: pending.handoff,
@@ -1466,6 +1647,7 @@ fn check_sizes(state: Option<&IncidentState>, command: &Command) -> Result<(), C
         Command::WaiveChange { reason, .. } => text("reason", reason, short),
         Command::PostNote { text: note } => text("text", note, limits::NOTE_CHARS),
         Command::SetSeverity { .. }
+        | Command::SetImpactStart { .. }
         | Command::AcceptHandoff { .. }
         | Command::CancelHandoff { .. }
         | Command::SetExitCriterion { .. }
@@ -1514,6 +1696,7 @@ fn declared_state(event: &Event) -> IncidentState {
         summary: summary.clone(),
         status: Status::Active,
         declared_at: event.at,
+        impact_start: None,
         declared_by: commander.clone(),
         roles: Role::ALL
             .into_iter()
@@ -1603,10 +1786,12 @@ fn absorb(state: &mut IncidentState, event: &Event) {
         EventKind::StatusPinned {
             summary,
             next_update_by,
+            is_final,
         } => {
             state.pin = Some(Pin {
                 summary: summary.clone(),
                 next_update_by: *next_update_by,
+                is_final: *is_final,
                 pinned_at: at,
                 pinned_by: event.actor.clone(),
                 seq: event.seq,
@@ -1618,6 +1803,8 @@ fn absorb(state: &mut IncidentState, event: &Event) {
                 current.overdue = true;
             }
         }
+        EventKind::ImpactStartSet { impact_start } => state.impact_start = Some(*impact_start),
+        EventKind::AttemptRefused { .. } => {}
         EventKind::StatusChanged { to, .. } => state.status = *to,
         EventKind::Reopened { .. } => state.status = Status::Active,
         EventKind::ExitCriterionAdded { criterion, text } => {

@@ -272,3 +272,313 @@ async fn every_command_naming_a_person_refuses_an_unknown_id_and_uses_the_known_
         200,
     );
 }
+
+/// Mary declares; Olga (signed in) leads operations.
+async fn staffed(server: &TestServer) -> (String, String, String) {
+    let mary = signed_in(server, AccessRole::Responder, "Mary").await;
+    let olga = signed_in(server, AccessRole::Responder, "Olga").await;
+    let incident = declare(server, &mary, "Checkout down").await;
+    expect(
+        command(
+            server,
+            &incident,
+            &mary,
+            "assign_role",
+            json!({"role": "operations_lead", "to": {"id": "olga", "name": "Olga"}}),
+        )
+        .await,
+        200,
+    );
+    (incident, mary, olga)
+}
+
+async fn timeline(server: &TestServer, incident: &str, token: &str) -> Vec<Value> {
+    let (status, page) = server
+        .get_json(
+            &format!("/api/incidents/{incident}/timeline?limit=1000"),
+            token,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page["events"].as_array().unwrap().clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
+    let server = TestServer::start();
+    let (incident, mary, olga) = staffed(&server).await;
+    let fred = signed_in(&server, AccessRole::Responder, "Fred").await;
+    let viewer = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let change = json!({"what": "restart db", "revert": "nothing to revert"});
+    let refused = expect(
+        command(&server, &incident, &fred, "record_change", change.clone()).await,
+        403,
+    );
+    assert_eq!(refused["error"]["code"], "forbidden");
+    let traces: Vec<Value> = timeline(&server, &incident, &mary)
+        .await
+        .into_iter()
+        .filter(|event| event["type"] == "attempt_refused")
+        .collect();
+    assert_eq!(traces.len(), 1, "{traces:?}");
+    let trace = &traces[0];
+    assert_eq!(trace["actor"]["id"], "system");
+    assert_eq!(trace["by"], json!({"id": "fred", "name": "Fred"}));
+    assert_eq!(trace["command"], "record_change");
+    assert_eq!(trace["reason"], "not the operations lead");
+    assert_eq!(trace["detail"], "restart db");
+    let state = server
+        .get_json(&format!("/api/incidents/{incident}/state"), &mary)
+        .await
+        .1;
+    assert!(
+        state["changes"].as_array().unwrap().is_empty(),
+        "still refused"
+    );
+    assert!(
+        state["recent_timeline"].to_string().contains(
+            "Refused: Fred (not the operations lead) tried to record a change: restart db"
+        ),
+        "{state}"
+    );
+    // Again within the minute: refused, not recorded again; the commander
+    // (operations is delegated) is traced separately; viewers never.
+    expect(
+        command(&server, &incident, &fred, "record_change", change.clone()).await,
+        403,
+    );
+    expect(
+        command(&server, &incident, &mary, "record_change", change.clone()).await,
+        403,
+    );
+    expect(
+        command(&server, &incident, &viewer, "record_change", change.clone()).await,
+        403,
+    );
+    let by: Vec<Value> = timeline(&server, &incident, &mary)
+        .await
+        .into_iter()
+        .filter(|event| event["type"] == "attempt_refused")
+        .map(|event| event["by"]["id"].clone())
+        .collect();
+    assert_eq!(
+        by,
+        [json!("fred"), json!("mary")],
+        "one per person and command a minute"
+    );
+    // The operations lead records it.
+    expect(
+        command(&server, &incident, &olga, "record_change", change).await,
+        200,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_impact_start_is_set_by_the_commander_and_never_in_the_future() {
+    let server = TestServer::start();
+    let (incident, mary, olga) = staffed(&server).await;
+    let earlier = (chrono::Utc::now() - chrono::Duration::minutes(50))
+        .format("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let later = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
+    let refused = expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "set_impact_start",
+            json!({"at": later}),
+        )
+        .await,
+        422,
+    );
+    assert_eq!(
+        refused["error"]["message"],
+        "the impact start cannot be in the future"
+    );
+    expect(
+        command(
+            &server,
+            &incident,
+            &olga,
+            "set_impact_start",
+            json!({"at": earlier}),
+        )
+        .await,
+        403,
+    );
+    let outcome = expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "set_impact_start",
+            json!({"at": earlier}),
+        )
+        .await,
+        200,
+    );
+    assert_eq!(outcome["events"][0]["type"], "impact_start_set");
+    assert_eq!(outcome["events"][0]["impact_start"], earlier);
+    assert_eq!(outcome["state"]["impact_start"], earlier);
+    assert_ne!(outcome["state"]["declared_at"], earlier);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_pin_waits_for_mitigation_and_is_never_overdue() {
+    let server = TestServer::start();
+    let (incident, mary, _olga) = staffed(&server).await;
+    let last = json!({"summary": "Resolved; no further updates.", "final": true});
+    let refused = expect(
+        command(&server, &incident, &mary, "pin_status", last.clone()).await,
+        409,
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mitigated or later"),
+        "{refused}"
+    );
+    expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "pin_status",
+            json!({"summary": "x"}),
+        )
+        .await,
+        422,
+    );
+    // A pin with a deadline a second away, then the final one: the old
+    // deadline passes and nothing is reported overdue.
+    let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
+    expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "pin_status",
+            json!({"summary": "investigating", "next_update_by": soon}),
+        )
+        .await,
+        200,
+    );
+    expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "set_status",
+            json!({"status": "mitigated"}),
+        )
+        .await,
+        200,
+    );
+    let outcome = expect(
+        command(&server, &incident, &mary, "pin_status", last).await,
+        200,
+    );
+    assert_eq!(outcome["state"]["pin"]["final"], true);
+    assert_eq!(outcome["state"]["pin"]["next_update_by"], Value::Null);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let kinds: Vec<Value> = timeline(&server, &incident, &mary)
+        .await
+        .into_iter()
+        .map(|event| event["type"].clone())
+        .collect();
+    assert!(!kinds.contains(&json!("update_overdue")), "{kinds:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gate_refusal_names_the_unmet_criteria_and_open_changes_with_ids() {
+    let server = TestServer::start();
+    let (incident, mary, olga) = staffed(&server).await;
+    let run = |name: &'static str, token: &String, body: Value| {
+        let (server, incident, token) = (&server, incident.clone(), token.clone());
+        async move { command(server, &incident, &token, name, body).await }
+    };
+    let restored = expect(
+        run(
+            "add_exit_criterion",
+            &mary,
+            json!({"text": "Service restored"}),
+        )
+        .await,
+        200,
+    )["events"][0]["criterion"]
+        .clone();
+    let drained = expect(
+        run(
+            "add_exit_criterion",
+            &mary,
+            json!({"text": "Queue drained"}),
+        )
+        .await,
+        200,
+    )["events"][0]["criterion"]
+        .clone();
+    expect(
+        run(
+            "set_exit_criterion",
+            &mary,
+            json!({"criterion": drained, "met": true}),
+        )
+        .await,
+        200,
+    );
+    let change = expect(
+        run(
+            "record_change",
+            &olga,
+            json!({"what": "restart db", "revert": "none"}),
+        )
+        .await,
+        200,
+    )["events"][0]["change"]
+        .clone();
+    let refused = expect(
+        run("set_status", &mary, json!({"status": "resolved"})).await,
+        409,
+    );
+    assert_eq!(
+        refused["error"]["blocking"],
+        json!({"criteria": [{"id": restored, "text": "Service restored"}], "changes": []})
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("unmet criteria: #{restored} Service restored")),
+        "{refused}"
+    );
+    expect(
+        run(
+            "set_exit_criterion",
+            &mary,
+            json!({"criterion": restored, "met": true}),
+        )
+        .await,
+        200,
+    );
+    expect(
+        run("set_status", &mary, json!({"status": "resolved"})).await,
+        200,
+    );
+    let refused = expect(
+        run("set_status", &mary, json!({"status": "closed"})).await,
+        409,
+    );
+    assert_eq!(
+        refused["error"]["blocking"],
+        json!({"criteria": [], "changes": [{"id": change, "what": "restart db"}]})
+    );
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("open changes: #{change} restart db")),
+        "{refused}"
+    );
+}

@@ -70,7 +70,13 @@ export function describe(event: IncidentEvent, self?: Self): string {
     case 'next_commander_set':
       return event.next ? `named ${who(event.next, self)} as the next incident commander` : 'cleared the next incident commander'
     case 'status_pinned':
-      return `pinned status: “${event.summary}” (next update by ${utcShort(new Date(event.next_update_by))})`
+      return event.next_update_by && !event.final
+        ? `pinned status: “${event.summary}” (next update by ${utcShort(new Date(event.next_update_by))})`
+        : `pinned the final status: “${event.summary}” (no further updates)`
+    case 'impact_start_set':
+      return `set the impact start to ${utcShort(new Date(event.impact_start))}`
+    case 'attempt_refused':
+      return `Refused: ${who(event.by, self)} (${event.reason}) tried to ${event.command === 'record_change' ? 'record a change' : event.command === 'post_note' ? 'post a note' : 'change the incident'}: ${event.detail}`
     case 'update_overdue':
       return `status update overdue (was due ${utcShort(new Date(event.due))})`
     case 'status_changed':
@@ -98,7 +104,7 @@ export function describe(event: IncidentEvent, self?: Self): string {
 
 /** Events that everyone must be told about prominently. */
 export function isProminent(event: IncidentEvent): boolean {
-  return ['handoff_accepted', 'role_assumed', 'update_overdue', 'status_changed', 'reopened', 'role_assigned'].includes(event.type)
+  return ['handoff_accepted', 'role_assumed', 'update_overdue', 'status_changed', 'reopened', 'role_assigned', 'attempt_refused'].includes(event.type)
 }
 
 /**

@@ -61,7 +61,7 @@ export function renderIncidentList(root: HTMLElement, me: Me): () => void {
           const state = incident.state
           const ic = state.roles.find((role) => role.role === 'incident_commander')
           const pin = state.pin
-          const overdue = pin && (pin.overdue || Date.parse(pin.next_update_by) < Date.now())
+          const overdue = pin && (pin.overdue || (!!pin.next_update_by && Date.parse(pin.next_update_by) < Date.now()))
           const open = state.status === 'active' || state.status === 'mitigated'
           return h(
             'li',

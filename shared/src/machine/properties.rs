@@ -315,7 +315,8 @@ fn resolve_command(op: &Op, state: Option<&IncidentState>, now: DateTime<Utc>) -
         },
         Op::Pin(minutes) => Command::PinStatus {
             summary: "working on it".to_owned(),
-            next_update_by: now + Duration::minutes(*minutes),
+            next_update_by: Some(now + Duration::minutes(*minutes)),
+            is_final: false,
         },
         Op::SetStatus(status, override_reason) => Command::SetStatus {
             status: *status,

@@ -88,7 +88,8 @@ fn note(text: &str) -> Command {
 fn pin(summary: &str, next_update_by: DateTime<Utc>) -> Command {
     Command::PinStatus {
         summary: summary.to_owned(),
-        next_update_by,
+        next_update_by: Some(next_update_by),
+        is_final: false,
     }
 }
 fn status(status: Status) -> Command {
@@ -1236,7 +1237,8 @@ fn the_commander_or_comms_lead_pins_status() {
         pinned,
         Pin {
             summary: "failover under way".to_owned(),
-            next_update_by: due,
+            next_update_by: Some(due),
+            is_final: false,
             pinned_at: t0() + Duration::minutes(1),
             pinned_by: carol().actor,
             seq: events[0].seq,
@@ -1395,10 +1397,24 @@ fn resolving_needs_the_exit_criteria_met_or_an_override() {
     let first = criterion_id(&scenario.ok(&alice(), add_criterion("errors normal")));
     let second = criterion_id(&scenario.ok(&alice(), add_criterion("queue drained")));
     scenario.ok(&alice(), set_criterion(first, true));
+    let refused = scenario.refused(&alice(), status(Status::Resolved));
     assert_rule(
-        &scenario.refused(&alice(), status(Status::Resolved)),
+        &refused,
         "conflict",
-        "resolving needs every exit criterion met, or an override reason",
+        &format!(
+            "resolving needs every exit criterion met, or an override reason; unmet criteria: #{second} queue drained"
+        ),
+    );
+    assert_eq!(
+        refused.blocking,
+        Some(Blocking {
+            criteria: vec![BlockingCriterion {
+                id: second,
+                text: "queue drained".into(),
+            }],
+            changes: Vec::new(),
+        }),
+        "names what blocks, with ids"
     );
     assert_rule(
         &scenario.refused(&alice(), status_with_override(Status::Resolved, "  ")),
@@ -1442,11 +1458,26 @@ fn closing_needs_every_change_reverted_or_waived() {
     let first = change_id(&scenario.ok(&bob(), record("raised the pool size")));
     let second = change_id(&scenario.ok(&bob(), record("disabled the cache")));
     scenario.ok(&alice(), status_with_override(Status::Resolved, "drill"));
-    let rule = "closing needs every recorded change reverted or waived";
+    let refused = scenario.refused(&alice(), status(Status::Closed));
     assert_rule(
-        &scenario.refused(&alice(), status(Status::Closed)),
+        &refused,
         "conflict",
-        rule,
+        &format!(
+            "closing needs every recorded change reverted or waived; open changes: #{first} raised the pool size, #{second} disabled the cache"
+        ),
+    );
+    let blocking = refused.blocking.expect("the open changes");
+    assert!(blocking.criteria.is_empty());
+    assert_eq!(
+        blocking
+            .changes
+            .iter()
+            .map(|c| (c.id, c.what.as_str()))
+            .collect::<Vec<_>>(),
+        [
+            (first, "raised the pool size"),
+            (second, "disabled the cache")
+        ]
     );
     assert_rule(
         &scenario.refused(&alice(), status_with_override(Status::Closed, "trust me")),
@@ -1457,7 +1488,9 @@ fn closing_needs_every_change_reverted_or_waived() {
     assert_rule(
         &scenario.refused(&alice(), status(Status::Closed)),
         "conflict",
-        rule,
+        &format!(
+            "closing needs every recorded change reverted or waived; open changes: #{second} disabled the cache"
+        ),
     );
     scenario.ok(&dave(), waive(second, "the cache stays off for good"));
     assert_eq!(scenario.state().open_changes().count(), 0);
@@ -1735,15 +1768,9 @@ fn only_planning_marks_changes_reverted_or_waived() {
 #[test]
 fn anyone_responding_posts_notes() {
     let mut scenario = Scenario::staffed();
-    for (minute, who) in [
-        alice(),
-        bob(),
-        adam(),
-        caller("erin", "Erin", AccessRole::Responder),
-    ]
-    .iter()
-    .enumerate()
-    {
+    let erin = caller("erin", "Erin", AccessRole::Responder);
+    scenario.ok(&alice(), add_responder(&erin, "logs"));
+    for (minute, who) in [alice(), bob(), adam(), erin].iter().enumerate() {
         scenario.now = t0() + Duration::minutes(minute as i64);
         scenario.ok(who, note(&format!("note {minute}")));
     }
@@ -1931,6 +1958,8 @@ fn permission_matrix() {
         ("mark change reverted",      Staffed,         "N  N   N   Y   N   N   N   N   N", |ids| reverted(ids.change)),
         ("waive change",              Staffed,         "N  N   N   Y   N   N   N   N   N", |ids| waive(ids.change, "keep it")),
         ("post note",                 Staffed,         "Y  Y   Y   Y   Y   Y   Y   N   N", |_| note("looking at the db")),
+        ("set impact start",          Staffed,         "Y  N   N   N   N   N   N   N   N", |_| Command::SetImpactStart { at: t0() - Duration::minutes(20) }),
+        ("pin final update",          Resolved,        "Y  N   Y   N   N   N   N   N   N", |_| Command::PinStatus { summary: "all clear".into(), next_update_by: None, is_final: true }),
         ("post note when closed",     Closed,          "N  N   N   N   N   N   N   N   N", |_| note("looking at the db")),
         ("tick",                      Staffed,         "N  N   N   N   N   N   N   N   Y", |_| Command::Tick),
     ];
@@ -2271,4 +2300,206 @@ fn a_named_person_must_be_known_and_takes_the_known_name() {
     ] {
         assert_eq!(resolve_people(&command, known), Ok(command.clone()));
     }
+}
+
+// ---------------------------------------------------------------------------
+// Final pins, the impact start, refused attempts
+
+fn final_pin(summary: &str) -> Command {
+    Command::PinStatus {
+        summary: summary.to_owned(),
+        next_update_by: None,
+        is_final: true,
+    }
+}
+
+#[test]
+fn a_final_pin_needs_a_mitigated_incident_and_arms_no_reminder() {
+    let mut scenario = Scenario::staffed();
+    scenario.ok(&carol(), pin("investigating", t0() + Duration::minutes(30)));
+    assert_rule(
+        &scenario.refused(&carol(), final_pin("all clear")),
+        "conflict",
+        "a final update (no next deadline) is allowed once the incident is mitigated or later; it is still active",
+    );
+    assert_rule(
+        &scenario.refused(
+            &carol(),
+            Command::PinStatus {
+                summary: "x".into(),
+                next_update_by: None,
+                is_final: false,
+            },
+        ),
+        "invalid",
+        "a status update needs `next_update_by`, unless it is the final one (`final: true`)",
+    );
+    assert_rule(
+        &scenario.refused(
+            &carol(),
+            Command::PinStatus {
+                summary: "x".into(),
+                next_update_by: Some(t0() + Duration::hours(1)),
+                is_final: true,
+            },
+        ),
+        "invalid",
+        "a final update has no next deadline; leave out `next_update_by`",
+    );
+    scenario.ok(&alice(), status(Status::Mitigated));
+    let events = scenario.ok(&carol(), final_pin("all clear"));
+    assert_eq!(
+        describe(None, &events[0]),
+        "pinned the final status: all clear (no further updates)"
+    );
+    let pinned = scenario.state().pin.clone().unwrap();
+    assert!(pinned.is_final);
+    assert_eq!(pinned.next_update_by, None);
+    assert_eq!(next_deadline(scenario.state()), None, "no reminder armed");
+    scenario.advance(Duration::days(1));
+    assert!(scenario.tick().is_empty(), "never overdue");
+    // Old stored events (no `final`, a deadline) still decode.
+    let old = r#"{"seq":9,"at":"2025-03-14T09:00:00Z","actor":{"id":"a","name":"A"},"type":"status_pinned","summary":"s","next_update_by":"2025-03-14T09:30:00Z"}"#;
+    let event: Event = serde_json::from_str(old).unwrap();
+    assert!(matches!(
+        event.kind,
+        EventKind::StatusPinned {
+            is_final: false,
+            next_update_by: Some(_),
+            ..
+        }
+    ));
+    let wire = serde_json::to_value(&events[0]).unwrap();
+    assert_eq!(wire["final"], true, "serialised as `final`");
+}
+
+#[test]
+fn the_commander_sets_the_impact_start_never_in_the_future() {
+    let mut scenario = Scenario::staffed();
+    let earlier = t0() - Duration::minutes(42);
+    assert_rule(
+        &scenario.refused(&bob(), Command::SetImpactStart { at: earlier }),
+        "forbidden",
+        "only the incident commander may set the impact start",
+    );
+    assert_rule(
+        &scenario.refused(
+            &alice(),
+            Command::SetImpactStart {
+                at: scenario.now + Duration::seconds(1),
+            },
+        ),
+        "invalid",
+        "the impact start cannot be in the future",
+    );
+    let events = scenario.ok(&alice(), Command::SetImpactStart { at: earlier });
+    assert_eq!(
+        events[0].kind,
+        EventKind::ImpactStartSet {
+            impact_start: earlier
+        }
+    );
+    assert_eq!(scenario.state().impact_start, Some(earlier));
+    assert_eq!(
+        scenario.state().declared_at,
+        t0(),
+        "distinct from declaration"
+    );
+    assert_rule(
+        &scenario.refused(&alice(), Command::SetImpactStart { at: earlier }),
+        "conflict",
+        "the impact start is already set to that time",
+    );
+}
+
+#[test]
+fn refused_changes_are_traced_for_the_commander_and_other_refusals_are_not() {
+    let mut scenario = Scenario::staffed();
+    let fred = caller("fred", "Fred", AccessRole::Responder);
+    // A change by anyone but ops is refused and traced, even from the
+    // commander once operations is delegated.
+    for who in [fred.clone(), alice()] {
+        let change = record("restart db");
+        let refused = scenario.refused(&who, change.clone());
+        assert_eq!(refused.kind, ErrorKind::Forbidden);
+        let trace = refused_attempt(scenario.state(), &change, &who, &refused, scenario.now)
+            .expect("a trace");
+        assert_eq!(trace.seq, EventSeq(scenario.state().last_seq.0 + 1));
+        assert_eq!(trace.at, scenario.now);
+        assert_eq!(trace.actor, Caller::system().actor);
+        assert_eq!(
+            trace.kind,
+            EventKind::AttemptRefused {
+                by: who.actor.clone(),
+                command: "record_change".into(),
+                reason: "not the operations lead".into(),
+                detail: "restart db".into(),
+            }
+        );
+        assert_eq!(
+            describe(None, &trace),
+            format!(
+                "Refused: {} (not the operations lead) tried to record a change: restart db",
+                who.actor.name
+            )
+        );
+        assert!(trace.kind.is_prominent());
+        // Folding it changes nothing but the timeline.
+        let after = evolve(scenario.state.clone(), &trace);
+        assert_eq!(after.last_seq, trace.seq);
+        assert_eq!(after.changes, scenario.state().changes);
+        assert!(
+            after
+                .recent_timeline
+                .last()
+                .unwrap()
+                .contains("Command Post: Refused: ")
+        );
+        check_invariants(&after).unwrap();
+    }
+    // A refused note is traced with its text, cut to the note limit.
+    let long = "n".repeat(limits::NOTE_CHARS + 10);
+    let forbidden = CommandError::forbidden("not on the list");
+    let trace = refused_attempt(
+        scenario.state(),
+        &note(&long),
+        &fred,
+        &forbidden,
+        scenario.now,
+    )
+    .expect("a trace");
+    let EventKind::AttemptRefused {
+        detail, command, ..
+    } = trace.kind
+    else {
+        panic!("{trace:?}")
+    };
+    assert_eq!(
+        (command.as_str(), detail.chars().count()),
+        ("post_note", limits::NOTE_CHARS)
+    );
+    // Other refusals leave no trace: viewers, rules other than the role,
+    // commands other than changes and notes, a closed incident.
+    let none = |scenario: &Scenario, who: &Caller, command: Command| {
+        let error = apply(
+            scenario.state.as_ref(),
+            &command,
+            who,
+            scenario.now,
+            &scenario.rules,
+        )
+        .expect_err("refused");
+        refused_attempt(scenario.state(), &command, who, &error, scenario.now)
+    };
+    assert_eq!(none(&scenario, &vera(), record("x")), None);
+    assert_eq!(
+        none(&scenario, &bob(), record(" ")),
+        None,
+        "invalid, not forbidden"
+    );
+    assert_eq!(none(&scenario, &fred, status(Status::Mitigated)), None);
+    let mut closed = Scenario::staffed();
+    closed.ok(&alice(), status_with_override(Status::Resolved, "drill"));
+    closed.ok(&alice(), status(Status::Closed));
+    assert_eq!(none(&closed, &fred, record("late")), None);
 }

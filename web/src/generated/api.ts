@@ -2199,7 +2199,8 @@ export interface paths {
         /**
          * pin status
          * @description Pins a status summary with the time the next one is due (commander or
-         *     communications lead).
+         *     communications lead), or, once the incident is mitigated or later, a
+         *     final update with no next deadline.
          */
         post: {
             parameters: {
@@ -2215,10 +2216,19 @@ export interface paths {
                 content: {
                     "application/json": {
                         /**
-                         * Format: date-time
-                         * @description When the next update is due; must be after now.
+                         * @description This is the last update: no next one is due, and no overdue
+                         *     reminder is armed. Allowed only once the incident is mitigated,
+                         *     resolved or closed.
+                         * @default false
                          */
-                        next_update_by: string;
+                        final?: boolean;
+                        /**
+                         * Format: date-time
+                         * @description When the next update is due; must be after now. Required unless
+                         *     `final`, and absent when `final`.
+                         * @default null
+                         */
+                        next_update_by?: string | null;
                         /** @description The summary everyone sees. */
                         summary: string;
                     };
@@ -2881,6 +2891,140 @@ export interface paths {
                         criterion: components["schemas"]["CriterionId"];
                         /** @description Whether it is met. */
                         met: boolean;
+                    };
+                };
+            };
+            responses: {
+                /** @description the events (durable) and the state after them */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["CommandOutcome"];
+                    };
+                };
+                /** @description malformed query string or JSON */
+                400: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description missing, invalid or expired token */
+                401: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description not allowed for this access role or incident role */
+                403: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description unknown incident */
+                404: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description refused by the incident's state (e.g. already declared, closed, a gate) */
+                409: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description request body larger than the server accepts */
+                413: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description request body is not `Content-Type: application/json` */
+                415: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description invalid body (a field over its `maxLength`, a missing field) or refused by a rule */
+                422: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+                /** @description rate limited: too many commands or connections for this token; the message says when to retry */
+                429: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["ErrorBody"];
+                    };
+                };
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/incidents/{id}/commands/set_impact_start": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * set impact start
+         * @description Sets when the impact started, which may be before the declaration
+         *     (commander only; not in the future).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    /** @example INC-1 */
+                    id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": {
+                        /**
+                         * Format: date-time
+                         * @description When the impact started (UTC).
+                         */
+                        at: string;
                     };
                 };
             };
@@ -4779,14 +4923,31 @@ export interface components {
             type: "set_next_commander";
         } | {
             /**
-             * Format: date-time
-             * @description When the next update is due; must be after now.
+             * @description This is the last update: no next one is due, and no overdue
+             *     reminder is armed. Allowed only once the incident is mitigated,
+             *     resolved or closed.
+             * @default false
              */
-            next_update_by: string;
+            final: boolean;
+            /**
+             * Format: date-time
+             * @description When the next update is due; must be after now. Required unless
+             *     `final`, and absent when `final`.
+             * @default null
+             */
+            next_update_by: string | null;
             /** @description The summary everyone sees. */
             summary: string;
             /** @enum {string} */
             type: "pin_status";
+        } | {
+            /**
+             * Format: date-time
+             * @description When the impact started (UTC).
+             */
+            at: string;
+            /** @enum {string} */
+            type: "set_impact_start";
         } | {
             /**
              * @description Resolve although exit criteria are unmet, and why.
@@ -5058,14 +5219,38 @@ export interface components {
             type: "next_commander_set";
         } | {
             /**
-             * Format: date-time
-             * @description When the next update is due.
+             * @description The last update: no next one is due.
+             * @default false
              */
-            next_update_by: string;
+            final: boolean;
+            /**
+             * Format: date-time
+             * @description When the next update is due; `None` for a final update.
+             */
+            next_update_by?: string | null;
             /** @description The summary. */
             summary: string;
             /** @enum {string} */
             type: "status_pinned";
+        } | {
+            /**
+             * Format: date-time
+             * @description When the impact started.
+             */
+            impact_start: string;
+            /** @enum {string} */
+            type: "impact_start_set";
+        } | {
+            /** @description Who tried. */
+            by: components["schemas"]["Actor"];
+            /** @description The refused command's name (`record_change`, `post_note`). */
+            command: string;
+            /** @description What they tried: the change's `what`, or the note. */
+            detail: string;
+            /** @description Why it was refused, short ("not the operations lead"). */
+            reason: string;
+            /** @enum {string} */
+            type: "attempt_refused";
         } | {
             /**
              * Format: date-time
@@ -5193,6 +5378,12 @@ export interface components {
             declared_by: components["schemas"]["Actor"];
             /** @description The exit criteria, in the order they were added. */
             exit_criteria: components["schemas"]["ExitCriterion"][];
+            /**
+             * Format: date-time
+             * @description When the impact started, as the commander set it; `None` until set.
+             * @default null
+             */
+            impact_start: string | null;
             /** @description The seq of the last event folded in. */
             last_seq: components["schemas"]["EventSeq"];
             /** @description The planned next commander. */
@@ -5326,10 +5517,15 @@ export interface components {
         /** @description The latest pinned status summary: the banner everyone sees. */
         Pin: {
             /**
-             * Format: date-time
-             * @description When the next update is due.
+             * @description Whether this is the last update (no next one is due).
+             * @default false
              */
-            next_update_by: string;
+            final: boolean;
+            /**
+             * Format: date-time
+             * @description When the next update is due; `None` for a final update.
+             */
+            next_update_by?: string | null;
             /** @description Whether `next_update_by` passed and `update_overdue` was reported. */
             overdue: boolean;
             /**

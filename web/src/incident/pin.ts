@@ -25,7 +25,23 @@ export function createPinBanner(context: IncidentContext): PinBanner {
       replaceChildren(element, h('div', { class: 'pin-main' }, h('p', { class: 'pin-summary muted' }, 'No status pinned yet.')), pinButton)
       return
     }
-    const overdue = pin.overdue || Date.parse(pin.next_update_by) <= Date.now()
+    const next = pin.next_update_by
+    if (pin.final || !next) {
+      element.className = 'pin-banner final'
+      replaceChildren(
+        element,
+        h(
+          'div',
+          { class: 'pin-main' },
+          h('p', { class: 'pin-label' }, 'Final status update'),
+          h('p', { class: 'pin-summary' }, pin.summary),
+          h('p', { class: 'pin-meta' }, `Pinned by ${who(pin.pinned_by, context.me.sub)} at `, timeEl(pin.pinned_at)),
+        ),
+        h('div', { class: 'pin-next' }, h('p', { class: 'pin-countdown final-note' }, 'No further updates are due.'), pinButton),
+      )
+      return
+    }
+    const overdue = pin.overdue || Date.parse(next) <= Date.now()
     element.className = `pin-banner ${overdue ? 'overdue' : ''}`
     replaceChildren(
       element,
@@ -40,8 +56,8 @@ export function createPinBanner(context: IncidentContext): PinBanner {
         'div',
         { class: 'pin-next' },
         // Ticks every second: not announced (the banner itself is a live region).
-        h('p', { class: 'pin-countdown', 'aria-live': 'off', 'data-countdown': pin.next_update_by, 'data-overdue': String(pin.overdue) }, countdownText(pin.next_update_by, pin.overdue)),
-        h('p', { class: 'pin-meta' }, 'Next update by ', timeEl(pin.next_update_by, false)),
+        h('p', { class: 'pin-countdown', 'aria-live': 'off', 'data-countdown': next, 'data-overdue': String(pin.overdue) }, countdownText(next, pin.overdue)),
+        h('p', { class: 'pin-meta' }, 'Next update by ', timeEl(next, false)),
         pinButton,
       ),
     )
@@ -68,6 +84,14 @@ function countdownText(due: string, overdue: boolean): string {
 function openPinDialog(context: IncidentContext): void {
   const summary = h('textarea', { rows: 3, required: true, name: 'summary' })
   const minutes = h('input', { type: 'number', min: 1, max: 1440, value: 30, required: true, name: 'minutes', inputmode: 'numeric' })
+  const finalBox = h('input', { type: 'checkbox', name: 'final' })
+  const status = context.state().status
+  // A final update (no next deadline) only once the bleeding has stopped.
+  const finalAllowed = status !== 'active'
+  finalBox.addEventListener('change', () => {
+    minutes.disabled = finalBox.checked
+    minutes.required = !finalBox.checked
+  })
   const current = context.state().pin
   if (current) summary.value = current.summary
   openFormDialog({
@@ -77,8 +101,15 @@ function openPinDialog(context: IncidentContext): void {
       h('p', { class: 'hint' }, 'Everyone sees it at the top of the page, viewers first of all. Say what is known, what is being tried next, and when the next update comes.'),
       field('Status summary', summary),
       field('Next update in (minutes)', minutes, 'The server flags the update as overdue when this passes without a new pin.'),
+      finalAllowed
+        ? h('label', { class: 'check final-pin' }, finalBox, ' Final update, no next deadline (the incident is mitigated or later)')
+        : null,
     ],
     onSubmit: async () => {
+      if (finalAllowed && finalBox.checked) {
+        await context.run('pin_status', { summary: summary.value, final: true })
+        return
+      }
       const n = Number(minutes.value)
       if (!Number.isFinite(n) || n < 1) throw new Error('The next update must be at least a minute away.')
       const next = new Date(Date.now() + n * 60_000).toISOString()
