@@ -40,7 +40,7 @@ async fn a_scripted_incident_through_subcommands_only() {
     let alice = signed_in(&server, "alice", "Alice Ashdown");
     let josephine = signed_in(&server, "josephine", "Josephine Ng");
     let bob = signed_in(&server, "bob", "Bob Baptiste");
-    let _fred = signed_in(&server, "fred", "Fred Jones");
+    let fred = signed_in(&server, "fred", "Fred Jones");
 
     let declared = ok(
         &server,
@@ -84,6 +84,11 @@ async fn a_scripted_incident_through_subcommands_only() {
         "{listed}"
     );
     ok(&server, &alice, &["severity", "INC-1", "1"]);
+    let impact = ok(&server, &alice, &["impact-start", "INC-1", "40m ago"]);
+    assert!(
+        impact.contains("Alice Ashdown: set the impact start to 20"),
+        "{impact}"
+    );
 
     // The operations lead records a change; its id is in the answer.
     let recorded = ok(
@@ -108,6 +113,21 @@ async fn a_scripted_incident_through_subcommands_only() {
     let change = number_after(&recorded, "change reverted INC-1 ");
     assert!(recorded.contains(&format!("production change #{change}: restart db (why: connection pool exhausted); revert: nothing to revert")), "{recorded}");
 
+    // A freelancer is refused, and the attempt is on the timeline.
+    let freelancing = refused(
+        &server,
+        &fred,
+        &[
+            "change",
+            "record",
+            "INC-1",
+            "--what",
+            "bump pool size",
+            "--revert",
+            "set it back",
+        ],
+    );
+    assert!(freelancing.contains("403"), "{freelancing}");
     let added = ok(
         &server,
         &alice,
@@ -138,6 +158,14 @@ async fn a_scripted_incident_through_subcommands_only() {
         "{pinned}"
     );
 
+    // A final update is refused while the incident is active, saying why.
+    let early = refused(
+        &server,
+        &alice,
+        &["pin", "INC-1", "--text", "All good", "--final"],
+    );
+    assert!(early.contains("mitigated"), "{early}");
+
     // status lists everything with its id.
     let status = ok(&server, &alice, &["status", "INC-1"]);
     for expected in [
@@ -150,6 +178,8 @@ async fn a_scripted_incident_through_subcommands_only() {
         "Exit criteria (0 of 1 met)",
         &format!("#{change} restart db (revert: nothing to revert) recorded by Josephine Ng at 20"),
         "“Restarting the database” by Alice Ashdown at 20",
+        "impact started 20",
+        " (40 min ago)",
     ] {
         assert!(status.contains(expected), "no `{expected}` in:\n{status}");
     }
@@ -227,7 +257,10 @@ async fn a_scripted_incident_through_subcommands_only() {
             "--final",
         ],
     );
-    assert!(last.contains("Resolved; postmortem to follow"), "{last}");
+    assert!(
+        last.contains("Bob Baptiste: pinned the final status: “Resolved; postmortem to follow” (no further updates)"),
+        "{last}"
+    );
     let closed = ok(&server, &bob, &["close", "INC-1"]);
     assert!(
         closed.contains("moved the incident from Resolved to Closed"),
@@ -266,6 +299,8 @@ async fn a_scripted_incident_through_subcommands_only() {
         "Alice Ashdown: set the severity to SEV1 · critical",
         "Bob Baptiste: accepted incident commander from Alice Ashdown",
         "Bob Baptiste: marked change #",
+        " UTC  Refused: Fred Jones (",
+        ") tried to record a change: bump pool size",
     ] {
         assert!(
             seen.iter().any(|line| line.contains(expected)),

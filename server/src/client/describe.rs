@@ -26,13 +26,34 @@ pub fn status_name(status: Status) -> &'static str {
     }
 }
 
+/// What a refused command would have done: `record a change`, `post a note`
+/// (the web app's words).
+fn attempted(command: &str) -> String {
+    match command {
+        "record_change" => "record a change".to_owned(),
+        "post_note" => "post a note".to_owned(),
+        _ => "change the incident".to_owned(),
+    }
+}
+
 fn role(role: Role) -> &'static str {
     role.as_str()
 }
 
 /// One timeline line: `#7 2026-12-07 03:04:05 UTC  Bob Baptiste: accepted
-/// incident commander from Alice Ashdown`.
+/// incident commander from Alice Ashdown`. A refused attempt, which the
+/// server records, names the person who tried instead of the server:
+/// `#9 ...  Refused: Fred Jones (not the operations lead) tried to record a
+/// change: restart db`.
 pub fn line(event: &Event) -> String {
+    if let EventKind::AttemptRefused { .. } = event.kind {
+        return format!(
+            "#{} {}  {}",
+            event.seq,
+            format_time(event.at, None),
+            describe(&event.kind, event)
+        );
+    }
     format!(
         "#{} {}  {}: {}",
         event.seq,
@@ -168,9 +189,27 @@ pub fn describe(kind: &EventKind, event: &Event) -> String {
         EventKind::StatusPinned {
             summary,
             next_update_by,
+            is_final,
+        } => match next_update_by {
+            Some(next) if !is_final => format!(
+                "pinned status: “{summary}” (next update by {})",
+                format_time(*next, None)
+            ),
+            _ => format!("pinned the final status: “{summary}” (no further updates)"),
+        },
+        EventKind::ImpactStartSet { impact_start } => format!(
+            "set the impact start to {}",
+            format_time(*impact_start, None)
+        ),
+        EventKind::AttemptRefused {
+            by,
+            command,
+            reason,
+            detail,
         } => format!(
-            "pinned status: “{summary}” (next update by {})",
-            format_time(*next_update_by, None)
+            "Refused: {} ({reason}) tried to {}: {detail}",
+            by.name,
+            attempted(command)
         ),
         EventKind::UpdateOverdue { due, .. } => {
             format!(
@@ -264,6 +303,35 @@ mod tests {
         assert_eq!(
             line(&accepted),
             "#7 2026-12-07 03:04:05 UTC  Bob Baptiste: accepted incident commander from Alice Ashdown"
+        );
+    }
+
+    #[test]
+    fn a_refused_attempt_names_who_tried_what_and_why() {
+        let refused = event(
+            person("system", "Command Post"),
+            EventKind::AttemptRefused {
+                by: person("fred", "Fred"),
+                command: "record_change".into(),
+                reason: "not the operations lead".into(),
+                detail: "restart db".into(),
+            },
+        );
+        assert_eq!(
+            line(&refused),
+            "#7 2026-12-07 03:04:05 UTC  Refused: Fred (not the operations lead) tried to record a change: restart db"
+        );
+        let final_pin = event(
+            person("alice", "Alice"),
+            EventKind::StatusPinned {
+                summary: "Resolved".into(),
+                next_update_by: None,
+                is_final: true,
+            },
+        );
+        assert_eq!(
+            describe(&final_pin.kind, &final_pin),
+            "pinned the final status: “Resolved” (no further updates)"
         );
     }
 

@@ -36,6 +36,12 @@ pub fn summarize(incident: &str, state: &IncidentState, now: DateTime<Utc>) -> S
         when(state.declared_at),
         labelled(&state.declared_by),
     );
+    match state.impact_start {
+        Some(at) => {
+            let _ = writeln!(out, "  impact started {}", when(at));
+        }
+        None => out.push_str("  impact start not set (impact-start INCIDENT TIME)\n"),
+    }
     if let Some(summary) = &state.summary {
         let _ = writeln!(out, "  summary: {summary}");
     }
@@ -144,12 +150,17 @@ pub fn summarize(incident: &str, state: &IncidentState, now: DateTime<Utc>) -> S
                 pin.pinned_by.name,
                 format_time(pin.pinned_at, None)
             );
-            let _ = writeln!(
-                out,
-                "  next update by {}{}",
-                when(pin.next_update_by),
-                if pin.overdue { ": OVERDUE" } else { "" }
-            );
+            match pin.next_update_by {
+                Some(next) if !pin.is_final => {
+                    let _ = writeln!(
+                        out,
+                        "  next update by {}{}",
+                        when(next),
+                        if pin.overdue { ": OVERDUE" } else { "" }
+                    );
+                }
+                _ => out.push_str("  the final update: no further updates due\n"),
+            }
         }
     }
     out.trim_end().to_owned()
@@ -214,7 +225,11 @@ mod tests {
                 },
                 Command::PinStatus {
                     summary: "indexer restarted".into(),
-                    next_update_by: at("2026-12-07T03:30:00Z"),
+                    next_update_by: Some(at("2026-12-07T03:30:00Z")),
+                    is_final: false,
+                },
+                Command::SetImpactStart {
+                    at: at("2026-12-07T02:40:00Z"),
                 },
             ],
             declared_at,
@@ -229,6 +244,7 @@ mod tests {
             "Open changes (1)\n  #2 restart indexer (revert: nothing) recorded by Alice at 2026-12-07 03:00:00 UTC",
             "“indexer restarted” by Alice at 2026-12-07 03:00:00 UTC\n  next update by 2026-12-07 03:30:00 UTC (in 26 min)",
             "Responders (0)\n  none listed",
+            "  impact started 2026-12-07 02:40:00 UTC (24 min ago)",
         ] {
             assert!(text.contains(expected), "no `{expected}` in:\n{text}");
         }
