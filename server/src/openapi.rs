@@ -78,6 +78,7 @@ pub fn document() -> Value {
         generator.subschema_for::<Vec<Tenure>>(),
         generator.subschema_for::<TokenClaims>(),
         generator.subschema_for::<PeopleList>(),
+        generator.subschema_for::<commandpost_shared::Presence>(),
         generator.subschema_for::<ShareRequest>(),
         generator.subschema_for::<ShareLink>(),
         generator.subschema_for::<IssuedToken>(),
@@ -127,7 +128,7 @@ pub fn document() -> Value {
     );
     paths.insert(
         "/api/incidents/{id}/events".into(),
-        json!({"get": {"summary": "Live events as Server-Sent Events; each SSE id is the event's sequence number. Resume with Last-Event-ID or ?after=. The token may be passed as ?token= (EventSource cannot set headers).",
+        json!({"get": {"summary": "Live events as Server-Sent Events; each SSE id is the event's sequence number. Resume with Last-Event-ID or ?after=. The token may be passed as ?token= (EventSource cannot set headers). The stream also carries `event: presence` messages without an SSE id, whose data is a Presence object (the document's connection counts): one when the stream opens, then one whenever the counts change, at most one a second.",
             "parameters": [id, {"name": "after", "in": "query", "schema": {"type": "integer"}}, {"name": "token", "in": "query", "schema": {"type": "string"}}],
             "responses": {"200": {"description": "an endless text/event-stream of Event objects", "content": {"text/event-stream": {"schema": {"$ref": "#/components/schemas/Event"}}}}}}}),
     );

@@ -2,6 +2,11 @@
 //! reads (state, timeline, role history, briefing preview) and the live
 //! event stream.
 //!
+//! The stream also carries `event: presence` messages (`{"editors",
+//! "viewers"}`, the document's connection counts): one when it opens, then
+//! one whenever the counts changed, looked at once a second, so every page
+//! shows the same numbers within a second without polling.
+//!
 //! Live events are Server-Sent Events (`GET /api/incidents/{id}/events`):
 //! each event's SSE `id` is its sequence number, so a browser's
 //! `EventSource` resumes by itself after a reconnect (it sends
@@ -25,7 +30,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use commandpost_shared::incident::{Command, Event, IncidentState};
-use commandpost_shared::{CommandOutcome, IncidentId, PeopleList, TimelinePage};
+use commandpost_shared::{CommandOutcome, IncidentId, PeopleList, Presence, TimelinePage};
 use futures::Stream;
 use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
@@ -38,6 +43,10 @@ pub const REPLAY_PAGE: usize = 8;
 
 /// Events queued for one stream's response body.
 pub const STREAM_QUEUE: usize = 2;
+
+/// How often a stream looks at the incident's presence; a change is sent at
+/// most this often (changes in between are coalesced).
+pub const PRESENCE_EVERY: Duration = Duration::from_secs(1);
 
 /// Postmortem drafts rendered at once (each holds its incident's whole
 /// event log while it renders).
@@ -311,6 +320,7 @@ pub async fn stream_events(
     let revocations = state.revocations.clone();
     let mut revoked = revocations.subscribe();
     let jti = claims.jti.clone();
+    let rooms = state.rooms.clone();
     tracing::info!(incident = %id, user = %claims.sub, after = last, "event stream opened");
     // A task follows the incident and feeds the response; it ends when the
     // client goes away (the send fails) or the server shuts down.
@@ -325,6 +335,11 @@ pub async fn stream_events(
     tokio::spawn(async move {
         let _permit = permit;
         let mut backlog = true;
+        // Presence: sent when the stream opens, then whenever it changed,
+        // looked at once per PRESENCE_EVERY (so at most one a second).
+        let mut presence_sent: Option<Presence> = None;
+        let mut presence_check = tokio::time::interval(PRESENCE_EVERY);
+        presence_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             if backlog {
                 match replay(&sidecars, &id, &mut last, &sender).await {
@@ -343,6 +358,20 @@ pub async fn stream_events(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = sender.sender.closed() => return,
+                _ = presence_check.tick() => {
+                    let now = rooms.presence(&id);
+                    if presence_sent != Some(now) {
+                        presence_sent = Some(now);
+                        match sender.deliver(presence_sse(now)).await {
+                            Ok(()) => {}
+                            Err(StreamEnd::Stalled) => {
+                                tracing::warn!(incident = %id, after = ?stalled_after, "event stream dropped: the client stopped reading");
+                                return;
+                            }
+                            Err(_) => return,
+                        }
+                    }
+                }
                 revocation = revoked.recv() => {
                     let hit = match revocation {
                         Ok(revoked_id) => revoked_id == jti,
@@ -432,6 +461,16 @@ impl Feed {
             Err(_) => Err(StreamEnd::Stalled),
         }
     }
+}
+
+/// A `presence` message: the document's connection counts, as
+/// `GET /api/incidents/{id}` reports them. Named, and without an SSE id, so
+/// `EventSource.onmessage` and `Last-Event-ID` see only incident events.
+fn presence_sse(presence: Presence) -> SseEvent {
+    SseEvent::default()
+        .event("presence")
+        .json_data(presence)
+        .expect("presence serialises")
 }
 
 fn to_sse(event: &Event) -> SseEvent {

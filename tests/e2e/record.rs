@@ -582,3 +582,52 @@ async fn a_gate_refusal_names_the_unmet_criteria_and_open_changes_with_ids() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_is_pushed_on_the_event_stream_on_connect_and_on_change() {
+    let server = TestServer::start();
+    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    let vera = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let incident = declare(&server, &mary, "Presence").await;
+    let url = |token: &str| server.url(&format!("/api/incidents/{incident}/events?token={token}"));
+    let responder_stream = crate::support::sse::EventStream::open(&url(&mary)).await;
+    let viewer_stream = crate::support::sse::EventStream::open(&url(&vera)).await;
+    let latest = |stream: &crate::support::sse::EventStream| stream.presence.lock().last().cloned();
+    crate::support::wait_until("presence on connect", || {
+        latest(&responder_stream).is_some() && latest(&viewer_stream).is_some()
+    })
+    .await;
+    assert_eq!(
+        latest(&viewer_stream),
+        Some(json!({"editors": 0, "viewers": 0}))
+    );
+    // Incident events still arrive as before, apart from presence.
+    responder_stream.wait_for("declared").await;
+
+    let id: commandpost_shared::IncidentId = incident.parse().unwrap();
+    let editor = crate::support::yclient::YClient::connect(&server.ws_url(&id, &mary)).await;
+    editor.wait_synced().await;
+    let watcher = crate::support::yclient::YClient::connect(&server.ws_url(&id, &vera)).await;
+    watcher.wait_synced().await;
+    let both = Some(json!({"editors": 1, "viewers": 1}));
+    crate::support::wait_until("presence after two joined", || {
+        latest(&responder_stream) == both && latest(&viewer_stream) == both
+    })
+    .await;
+    // Changes are coalesced: never more than one message a second.
+    let sent = responder_stream.presence.lock().len();
+    assert!(sent <= 3, "{sent} presence messages");
+    watcher.close();
+    let one = Some(json!({"editors": 1, "viewers": 0}));
+    crate::support::wait_until("presence after the viewer left", || {
+        latest(&responder_stream) == one && latest(&viewer_stream) == one
+    })
+    .await;
+    // GET /api/incidents/{id} reports the same numbers.
+    let (_, body) = server
+        .get_json(&format!("/api/incidents/{incident}"), &mary)
+        .await;
+    assert_eq!(Some(body["presence"].clone()), one);
+    // The events carry their seqs as before (presence has no SSE id).
+    assert_eq!(responder_stream.seqs(), [1]);
+}

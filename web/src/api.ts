@@ -16,6 +16,7 @@ import type {
   Incident,
   IncidentState,
   Me,
+  PeopleList,
   ShareLink,
   ShareRequest,
   TimelinePage,
@@ -96,6 +97,8 @@ async function request<T>(method: string, path: string, body?: unknown): Promise
 
 export const api = {
   me: () => request<Me>('GET', '/api/me'),
+  /** Who commands may name (`GET /api/people?q=`): at most 50, sorted by name. */
+  people: (q = '') => request<PeopleList>('GET', `/api/people?q=${encodeURIComponent(q)}`),
   incidents: () => request<Incident[]>('GET', '/api/incidents'),
   incident: (id: string) => request<Incident>('GET', `/api/incidents/${encodeURIComponent(id)}`),
   state: (id: string) => request<IncidentState>('GET', `/api/incidents/${encodeURIComponent(id)}/state`),

@@ -62,7 +62,7 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
   const confirmations = createConfirmations(context)
   const offers = createOffers(context)
   const pin = createPinBanner(context)
-  const presence = createPresence(context, life, () => session)
+  const presence = createPresence(() => session)
   const documentView = createDocumentView(context, life, presence.element)
   const panel = createCommandPanel(context)
   const timeline = createTimeline(context)
@@ -116,6 +116,7 @@ export function renderIncidentPage(root: HTMLElement, me: Me, id: string): () =>
         onEvent: (event) => {
           if (addEvent(event, true)) void store.refetch()
         },
+        onPresence: (counts) => presence.setCounts(counts),
         onDown: () => renderStale(),
       },
       life,

@@ -26,6 +26,7 @@ export type Status = Schemas['Status']
 export type Me = Schemas['TokenClaims']
 
 export type Actor = Schemas['Actor']
+export type PeopleList = Schemas['PeopleList']
 export type Criteria = Schemas['Criteria']
 export type Presence = Schemas['Presence']
 export type RoleView = Schemas['RoleView']

@@ -11,6 +11,8 @@ use super::wait_until;
 
 pub struct EventStream {
     pub events: Arc<Mutex<Vec<Value>>>,
+    /// `event: presence` messages (counts, no `seq`), kept apart.
+    pub presence: Arc<Mutex<Vec<Value>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -35,20 +37,31 @@ impl EventStream {
             response.text().await.unwrap()
         );
         let events = Arc::new(Mutex::new(Vec::new()));
+        let presence = Arc::new(Mutex::new(Vec::new()));
         let task = tokio::spawn({
             let events = events.clone();
+            let presence = presence.clone();
             async move {
                 let mut body = response.bytes_stream();
                 let mut buffer = String::new();
                 while let Some(Ok(chunk)) = body.next().await {
                     buffer.push_str(&String::from_utf8_lossy(&chunk));
                     for data in commandpost::client::take_sse_data(&mut buffer) {
-                        events.lock().push(serde_json::from_str(&data).unwrap());
+                        let value: Value = serde_json::from_str(&data).unwrap();
+                        if value.get("seq").is_some() {
+                            events.lock().push(value);
+                        } else {
+                            presence.lock().push(value);
+                        }
                     }
                 }
             }
         });
-        Self { events, task }
+        Self {
+            events,
+            presence,
+            task,
+        }
     }
 
     /// Waits until an event of `kind` has arrived; returns it.

@@ -3666,7 +3666,7 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Live events as Server-Sent Events; each SSE id is the event's sequence number. Resume with Last-Event-ID or ?after=. The token may be passed as ?token= (EventSource cannot set headers). */
+        /** Live events as Server-Sent Events; each SSE id is the event's sequence number. Resume with Last-Event-ID or ?after=. The token may be passed as ?token= (EventSource cannot set headers). The stream also carries `event: presence` messages without an SSE id, whose data is a Presence object (the document's connection counts): one when the stream opens, then one whenever the counts change, at most one a second. */
         get: {
             parameters: {
                 query?: {

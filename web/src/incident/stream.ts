@@ -4,7 +4,7 @@
 // stream starts again from the last event seen.
 
 import { eventsUrl } from '../api'
-import type { IncidentEvent } from '../types'
+import type { IncidentEvent, Presence } from '../types'
 import type { Lifetime } from './context'
 
 export interface EventStreamOptions {
@@ -14,6 +14,8 @@ export interface EventStreamOptions {
   /** The stream (re)opened. */
   onOpen(): void
   onEvent(event: IncidentEvent): void
+  /** The document's connection counts (`event: presence`): on open and whenever they change. */
+  onPresence(presence: Presence): void
   /** The stream dropped (the browser may be retrying). */
   onDown(): void
 }
@@ -53,6 +55,14 @@ export function openEventStream(options: EventStreamOptions, life: Lifetime): Ev
       }
       options.onEvent(event)
     }
+    es.addEventListener('presence', (message: MessageEvent<string>) => {
+      if (source !== es) return
+      try {
+        options.onPresence(JSON.parse(message.data) as Presence)
+      } catch {
+        // ignore a malformed message
+      }
+    })
     es.onerror = () => {
       if (source !== es) return
       open = false

@@ -39,10 +39,11 @@ export function createTimeline(context: IncidentContext): Timeline {
   function insertItem(event: IncidentEvent, live: boolean): void {
     const item = h(
       'li',
-      { class: `event event-${event.type} ${isProminent(event) ? 'prominent' : ''} ${live ? 'fresh' : ''}`, 'data-seq': String(event.seq) },
+      { class: `event event-${event.type} ${isProminent(event) ? 'prominent' : ''} ${event.type === 'attempt_refused' ? 'refused' : ''} ${live ? 'fresh' : ''}`, 'data-seq': String(event.seq) },
       h('span', { class: 'event-time' }, timeEl(event.at)),
       // The actor once, as "You" on their own page; the line after it never repeats them.
       h('span', { class: 'event-actor', title: event.actor.name }, personLabel(event.actor, self)),
+      event.type === 'attempt_refused' ? h('span', { class: 'refused-label', 'aria-label': 'refused attempt' }, 'Refused') : null,
       h('span', { class: 'event-text' }, event.type === 'note_posted' ? h('span', { class: 'note-text' }, describe(event, self)) : describe(event, self)),
     )
     // Newest first: usually at the top; otherwise before the first item with a lower seq.
