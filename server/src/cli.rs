@@ -1,4 +1,5 @@
-//! The `commandpost` command line: `serve` and `token`.
+//! The `commandpost` command line: `serve`, `token`, `backup`, `restore`,
+//! `completions`, and the incident subcommands of [`client::incident`].
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -34,6 +35,7 @@ enum Command {
     /// Print a signed access token for a user (`token revoke ID` revokes one).
     Token(TokenArgs),
     /// Download a consistent backup of a running server's database.
+    #[command(after_help = "Example:\n  commandpost backup --out commandpost-$(date +%F).backup")]
     Backup {
         #[command(flatten)]
         remote: client::Remote,
@@ -50,55 +52,24 @@ enum Command {
         #[arg(long)]
         data: PathBuf,
     },
-    /// Declare an incident on a running server (you become its commander).
-    Declare {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::DeclareArgs,
+    #[command(flatten)]
+    Incident(client::IncidentCommand),
+    /// Print a shell completion script: bash, zsh or fish.
+    #[command(
+        after_help = "Example:\n  commandpost completions bash > ~/.local/share/bash-completion/completions/commandpost\n  commandpost completions zsh > \"${fpath[1]}/_commandpost\"\n  commandpost completions fish > ~/.config/fish/completions/commandpost.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
     },
-    /// Post a note to an incident's command-post log.
-    Note {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::NoteArgs,
-    },
-    /// Pin a status summary with a next-update deadline.
-    Pin {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::PinArgs,
-    },
-    /// Show an incident's status, roles, pending handoffs and pinned status.
-    Status {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::StatusArgs,
-    },
-    /// Offer or accept a role handoff.
-    Handoff {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(subcommand)]
-        action: client::Handoff,
-    },
-    /// Export an incident's postmortem draft (Markdown).
-    Postmortem {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::PostmortemArgs,
-    },
-    /// Print an incident's events as they happen.
-    Watch {
-        #[command(flatten)]
-        remote: client::Remote,
-        #[command(flatten)]
-        args: client::WatchArgs,
-    },
+}
+
+/// The shells `commandpost completions` writes for.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
 }
 
 #[derive(Args, Debug)]
@@ -128,6 +99,9 @@ enum TokenAction {
     /// revoke every token SUB minted. Needs an admin token for every
     /// incident.
     #[command(group(clap::ArgGroup::new("which").required(true).args(["id", "minted_by"])))]
+    #[command(
+        after_help = "Example:\n  commandpost token revoke 0f3c2a9d8e7b4c1a9f2e3d4c5b6a7980\n  commandpost token revoke --minted-by alice"
+    )]
     Revoke {
         /// The token id.
         id: Option<String>,
@@ -141,6 +115,7 @@ enum TokenAction {
     /// List the tokens a running server minted or has seen in use (the
     /// token registry): id, subject, role, scope, expiry, who minted it.
     /// Needs an admin token for every incident.
+    #[command(after_help = "Example:\n  commandpost token list --minted-by alice")]
     List {
         /// Only the tokens this user id minted.
         #[arg(long, value_name = "SUB")]
@@ -213,13 +188,11 @@ pub fn main() -> ExitCode {
         Command::Token(TokenArgs { mint, .. }) => token(mint),
         Command::Backup { remote, out } => client::backup(remote, &out),
         Command::Restore { from, data } => restore(&from, &data),
-        Command::Declare { remote, args } => client::declare(remote, args),
-        Command::Note { remote, args } => client::note(remote, args),
-        Command::Pin { remote, args } => client::pin(remote, args),
-        Command::Status { remote, args } => client::status(remote, args),
-        Command::Handoff { remote, action } => client::handoff(remote, action),
-        Command::Postmortem { remote, args } => client::postmortem(remote, args),
-        Command::Watch { remote, args } => client::watch(remote, args),
+        Command::Incident(command) => client::incident::run(command),
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -228,6 +201,21 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes the completion script for `shell` on standard output.
+fn completions(shell: CompletionShell) {
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(
+        shell,
+        &mut <Cli as clap::CommandFactory>::command(),
+        "commandpost",
+        &mut std::io::stdout(),
+    );
 }
 
 fn init_logging(format: LogFormat) {
@@ -285,12 +273,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("Command Post is running.");
         println!("  Listening on:   http://{address}");
         println!("  Data directory: {}", config.data_dir.display());
-        println!("  Admin URL (valid {}; keep it private):", spoken_duration(ttl));
+        println!(
+            "  Admin URL (valid {}; keep it private):",
+            spoken_duration(ttl)
+        );
         println!("    {base}/?token={admin}");
         println!("  Declare an incident from the command line:");
-        println!(
-            "    curl -X POST {base}/api/incidents -H 'Authorization: Bearer {admin}' -H 'Content-Type: application/json' -d '{{\"title\": \"Checkout is failing\"}}'"
-        );
+        println!("    export COMMANDPOST_SERVER={base} COMMANDPOST_TOKEN={admin}");
+        println!("    commandpost declare --title 'Checkout is failing'");
         use std::io::Write;
         std::io::stdout().flush()?;
         tracing::info!(%address, "listening");
@@ -404,6 +394,78 @@ fn token(args: MintArgs) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    /// Every subcommand that talks to a server answers `--help` with an
+    /// example line.
+    #[test]
+    fn every_remote_subcommand_has_an_example() {
+        fn walk(command: &clap::Command, path: String, missing: &mut Vec<String>) {
+            let remote = command.get_arguments().any(|arg| arg.get_id() == "server");
+            if remote {
+                let help = command
+                    .get_after_help()
+                    .map(|help| help.to_string())
+                    .unwrap_or_default();
+                if !help.starts_with("Example:\n  commandpost ") {
+                    missing.push(path.clone());
+                }
+            }
+            for sub in command.get_subcommands() {
+                walk(sub, format!("{path} {}", sub.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        let mut cli = Cli::command();
+        cli.build();
+        walk(&cli, "commandpost".into(), &mut missing);
+        assert!(missing.is_empty(), "no example in --help: {missing:?}");
+    }
+
+    #[test]
+    fn every_sidecar_command_has_a_subcommand() {
+        // The HTTP command names and the subcommand that sends each.
+        let covered = [
+            ("set_severity", "severity"),
+            ("assign_role", "role assign"),
+            ("add_responder", "responder add"),
+            ("remove_responder", "responder remove"),
+            ("offer_handoff", "handoff offer"),
+            ("accept_handoff", "handoff accept"),
+            ("decline_handoff", "handoff decline"),
+            ("cancel_handoff", "handoff cancel"),
+            ("assume_role", "role assume"),
+            ("force_assign_role", "role force-assign"),
+            ("set_next_commander", "role next-commander"),
+            ("pin_status", "pin"),
+            ("set_status", "mitigate"),
+            ("reopen", "reopen"),
+            ("add_exit_criterion", "criterion add"),
+            ("set_exit_criterion", "criterion met"),
+            ("record_change", "change record"),
+            ("mark_change_reverted", "change reverted"),
+            ("waive_change", "change waive"),
+            ("post_note", "note"),
+            ("set_impact_start", "impact-start"),
+        ];
+        let cli = Cli::command();
+        for name in crate::sidecar_api::COMMAND_NAMES {
+            let Some((_, path)) = covered.iter().find(|(command, _)| command == name) else {
+                panic!("the sidecar command `{name}` has no subcommand here");
+            };
+            let mut command = &cli;
+            for word in path.split(' ') {
+                command = command
+                    .find_subcommand(word)
+                    .unwrap_or_else(|| panic!("no subcommand `{path}`"));
+            }
+        }
+    }
 
     #[test]
     fn durations_read_as_people_write_them() {

@@ -1,13 +1,30 @@
-//! The `commandpost` subcommands for scripts and chat bots: they call a
-//! running server's HTTP API (`--server`, `--token`, or `COMMANDPOST_SERVER`
-//! and `COMMANDPOST_TOKEN`) and print plain text, or JSON with `--json`.
+//! The `commandpost` subcommands that talk to a running server: one per
+//! sidecar command, plus `status`, `watch`, `people`, `share` and the
+//! operators' `token list|revoke` and `backup`. They call the HTTP API
+//! (`--server`, `--token`, or `COMMANDPOST_SERVER` and `COMMANDPOST_TOKEN`)
+//! and print readable lines, or the server's JSON with `--json`.
+//!
+//! - [`incident`]: the subcommands and what each sends;
+//! - [`people`]: people by id or unambiguous name, from `GET /api/people`;
+//! - [`roles`]: `ic`, `ops`, `comms`, `planning`;
+//! - [`describe`]: timeline lines as the web app shows them;
+//! - [`status`]: the `status` page;
+//! - [`time`]: the one time format.
 
-use std::time::Duration;
+pub mod describe;
+pub mod incident;
+pub mod people;
+pub mod roles;
+pub mod status;
+pub mod time;
 
-use anyhow::{Context, bail};
-use clap::{Args, Subcommand};
-use futures::StreamExt;
-use serde_json::{Value, json};
+use std::fmt;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+pub use incident::IncidentCommand;
 
 /// Where the server is and who is asking.
 #[derive(Args, Debug, Clone)]
@@ -23,105 +40,85 @@ pub struct Remote {
     /// Access token (see `commandpost token`).
     #[arg(long, env = "COMMANDPOST_TOKEN", hide_env_values = true, global = true)]
     token: Option<String>,
-    /// Print the server's JSON answer instead of a summary.
+    /// Print the server's JSON answer instead of readable lines.
     #[arg(long, global = true)]
     json: bool,
 }
 
-#[derive(Args, Debug)]
-pub struct DeclareArgs {
-    /// Short title of the incident.
-    #[arg(long)]
-    title: String,
-    /// sev1 (worst) to sev4; leave out if not yet assessed.
-    #[arg(long)]
-    severity: Option<String>,
-    /// Declaration question: does fixing it need a second team?
-    #[arg(long)]
-    needs_other_team: Option<bool>,
-    /// Declaration question: is the outage visible to customers?
-    #[arg(long)]
-    customer_visible: Option<bool>,
-    /// Declaration question: still unsolved after an hour of concentrated analysis?
-    #[arg(long)]
-    unresolved_after_hour: Option<bool>,
-    /// One or two sentences on what is happening.
-    #[arg(long)]
-    summary: Option<String>,
+/// A refusal from the server: its status, code and message, and what the
+/// message refers to (the criteria and changes blocking a gate, the person
+/// nobody knows).
+#[derive(Debug)]
+pub struct ApiFailure {
+    /// The HTTP status.
+    pub status: reqwest::StatusCode,
+    /// `error.code`.
+    pub code: String,
+    /// `error.message`.
+    pub message: String,
+    /// `error.blocking`: what stops a resolve or close.
+    pub blocking: Option<commandpost_shared::incident::Blocking>,
 }
 
-#[derive(Args, Debug)]
-pub struct NoteArgs {
-    /// Incident id (INC-<n>).
-    incident: String,
-    /// The note for the command-post log.
-    text: String,
+impl ApiFailure {
+    fn from_body(status: reqwest::StatusCode, body: &Value) -> Self {
+        let error = &body["error"];
+        Self {
+            status,
+            code: error["code"].as_str().unwrap_or("").to_owned(),
+            message: error["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| format!("the server answered {status}")),
+            blocking: error
+                .get("blocking")
+                .and_then(|blocking| serde_json::from_value(blocking.clone()).ok()),
+        }
+    }
 }
 
-#[derive(Args, Debug)]
-pub struct PinArgs {
-    /// Incident id (INC-<n>).
-    incident: String,
-    /// The status summary everyone sees in the banner.
-    #[arg(long)]
-    summary: String,
-    /// When the next update is due, from now (e.g. 30m, 1h).
-    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
-    next_update_in: Duration,
+impl fmt::Display for ApiFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.status)?;
+        if let Some(blocking) = &self.blocking {
+            if !blocking.criteria.is_empty() {
+                f.write_str(
+                    "
+  unmet exit criteria (mark each with `commandpost criterion met INCIDENT ID`):",
+                )?;
+                for criterion in &blocking.criteria {
+                    write!(
+                        f,
+                        "
+    #{} {}",
+                        criterion.id, criterion.text
+                    )?;
+                }
+            }
+            if !blocking.changes.is_empty() {
+                f.write_str("
+  open changes (`commandpost change reverted INCIDENT ID`, or `change waive INCIDENT ID --reason ...`):")?;
+                for change in &blocking.changes {
+                    write!(
+                        f,
+                        "
+    #{} {}",
+                        change.id, change.what
+                    )?;
+                }
+            }
+        }
+        if self.code == "unknown_person" {
+            f.write_str(
+                "
+  list the people the server knows with `commandpost people`",
+            )?;
+        }
+        Ok(())
+    }
 }
 
-#[derive(Args, Debug)]
-pub struct StatusArgs {
-    /// Incident id (INC-<n>).
-    incident: String,
-}
-
-#[derive(Subcommand, Debug)]
-pub enum Handoff {
-    /// Offer a role (the incident commander role by default) to someone.
-    Offer {
-        /// Incident id (INC-<n>).
-        incident: String,
-        /// User id of the incoming holder (their token's subject).
-        #[arg(long)]
-        to: String,
-        /// Display name of the incoming holder.
-        #[arg(long)]
-        to_name: String,
-        /// incident_commander, operations_lead, communications_lead or planning_lead.
-        #[arg(long, default_value = "incident_commander")]
-        role: String,
-        /// Your briefing notes (the server adds the ICS 201 summary).
-        #[arg(long, default_value = "")]
-        notes: String,
-    },
-    /// Accept an offer made to you (the token must be yours).
-    Accept {
-        /// Incident id (INC-<n>).
-        incident: String,
-        /// The handoff id, as shown by `status` or `watch`.
-        #[arg(long)]
-        handoff: u64,
-    },
-}
-
-#[derive(Args, Debug)]
-pub struct PostmortemArgs {
-    /// Incident id (INC-<n>).
-    incident: String,
-    /// Write to this file instead of standard output.
-    #[arg(long, short)]
-    output: Option<std::path::PathBuf>,
-}
-
-#[derive(Args, Debug)]
-pub struct WatchArgs {
-    /// Incident id (INC-<n>).
-    incident: String,
-    /// Start after this event sequence number (0 replays everything).
-    #[arg(long, default_value_t = 0)]
-    after: u64,
-}
+impl std::error::Error for ApiFailure {}
 
 impl Remote {
     fn token(&self) -> anyhow::Result<&str> {
@@ -145,10 +142,7 @@ impl Remote {
         }
         let status = response.status();
         let body: Value = response.json().await.unwrap_or(Value::Null);
-        match body["error"]["message"].as_str() {
-            Some(message) => bail!("{message} ({status})"),
-            None => bail!("the server answered {status}"),
-        }
+        Err(ApiFailure::from_body(status, &body).into())
     }
 
     async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -181,23 +175,58 @@ impl Remote {
     }
 }
 
+/// One Server-Sent Events message: its `event:` name (`message` when it
+/// has none) and its data lines joined.
+#[derive(Debug, PartialEq, Eq)]
+pub struct SseMessage {
+    /// The `event:` field; `message` by default.
+    pub event: String,
+    /// The `data:` lines, joined with newlines.
+    pub data: String,
+}
+
 /// Takes every complete Server-Sent Events block out of `buffer` (text read
-/// so far from an event stream) and returns each block's data; blocks
+/// so far from an event stream) and returns each block's message; blocks
 /// without data (keep-alive comments) are dropped.
-pub fn take_sse_data(buffer: &mut String) -> Vec<String> {
-    let mut data = Vec::new();
+pub fn take_sse(buffer: &mut String) -> Vec<SseMessage> {
+    let mut messages = Vec::new();
     while let Some(end) = buffer.find("\n\n") {
         let block: String = buffer.drain(..end + 2).collect();
-        let lines: Vec<&str> = block
-            .lines()
-            .filter_map(|line| line.strip_prefix("data:"))
-            .map(str::trim_start)
-            .collect();
-        if !lines.is_empty() {
-            data.push(lines.join("\n"));
+        let field = |name: &'static str| {
+            block
+                .lines()
+                .filter_map(move |line| line.strip_prefix(name))
+                .map(|value| value.strip_prefix(' ').unwrap_or(value))
+        };
+        let data: Vec<&str> = field("data:").collect();
+        if !data.is_empty() {
+            messages.push(SseMessage {
+                event: field("event:").next_back().unwrap_or("message").to_owned(),
+                data: data.join("\n"),
+            });
         }
     }
-    data
+    messages
+}
+
+/// The data of every complete message in `buffer`, whatever its `event:`
+/// name (see [`take_sse`]).
+pub fn take_sse_data(buffer: &mut String) -> Vec<String> {
+    take_sse(buffer)
+        .into_iter()
+        .map(|message| message.data)
+        .collect()
+}
+
+/// A time as the server sends it (RFC 3339), in the CLI's one format
+/// ([`time::format_time`]); what is not a time is shown as it came.
+fn wire_time(value: &Value) -> String {
+    match value.as_str() {
+        Some(text) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|at| time::format_time(at.with_timezone(&chrono::Utc), None))
+            .unwrap_or_else(|_| text.to_owned()),
+        None => "?".to_owned(),
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -205,157 +234,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-pub fn declare(remote: Remote, args: DeclareArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let mut body = json!({"title": args.title});
-        if let Some(severity) = args.severity {
-            body["severity"] = json!(severity);
-        }
-        let answers = [args.needs_other_team, args.customer_visible, args.unresolved_after_hour];
-        match answers {
-            [Some(a), Some(b), Some(c)] => {
-                body["criteria"] = json!({"needs_other_team": a, "customer_visible": b, "unresolved_after_hour": c});
-            }
-            [None, None, None] => {}
-            _ => bail!("answer all three declaration questions (--needs-other-team, --customer-visible, --unresolved-after-hour) or none"),
-        }
-        if let Some(summary) = args.summary {
-            body["summary"] = json!(summary);
-        }
-        let incident = remote.post("/api/incidents", body).await?;
-        remote.print(&incident, || format!("declared {}: {}", incident["id"].as_str().unwrap_or("?"), incident["title"].as_str().unwrap_or("")));
-        Ok(())
-    })
-}
-
-pub fn note(remote: Remote, args: NoteArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let outcome = remote
-            .command(&args.incident, "post_note", json!({"text": args.text}))
-            .await?;
-        remote.print(&outcome, || {
-            format!(
-                "noted on {} (event {})",
-                args.incident, outcome["events"][0]["seq"]
-            )
-        });
-        Ok(())
-    })
-}
-
-pub fn pin(remote: Remote, args: PinArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let next = chrono::Utc::now() + chrono::Duration::from_std(args.next_update_in)?;
-        let outcome = remote
-            .command(
-                &args.incident,
-                "pin_status",
-                json!({"summary": args.summary, "next_update_by": next}),
-            )
-            .await?;
-        remote.print(&outcome, || {
-            format!(
-                "pinned on {}; next update due by {}",
-                args.incident,
-                next.format("%H:%M UTC")
-            )
-        });
-        Ok(())
-    })
-}
-
-pub fn status(remote: Remote, args: StatusArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let state: Value = remote
-            .get(&format!("/api/incidents/{}/state", args.incident))
-            .await?
-            .json()
-            .await?;
-        remote.print(&state, || summarize(&args.incident, &state));
-        Ok(())
-    })
-}
-
-/// A human summary of an incident state.
-fn summarize(incident: &str, state: &Value) -> String {
-    let mut out = format!(
-        "{incident}: {} [{}; severity {}]\n",
-        state["title"].as_str().unwrap_or(""),
-        state["status"].as_str().unwrap_or("?"),
-        state["severity"].as_str().unwrap_or("not yet assessed"),
-    );
-    for view in state["roles"].as_array().into_iter().flatten() {
-        out += &format!(
-            "  {:<20} {}{}\n",
-            view["role"].as_str().unwrap_or("").replace('_', " "),
-            view["holder"]["name"].as_str().unwrap_or("?"),
-            if view["delegated"] == json!(false) && view["role"] != "incident_commander" {
-                " (not delegated)"
-            } else {
-                ""
-            },
-        );
-    }
-    for offer in state["pending_handoffs"].as_array().into_iter().flatten() {
-        out += &format!(
-            "  pending handoff {}: {} offered to {} by {}\n",
-            offer["handoff"],
-            offer["role"].as_str().unwrap_or("").replace('_', " "),
-            offer["to"]["name"].as_str().unwrap_or("?"),
-            offer["from"]["name"].as_str().unwrap_or("?"),
-        );
-    }
-    if let Some(pin) = state["pin"].as_object() {
-        out += &format!(
-            "  status: {} (next update by {}{})\n",
-            pin.get("summary").and_then(Value::as_str).unwrap_or(""),
-            pin.get("next_update_by")
-                .and_then(Value::as_str)
-                .unwrap_or("?"),
-            if pin.get("overdue") == Some(&json!(true)) {
-                ", OVERDUE"
-            } else {
-                ""
-            },
-        );
-    }
-    out.trim_end().to_owned()
-}
-
-pub fn handoff(remote: Remote, args: Handoff) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        match args {
-            Handoff::Offer { incident, to, to_name, role, notes } => {
-                let outcome = remote
-                    .command(&incident, "offer_handoff", json!({"role": role, "to": {"id": to, "name": to_name}, "notes": notes}))
-                    .await?;
-                remote.print(&outcome, || {
-                    format!(
-                        "offered {} to {to_name}: handoff {} (they accept with `commandpost handoff accept {incident} --handoff {}`)",
-                        role.replace('_', " "),
-                        outcome["events"][0]["handoff"],
-                        outcome["events"][0]["handoff"],
-                    )
-                });
-            }
-            Handoff::Accept { incident, handoff } => {
-                let outcome = remote.command(&incident, "accept_handoff", json!({"handoff": handoff})).await?;
-                remote.print(&outcome, || {
-                    let event = &outcome["events"][0];
-                    format!(
-                        "{} is now {} (from {}, at {})",
-                        event["to"]["name"].as_str().unwrap_or("?"),
-                        event["role"].as_str().unwrap_or("").replace('_', " "),
-                        event["from"]["name"].as_str().unwrap_or("?"),
-                        event["at"].as_str().unwrap_or("?"),
-                    )
-                });
-            }
-        }
-        Ok(())
-    })
 }
 
 /// `commandpost token revoke ID`.
@@ -368,7 +246,7 @@ pub fn revoke(remote: Remote, id: &str) -> anyhow::Result<()> {
             format!(
                 "revoked token {} at {}",
                 answer["jti"].as_str().unwrap_or(id),
-                answer["revoked_at"].as_str().unwrap_or("?")
+                wire_time(&answer["revoked_at"])
             )
         });
         Ok(())
@@ -416,18 +294,18 @@ pub fn list_tokens(remote: Remote, minted_by: Option<&str>) -> anyhow::Result<()
         let answer: Value = remote.send(request).await?.json().await?;
         remote.print(&answer, || {
             let mut lines = vec![format!(
-                "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
-                "ID", "SUBJECT", "ROLE", "SCOPE", "EXPIRES (UTC)", "MINTED BY", "ORIGIN"
+                "{:<32}  {:<20}  {:<9}  {:<8}  {:<23}  {:<20}  {}",
+                "ID", "SUBJECT", "ROLE", "SCOPE", "EXPIRES", "MINTED BY", "ORIGIN"
             )];
             for token in answer.as_array().into_iter().flatten() {
                 let text = |key: &str| token[key].as_str().unwrap_or("-").to_owned();
                 lines.push(format!(
-                    "{:<32}  {:<20}  {:<9}  {:<8}  {:<20}  {:<20}  {}",
+                    "{:<32}  {:<20}  {:<9}  {:<8}  {:<23}  {:<20}  {}",
                     text("jti"),
                     text("sub"),
                     text("role"),
                     token["incident"].as_str().unwrap_or("all"),
-                    text("expires_at").replace('T', " ").trim_end_matches('Z'),
+                    wire_time(&token["expires_at"]),
                     token["minted_by"]["sub"].as_str().unwrap_or("-"),
                     text("origin"),
                 ));
@@ -456,74 +334,77 @@ pub fn backup(remote: Remote, out: &std::path::Path) -> anyhow::Result<()> {
     })
 }
 
-pub fn postmortem(remote: Remote, args: PostmortemArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let markdown = remote
-            .get(&format!("/api/incidents/{}/postmortem.md", args.incident))
-            .await?
-            .text()
-            .await?;
-        match args.output {
-            Some(path) => {
-                std::fs::write(&path, markdown)
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                eprintln!("wrote {}", path.display());
-            }
-            None => print!("{markdown}"),
-        }
-        Ok(())
-    })
-}
-
-pub fn watch(remote: Remote, args: WatchArgs) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let response = remote
-            .get(&format!(
-                "/api/incidents/{}/events?after={}",
-                args.incident, args.after
-            ))
-            .await?;
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
-        while let Some(chunk) = body.next().await {
-            buffer.push_str(&String::from_utf8_lossy(
-                &chunk.context("the event stream broke")?,
-            ));
-            for data in take_sse_data(&mut buffer) {
-                let event: Value = serde_json::from_str(&data)?;
-                if remote.json {
-                    println!("{event}");
-                } else {
-                    println!(
-                        "#{} {} {}: {}",
-                        event["seq"],
-                        event["at"].as_str().unwrap_or(""),
-                        event["actor"]["name"].as_str().unwrap_or("?"),
-                        event["type"].as_str().unwrap_or("?").replace('_', " "),
-                    );
-                }
-            }
-        }
-        bail!("the server closed the event stream")
-    })
-}
-
 #[cfg(test)]
 mod tests {
-    use super::take_sse_data;
+    use super::*;
+
+    fn data(messages: Vec<SseMessage>) -> Vec<String> {
+        messages.into_iter().map(|message| message.data).collect()
+    }
 
     #[test]
     fn sse_blocks_are_taken_whole_and_keep_alives_dropped() {
         let mut buffer = String::from(
             "id: 1\ndata: {\"a\":1}\n\n: keep-alive\n\nid: 2\ndata: x\ndata: y\n\nid: 3\ndata: part",
         );
-        assert_eq!(take_sse_data(&mut buffer), ["{\"a\":1}", "x\ny"]);
+        assert_eq!(data(take_sse(&mut buffer)), ["{\"a\":1}", "x\ny"]);
         assert_eq!(
             buffer, "id: 3\ndata: part",
             "an incomplete block waits for more"
         );
         buffer.push_str("ial\n\n");
-        assert_eq!(take_sse_data(&mut buffer), ["partial"]);
+        assert_eq!(data(take_sse(&mut buffer)), ["partial"]);
         assert!(buffer.is_empty());
+    }
+
+    #[test]
+    fn sse_event_names_are_kept() {
+        let mut buffer =
+            String::from("event: presence\ndata: {\"viewers\":2}\n\nid: 4\ndata: {}\n\n");
+        assert_eq!(
+            take_sse(&mut buffer),
+            [
+                SseMessage {
+                    event: "presence".into(),
+                    data: "{\"viewers\":2}".into()
+                },
+                SseMessage {
+                    event: "message".into(),
+                    data: "{}".into()
+                }
+            ]
+        );
+    }
+
+    #[test]
+    fn a_gate_refusal_lists_what_blocks_it_with_ids() {
+        let body = serde_json::json!({"error": {
+            "code": "conflict",
+            "message": "unmet criteria: #1 Service restored; open changes: #2 restart db",
+            "blocking": {"criteria": [{"id": 1, "text": "Service restored"}], "changes": [{"id": 2, "what": "restart db"}]}
+        }});
+        let failure = ApiFailure::from_body(reqwest::StatusCode::CONFLICT, &body);
+        let text = failure.to_string();
+        assert!(
+            text.starts_with(
+                "unmet criteria: #1 Service restored; open changes: #2 restart db (409 Conflict)"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("unmet exit criteria (mark each with `commandpost criterion met INCIDENT ID`):\n    #1 Service restored"), "{text}");
+        assert!(text.contains("\n    #2 restart db"), "{text}");
+        let plain = ApiFailure::from_body(
+            reqwest::StatusCode::FORBIDDEN,
+            &serde_json::json!({"error": {"code": "forbidden", "message": "no"}}),
+        );
+        assert_eq!(plain.to_string(), "no (403 Forbidden)");
+        let unknown = ApiFailure::from_body(
+            reqwest::StatusCode::UNPROCESSABLE_ENTITY,
+            &serde_json::json!({}),
+        );
+        assert_eq!(
+            unknown.to_string(),
+            "the server answered 422 Unprocessable Entity (422 Unprocessable Entity)"
+        );
     }
 }

@@ -7,7 +7,7 @@ use commandpost_shared::AccessRole;
 
 use crate::support::TestServer;
 
-fn commandpost(server: &TestServer, token: &str, args: &[&str]) -> Output {
+pub(crate) fn commandpost(server: &TestServer, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_commandpost"))
         .args(args)
         .env("COMMANDPOST_SERVER", server.url(""))
@@ -25,6 +25,17 @@ pub(crate) fn ok(server: &TestServer, token: &str, args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8(output.stdout).unwrap()
+}
+
+/// Runs `commandpost ARGS`, which must fail; its stderr.
+pub(crate) fn refused(server: &TestServer, token: &str, args: &[&str]) -> String {
+    let output = commandpost(server, token, args);
+    assert!(
+        !output.status.success(),
+        "commandpost {args:?} succeeded: {}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stderr).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,7 +67,7 @@ async fn a_whole_incident_driven_from_the_command_line() {
     assert_eq!(declared.trim(), "declared INC-1: Search is slow");
     assert!(
         ok(&server, &alice, &["note", "INC-1", "restarted the indexer"])
-            .starts_with("noted on INC-1")
+            .contains(" UTC  Alice: restarted the indexer")
     );
     assert!(
         ok(
@@ -71,7 +82,7 @@ async fn a_whole_incident_driven_from_the_command_line() {
                 "20m"
             ]
         )
-        .contains("next update due by")
+        .contains("Alice: pinned status: “indexer restarted” (next update by 20")
     );
 
     let status = ok(&server, &alice, &["status", "INC-1"]);
@@ -83,8 +94,13 @@ async fn a_whole_incident_driven_from_the_command_line() {
         status.contains("incident commander") && status.contains("Alice"),
         "{status}"
     );
-    assert!(status.contains("status: indexer restarted"), "{status}");
+    assert!(
+        status.contains("“indexer restarted” by Alice at 20"),
+        "{status}"
+    );
 
+    // Bob has used the server, so the server knows him.
+    ok(&server, &bob, &["people"]);
     let offered = ok(
         &server,
         &alice,
@@ -92,30 +108,26 @@ async fn a_whole_incident_driven_from_the_command_line() {
             "handoff",
             "offer",
             "INC-1",
-            "--to",
             "bob",
-            "--to-name",
-            "Bob",
             "--notes",
             "indexer is the suspect",
         ],
     );
     assert!(
-        offered.contains("offered incident commander to Bob: handoff"),
+        offered.contains("Alice: offered incident commander to Bob (handoff #"),
         "{offered}"
     );
     let handoff = offered
-        .split("--handoff ")
+        .split("handoff accept INC-1 ")
         .nth(1)
         .unwrap()
-        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .split('`')
+        .next()
+        .unwrap()
         .to_owned();
-    // Alice cannot accept her own offer; Bob can.
-    let refused = commandpost(
-        &server,
-        &alice,
-        &["handoff", "accept", "INC-1", "--handoff", &handoff],
-    );
+    // Alice cannot accept her own offer; Bob can (with the id, or the
+    // older `--handoff ID`).
+    let refused = commandpost(&server, &alice, &["handoff", "accept", "INC-1", &handoff]);
     assert!(!refused.status.success());
     assert!(
         String::from_utf8_lossy(&refused.stderr).contains("403"),
@@ -128,7 +140,7 @@ async fn a_whole_incident_driven_from_the_command_line() {
         &["handoff", "accept", "INC-1", "--handoff", &handoff],
     );
     assert!(
-        accepted.starts_with("Bob is now incident commander (from Alice, at "),
+        accepted.contains(" UTC  Bob: accepted incident commander from Alice"),
         "{accepted}"
     );
 
@@ -171,14 +183,17 @@ async fn a_whole_incident_driven_from_the_command_line() {
     let mut lines = BufReader::new(watch.stdout.take().unwrap()).lines();
     let first = lines.next().unwrap().unwrap();
     assert!(
-        first.starts_with("#1 ") && first.ends_with("Alice: declared"),
+        first.starts_with("#1 20")
+            && first.ends_with(
+                " UTC  Alice: declared the incident “Search is slow” (SEV2 · major) as incident commander. p99 at 4s"
+            ),
         "{first}"
     );
     ok(&server, &bob, &["note", "INC-1", "live one"]);
     let mut seen = Vec::new();
     for line in lines.by_ref() {
         let line = line.unwrap();
-        let done = line.contains("Bob: note posted");
+        let done = line.ends_with("Bob: live one");
         seen.push(line);
         if done {
             break;
@@ -187,7 +202,8 @@ async fn a_whole_incident_driven_from_the_command_line() {
     watch.kill().unwrap();
     let _ = watch.wait();
     assert!(
-        seen.iter().any(|line| line.contains("handoff accepted")),
+        seen.iter()
+            .any(|line| line.ends_with("Bob: accepted incident commander from Alice")),
         "{seen:?}"
     );
 

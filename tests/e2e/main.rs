@@ -20,6 +20,7 @@ mod access_matrix;
 mod auth;
 mod bad_input;
 mod cli;
+mod cli_incident;
 mod convergence;
 mod crashloop;
 mod durability;
