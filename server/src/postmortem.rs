@@ -520,17 +520,28 @@ fn action_items(out: &mut String, state: &IncidentState, todo: Option<&str>) {
 /// when and by whom.
 fn exit_criteria(out: &mut String, events: &[Event]) {
     let _ = writeln!(out, "## Exit criteria\n");
-    // criterion -> (text, added at, met at and by)
-    let mut criteria: Vec<(u64, String, DateTime<Utc>, Option<(DateTime<Utc>, String)>)> =
-        Vec::new();
+    /// A criterion as the events tell it.
+    struct Row {
+        id: u64,
+        text: String,
+        added: DateTime<Utc>,
+        /// When it was last marked met and by whom, while it is met.
+        met: Option<(DateTime<Utc>, String)>,
+    }
+    let mut criteria: Vec<Row> = Vec::new();
     for event in events {
         match &event.kind {
             EventKind::ExitCriterionAdded { criterion, text } => {
-                criteria.push((criterion.0, text.clone(), event.at, None));
+                criteria.push(Row {
+                    id: criterion.0,
+                    text: text.clone(),
+                    added: event.at,
+                    met: None,
+                });
             }
             EventKind::ExitCriterionSet { criterion, met } => {
-                if let Some(entry) = criteria.iter_mut().find(|entry| entry.0 == criterion.0) {
-                    entry.3 = met.then(|| (event.at, event.actor.name.clone()));
+                if let Some(row) = criteria.iter_mut().find(|row| row.id == criterion.0) {
+                    row.met = met.then(|| (event.at, event.actor.name.clone()));
                 }
             }
             _ => {}
@@ -541,7 +552,13 @@ fn exit_criteria(out: &mut String, events: &[Event]) {
         return;
     }
     let _ = writeln!(out, "| criterion | added | met |\n| --- | --- | --- |");
-    for (id, text, added, met) in &criteria {
+    for Row {
+        id,
+        text,
+        added,
+        met,
+    } in &criteria
+    {
         let met = met.as_ref().map_or_else(
             || "not met".to_owned(),
             |(at, by)| format!("{} by {}", time(*at), cell(by)),
