@@ -22,12 +22,18 @@ use yrs::updates::decoder::Decode;
 use crate::support::yclient::YClient;
 use crate::support::{TestServer, wait_until};
 
-const TEMPLATE_SECTIONS: [&str; 6] = [
+const TEMPLATE_SECTIONS: [&str; 12] = [
     "## Summary",
+    "## Declaration",
     "## Impact",
     "## Detailed status",
     "## Exit criteria",
     "## TODO and bugs filed",
+    "## Trigger",
+    "## Root causes",
+    "## Detection",
+    "## Resolution",
+    "## Lessons learned",
     "## Notes",
 ];
 
@@ -681,8 +687,9 @@ async fn wrong_method_on_an_api_route_is_a_405_with_a_json_error() {
     }
 }
 
-/// A new incident's document is the template: title line, then the six
-/// sections in order, with who declared it.
+/// A new incident's document is the template: title line, then its sections
+/// in order (the live document's, then the postmortem's), with who declared
+/// it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_incident_document_starts_from_the_template() {
     let server = TestServer::start();
@@ -701,8 +708,8 @@ async fn a_new_incident_document_starts_from_the_template() {
     }
     assert_eq!(
         text.matches("\n## ").count(),
-        6,
-        "exactly six sections:\n{text}"
+        TEMPLATE_SECTIONS.len(),
+        "exactly these sections:\n{text}"
     );
     assert!(text.contains("Declared by Admin"), "{text}");
 }
