@@ -206,6 +206,12 @@ impl<'a> FrameReader<'a> {
     }
 }
 
+/// The highest clock a (non-null) awareness state may carry: the server's
+/// removal of a state on leave adds one, and what it sends must still be a
+/// clock it accepts itself (below `u32::MAX`, where yrs's addition would
+/// overflow). Removals (`null`) may carry one more.
+pub const MAX_AWARENESS_STATE_CLOCK: u32 = u32::MAX - 2;
+
 /// Decodes every message in one binary frame. Fails as a whole: a frame with
 /// one bad message yields no messages at all.
 pub fn decode_frame(frame: &[u8]) -> Result<Vec<ClientMessage<'_>>, ProtocolError> {
@@ -316,6 +322,12 @@ fn decode_awareness(payload: &[u8]) -> Result<AwarenessUpdate, ProtocolError> {
             .map_err(|_| invalid("state is not UTF-8"))?;
         if serde_json::from_str::<serde::de::IgnoredAny>(json).is_err() {
             return Err(invalid("state is not JSON"));
+        }
+        // A state the server may remove later gets one added to its clock
+        // then, and that removal must be a clock this check accepts. Found
+        // by the `session` fuzz target (the server sent u32::MAX).
+        if clock > MAX_AWARENESS_STATE_CLOCK && json.trim() != "null" {
+            return Err(invalid("clock too close to its maximum for a state"));
         }
         clients.insert(
             client,

@@ -96,12 +96,14 @@ fn malformed_frames_name_what_is_wrong() {
     }
     // Awareness: an absurd client count, invalid UTF-8, non-JSON state, and
     // (found by the `session` fuzz target) a clock at u32::MAX, which yrs
-    // would overflow when the client leaves.
+    // would overflow when the client leaves, and a state two below it, whose
+    // removal on leave the server would send at u32::MAX.
     for payload in [
         vec![0xff, 0xff, 0xff, 0xff, 0x0f],
         vec![1, 5, 1, 2, 0xc3, 0x28],
         vec![1, 5, 1, 3, b'n', b'o', b'!'],
         vec![1, 5, 0xff, 0xff, 0xff, 0xff, 0x0f, 2, b'{', b'}'],
+        vec![1, 5, 0xfe, 0xff, 0xff, 0xff, 0x0f, 2, b'{', b'}'],
     ] {
         let mut frame = vec![1, payload.len() as u8];
         frame.extend(&payload);
@@ -672,4 +674,28 @@ fn an_update_deleting_items_nobody_has_is_refused_and_known_deletions_pass() {
         matches!(effects[..], [Effect::Commit { .. }]),
         "{effects:?}"
     );
+}
+
+#[test]
+fn the_highest_state_clock_still_leaves_a_removal_the_server_accepts() {
+    let frame = |clock: u32, state: &[u8]| {
+        let mut payload = vec![1, 5];
+        let mut n = clock;
+        while n >= 0x80 {
+            payload.push((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        payload.push(n as u8);
+        payload.push(state.len() as u8);
+        payload.extend(state);
+        let mut frame = vec![1, payload.len() as u8];
+        frame.extend(payload);
+        frame
+    };
+    let highest = MAX_AWARENESS_STATE_CLOCK;
+    assert!(decode_frame(&frame(highest, b"{}")).is_ok());
+    assert!(decode_frame(&frame(highest + 1, b"{}")).is_err());
+    // The removal of the highest state, as the server sends it on leave.
+    assert!(decode_frame(&frame(highest + 1, b"null")).is_ok());
+    assert!(decode_frame(&frame(u32::MAX, b"null")).is_err());
 }
