@@ -580,10 +580,7 @@ pub fn describe(before: Option<&IncidentState>, event: &Event) -> String {
         EventKind::NotePosted {
             text,
             outsider: true,
-        } => format!(
-            "{} ({OUTSIDER}) posted a note: {text}",
-            event.actor.name
-        ),
+        } => format!("{} ({OUTSIDER}) posted a note: {text}", event.actor.name),
     }
 }
 
@@ -1477,8 +1474,9 @@ fn post_note(out: &mut Emitter<'_>, text: &str) -> Result<(), CommandError> {
     let text = required_text(text, "a note cannot be empty")?;
     let author = out.caller_id();
     let state = out.state();
-    let outsider =
-        state.roles_of(author).is_empty() && state.responder(author).is_none() && !out.caller.is_system();
+    let outsider = state.roles_of(author).is_empty()
+        && state.responder(author).is_none()
+        && !out.caller.is_system();
     out.emit(EventKind::NotePosted { text, outsider });
     Ok(())
 }

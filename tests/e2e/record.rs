@@ -399,7 +399,14 @@ async fn a_note_from_outside_the_response_is_posted_and_marked_for_the_commander
         (&fred, "db looks hot from here"),
     ] {
         expect(
-            command(&server, &incident, token, "post_note", json!({"text": text})).await,
+            command(
+                &server,
+                &incident,
+                token,
+                "post_note",
+                json!({"text": text}),
+            )
+            .await,
             200,
         );
     }

@@ -2510,7 +2510,7 @@ fn notes_from_outside_the_response_are_posted_and_marked() {
     let erin = caller("erin", "Erin", AccessRole::Responder);
     let fred = caller("fred", "Fred", AccessRole::Responder);
     scenario.ok(&alice(), add_responder(&erin, "database"));
-    let outsider = |events: &[Event]| match &events[..] {
+    let outsider = |events: &[Event]| match events {
         [
             Event {
                 kind: EventKind::NotePosted { outsider, .. },
@@ -2528,7 +2528,11 @@ fn notes_from_outside_the_response_are_posted_and_marked() {
     // Someone else's note is not refused, but marked; so is an admin's.
     for who in [fred.clone(), adam()] {
         let events = scenario.ok(&who, note("db looks hot from here"));
-        assert!(outsider(&events), "{} is outside the response", who.actor.name);
+        assert!(
+            outsider(&events),
+            "{} is outside the response",
+            who.actor.name
+        );
         let line = format!(
             "{} (not on the responder list) posted a note: db looks hot from here",
             who.actor.name
@@ -2539,15 +2543,24 @@ fn notes_from_outside_the_response_are_posted_and_marked() {
             scenario.state().recent_timeline.last().unwrap(),
             &format!("09:00 UTC {line}")
         );
-        assert_eq!(scenario.state().recent_notes.last().unwrap().text, "db looks hot from here");
+        assert_eq!(
+            scenario.state().recent_notes.last().unwrap().text,
+            "db looks hot from here"
+        );
     }
     // Once listed, Fred is inside; once removed, outside again.
     scenario.ok(&alice(), add_responder(&fred, "network"));
     assert!(!outsider(&scenario.ok(&fred, note("on it"))));
-    scenario.ok(&alice(), Command::RemoveResponder { responder: fred.actor.id.clone() });
+    scenario.ok(
+        &alice(),
+        Command::RemoveResponder {
+            responder: fred.actor.id.clone(),
+        },
+    );
     assert!(outsider(&scenario.ok(&fred, note("still watching"))));
     // Events stored before the flag existed decode as inside the response.
-    let old: EventKind = serde_json::from_value(serde_json::json!({"type": "note_posted", "text": "old"})).unwrap();
+    let old: EventKind =
+        serde_json::from_value(serde_json::json!({"type": "note_posted", "text": "old"})).unwrap();
     assert_eq!(
         old,
         EventKind::NotePosted {
