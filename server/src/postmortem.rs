@@ -673,10 +673,9 @@ fn timeline(out: &mut String, events: &[Event]) {
             _ => None,
         };
         let line = format!(
-            "{} {}: {}",
+            "{} {}",
             time(event.at),
-            event.actor.name,
-            machine::describe(before.as_ref(), event)
+            machine::actor_line(before.as_ref(), event)
         );
         match marker {
             Some(marker) => {

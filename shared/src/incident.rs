@@ -744,6 +744,11 @@ pub enum EventKind {
     NotePosted {
         /// The note.
         text: String,
+        /// The author is neither a role holder (commander included) nor on
+        /// the responder list: notes are not refused, but the commander is
+        /// shown who posts from outside the response.
+        #[serde(default)]
+        outsider: bool,
     },
 }
 

@@ -444,15 +444,23 @@ pub fn resolve_people(
     Ok(resolved)
 }
 
+/// How a note from outside the response is marked on the timeline.
+pub const OUTSIDER: &str = "not on the responder list";
+
 /// One timeline line, `"HH:MM UTC Name: description"`, for `event` given the
 /// state just before it.
 pub fn timeline_line(before: Option<&IncidentState>, event: &Event) -> String {
-    format!(
-        "{} {}: {}",
-        clock(event.at),
-        event.actor.name,
-        describe(before, event)
-    )
+    format!("{} {}", clock(event.at), actor_line(before, event))
+}
+
+/// `"Name: description"`, or the description alone when it already starts
+/// with the actor (a note from outside the response: "Fred (not on the
+/// responder list) posted a note: ...").
+pub fn actor_line(before: Option<&IncidentState>, event: &Event) -> String {
+    match &event.kind {
+        EventKind::NotePosted { outsider: true, .. } => describe(before, event),
+        _ => format!("{}: {}", event.actor.name, describe(before, event)),
+    }
 }
 
 /// What `event` did, in plain lowercase words, given the state just before it
@@ -565,7 +573,14 @@ pub fn describe(before: Option<&IncidentState>, event: &Event) -> String {
             "waived the revert of change {}: {reason}",
             change_name(before, *change)
         ),
-        EventKind::NotePosted { text } => text.clone(),
+        EventKind::NotePosted {
+            text,
+            outsider: false,
+        } => text.clone(),
+        EventKind::NotePosted {
+            text,
+            outsider: true,
+        } => format!("{} ({OUTSIDER}) posted a note: {text}", event.actor.name),
     }
 }
 
@@ -1457,7 +1472,12 @@ fn waive_change(out: &mut Emitter<'_>, change: ChangeId, reason: &str) -> Result
 
 fn post_note(out: &mut Emitter<'_>, text: &str) -> Result<(), CommandError> {
     let text = required_text(text, "a note cannot be empty")?;
-    out.emit(EventKind::NotePosted { text });
+    let author = out.caller_id();
+    let state = out.state();
+    let outsider = state.roles_of(author).is_empty()
+        && state.responder(author).is_none()
+        && !out.caller.is_system();
+    out.emit(EventKind::NotePosted { text, outsider });
     Ok(())
 }
 
@@ -1854,7 +1874,7 @@ fn absorb(state: &mut IncidentState, event: &Event) {
                 reason: reason.clone(),
             },
         ),
-        EventKind::NotePosted { text } => push_bounded(
+        EventKind::NotePosted { text, .. } => push_bounded(
             &mut state.recent_notes,
             Note {
                 seq: event.seq,

@@ -40,7 +40,7 @@ after(async () => {
 const holderOf = (page, role) => page.locator(`.role-${role} .holder-name`).textContent()
 
 test('handoff of command: offer, accept, everyone is told', { timeout: 60_000 }, async () => {
-  // Bob must be known to Alice's page (present in the document) to be picked.
+  // Bob is on Alice's page (present in the document).
   await pageA.waitForFunction(() => [...document.querySelectorAll('.presence .person')].some((el) => el.textContent?.includes('Bob')))
   assert.equal(await holderOf(pageA, 'incident_commander'), 'Alice')
   // Bob is not the commander: he has no handoff control for command.
@@ -48,7 +48,11 @@ test('handoff of command: offer, accept, everyone is told', { timeout: 60_000 },
 
   await pageA.locator('[data-key="offer-incident_commander"]').click()
   const dialog = pageA.locator('dialog[open]')
-  await dialog.locator('select').first().selectOption({ value: 'bob' })
+  // The picker: typing part of the name offers Bob; picking an option puts his id in the input.
+  const input = dialog.locator('.person-input')
+  await input.pressSequentially('Bo')
+  await dialog.locator('datalist option[value="bob"]').waitFor({ state: 'attached' })
+  await input.fill('bob')
   // The briefing is pre-filled from the incident and shown in the form.
   await dialog.locator('.briefing').waitFor()
   assert.match(await dialog.locator('.briefing').textContent(), /Card payments fail/)

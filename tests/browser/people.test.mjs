@@ -100,8 +100,14 @@ test('forged awareness names never reach the person picker', { timeout: 60_000 }
   const presence = await pageA.locator('.presence').textContent()
   assert.ok(!/forged/i.test(presence), `presence lists a forged name: ${presence}`)
 
+  // The picker's options (a datalist fed by the incident and by GET /api/people): each person's id, label and name.
+  const listed = pageA.waitForResponse((response) => response.url().includes('/api/people'))
   await pageA.locator('[data-key="offer-incident_commander"]').click()
-  const options = await pageA.locator('dialog[open] select').first().locator('option').allTextContents()
+  const dialog = pageA.locator('dialog[open]')
+  await (await listed).finished()
+  await pageA.evaluate(() => new Promise((resolve) => setTimeout(resolve, 50)))
+  await dialog.locator('datalist option[value="bob"]').waitFor({ state: 'attached' })
+  const options = await dialog.locator('datalist option').evaluateAll((els) => els.map((el) => `${el.value} ${el.label} ${el.textContent}`))
   assert.ok(options.some((text) => text.includes('Bob')), `Bob is not offered: ${options.join(' | ')}`)
   assert.ok(!options.some((text) => /forged|\[object/i.test(text)), `a forged name is offered: ${options.join(' | ')}`)
   await pageA.keyboard.press('Escape')

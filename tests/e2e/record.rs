@@ -374,6 +374,100 @@ async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_note_from_outside_the_response_is_posted_and_marked_for_the_commander() {
+    let server = TestServer::start();
+    let (incident, mary, olga) = staffed(&server).await;
+    let fred = signed_in(&server, AccessRole::Responder, "Fred").await;
+    let rita = signed_in(&server, AccessRole::Responder, "Rita").await;
+    expect(
+        command(
+            &server,
+            &incident,
+            &mary,
+            "add_responder",
+            json!({"responder": {"id": "rita", "name": "Rita"}, "assignment": "database"}),
+        )
+        .await,
+        200,
+    );
+    // Notes are not refused: from the commander, a role holder, a listed
+    // responder, and Fred, who is none of these.
+    for (token, text) in [
+        (&mary, "from the commander"),
+        (&olga, "from ops"),
+        (&rita, "from a responder"),
+        (&fred, "db looks hot from here"),
+    ] {
+        expect(
+            command(
+                &server,
+                &incident,
+                token,
+                "post_note",
+                json!({"text": text}),
+            )
+            .await,
+            200,
+        );
+    }
+    let notes: Vec<(String, Value)> = timeline(&server, &incident, &mary)
+        .await
+        .into_iter()
+        .filter(|event| event["type"] == "note_posted")
+        .map(|event| {
+            (
+                event["actor"]["id"].as_str().unwrap().to_owned(),
+                event["outsider"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            ("mary".to_owned(), json!(false)),
+            ("olga".to_owned(), json!(false)),
+            ("rita".to_owned(), json!(false)),
+            ("fred".to_owned(), json!(true)),
+        ]
+    );
+    // Not an attempt refused: nothing else was added.
+    assert!(
+        !timeline(&server, &incident, &mary)
+            .await
+            .iter()
+            .any(|event| event["type"] == "attempt_refused")
+    );
+    // The readable timeline and the postmortem say so, naming Fred once.
+    let line = "Fred (not on the responder list) posted a note: db looks hot from here";
+    let state = server
+        .get_json(&format!("/api/incidents/{incident}/state"), &mary)
+        .await
+        .1;
+    let recent = state["recent_timeline"].as_array().unwrap();
+    assert!(
+        recent.last().unwrap().as_str().unwrap().ends_with(line),
+        "{recent:?}"
+    );
+    assert!(
+        recent
+            .iter()
+            .filter(|l| l.as_str().unwrap().contains("from ops"))
+            .all(|l| l.as_str().unwrap().ends_with("Olga: from ops")),
+        "{recent:?}"
+    );
+    let response = reqwest::Client::new()
+        .get(server.url(&format!("/api/incidents/{incident}/postmortem.md")))
+        .bearer_auth(&mary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let postmortem = response.text().await.unwrap();
+    assert!(postmortem.contains(line), "{postmortem}");
+    assert!(!postmortem.contains("Fred: Fred"), "{postmortem}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_impact_start_is_set_by_the_commander_and_never_in_the_future() {
     let server = TestServer::start();
     let (incident, mary, olga) = staffed(&server).await;

@@ -2503,3 +2503,69 @@ fn refused_changes_are_traced_for_the_commander_and_other_refusals_are_not() {
     closed.ok(&alice(), status(Status::Closed));
     assert_eq!(none(&closed, &fred, record("late")), None);
 }
+
+#[test]
+fn notes_from_outside_the_response_are_posted_and_marked() {
+    let mut scenario = Scenario::staffed();
+    let erin = caller("erin", "Erin", AccessRole::Responder);
+    let fred = caller("fred", "Fred", AccessRole::Responder);
+    scenario.ok(&alice(), add_responder(&erin, "database"));
+    let outsider = |events: &[Event]| match events {
+        [
+            Event {
+                kind: EventKind::NotePosted { outsider, .. },
+                ..
+            },
+        ] => *outsider,
+        other => panic!("{other:?}"),
+    };
+    // The commander, role holders and listed responders are inside the response.
+    for who in [alice(), bob(), carol(), dave(), erin.clone()] {
+        let events = scenario.ok(&who, note("checked the db"));
+        assert!(!outsider(&events), "{} is on the response", who.actor.name);
+        assert_eq!(describe(None, &events[0]), "checked the db");
+    }
+    // Someone else's note is not refused, but marked; so is an admin's.
+    for who in [fred.clone(), adam()] {
+        let events = scenario.ok(&who, note("db looks hot from here"));
+        assert!(
+            outsider(&events),
+            "{} is outside the response",
+            who.actor.name
+        );
+        let line = format!(
+            "{} (not on the responder list) posted a note: db looks hot from here",
+            who.actor.name
+        );
+        assert_eq!(describe(None, &events[0]), line);
+        assert_eq!(actor_line(None, &events[0]), line, "the name once");
+        assert_eq!(
+            scenario.state().recent_timeline.last().unwrap(),
+            &format!("09:00 UTC {line}")
+        );
+        assert_eq!(
+            scenario.state().recent_notes.last().unwrap().text,
+            "db looks hot from here"
+        );
+    }
+    // Once listed, Fred is inside; once removed, outside again.
+    scenario.ok(&alice(), add_responder(&fred, "network"));
+    assert!(!outsider(&scenario.ok(&fred, note("on it"))));
+    scenario.ok(
+        &alice(),
+        Command::RemoveResponder {
+            responder: fred.actor.id.clone(),
+        },
+    );
+    assert!(outsider(&scenario.ok(&fred, note("still watching"))));
+    // Events stored before the flag existed decode as inside the response.
+    let old: EventKind =
+        serde_json::from_value(serde_json::json!({"type": "note_posted", "text": "old"})).unwrap();
+    assert_eq!(
+        old,
+        EventKind::NotePosted {
+            text: "old".into(),
+            outsider: false
+        }
+    );
+}

@@ -5315,6 +5315,13 @@ export interface components {
             /** @enum {string} */
             type: "change_waived";
         } | {
+            /**
+             * @description The author is neither a role holder (commander included) nor on
+             *     the responder list: notes are not refused, but the commander is
+             *     shown who posts from outside the response.
+             * @default false
+             */
+            outsider: boolean;
             /** @description The note. */
             text: string;
             /** @enum {string} */

@@ -2,14 +2,57 @@
 // steps (mitigate, resolve, close, reopen), what each gate still needs,
 // and the dialogs for the weighty steps.
 
-import { openFormDialog } from '../dialog'
+import { openFormDialog, runAction } from '../dialog'
 import { field, h } from '../dom'
+import { timeEl } from '../time'
 import { oneOf, SEVERITIES, SEVERITY_NAMES, STATUS_NAMES, type Status } from '../types'
 import { type IncidentContext, panelSection, type PanelSection } from './context'
 import { actionButton, dialogButton, openReasonDialog } from './controls'
 
 export function createLifecycle(context: IncidentContext): PanelSection {
-  return panelSection(context, lifecycleSection)
+  return panelSection(context, lifecycleSection, (error) => impactStartForm(context, error))
+}
+
+/** `2025-03-14T09:00` (UTC) for a datetime-local input. */
+function utcInputValue(iso: string): string {
+  return new Date(iso).toISOString().slice(0, 16)
+}
+
+/**
+ * The commander's control for when the impact started (distinct from the
+ * declaration; never in the future): a datetime-local input read as UTC.
+ * It lives outside the re-rendered section, so what is typed survives
+ * state updates.
+ */
+function impactStartForm(context: IncidentContext, error: HTMLElement): { nodes: HTMLElement[]; onRefresh: () => void } {
+  const input = h('input', { type: 'datetime-local', name: 'impact_start', required: true, step: 60, class: 'impact-start-input' })
+  const button = h('button', { type: 'submit', class: 'secondary', 'data-key': 'set-impact-start' }, 'Set impact start')
+  const form = h('form', { class: 'impact-start-form', hidden: true }, field('Impact start (UTC)', input), button)
+  let shown: string | null | undefined
+  form.addEventListener('submit', (event) => {
+    event.preventDefault()
+    void runAction(button, error, async () => {
+      const value = input.value
+      if (!/^\d{4}-\d\d-\d\dT\d\d:\d\d(:\d\d)?$/.test(value)) throw new Error('Give the impact start as a date and a time (UTC).')
+      const at = new Date(`${value.length === 16 ? `${value}:00` : value}Z`)
+      if (Number.isNaN(at.getTime())) throw new Error('Give the impact start as a date and a time (UTC).')
+      await context.run('set_impact_start', { at: at.toISOString() })
+    })
+  })
+  return {
+    nodes: [form],
+    onRefresh() {
+      const state = context.state()
+      form.hidden = !context.perms().lifecycle
+      input.max = new Date().toISOString().slice(0, 16)
+      // Follow the state unless the commander is editing the field.
+      const current = state.impact_start ?? null
+      if (current !== shown && document.activeElement !== input) {
+        input.value = utcInputValue(current ?? state.declared_at)
+        shown = current
+      }
+    },
+  }
 }
 
 const NEXT: Record<Status, Array<{ to: Status; label: string }>> = {
@@ -78,6 +121,11 @@ function lifecycleSection(context: IncidentContext, errorSlot: HTMLElement): HTM
     { class: 'panel-section', 'aria-labelledby': 'life-h' },
     h('h3', { id: 'life-h' }, 'Lifecycle'),
     h('p', { class: 'lifecycle-line' }, 'Status: ', h('strong', { class: `status-text status-${state.status}` }, STATUS_NAMES[state.status]), ' · Severity: ', h('strong', null, state.severity ? SEVERITY_NAMES[state.severity] : 'not assessed')),
+    state.impact_start
+      ? h('p', { class: 'impact-start' }, 'Impact started: ', timeEl(state.impact_start, false), ' (declared ', timeEl(state.declared_at, false), ')')
+      : perms.lifecycle
+        ? h('p', { class: 'impact-start muted' }, 'Impact start not set: set it when the impact began before the declaration.')
+        : null,
     buttons.length ? h('div', { class: 'row-actions' }, buttons) : null,
     gates.length ? h('ul', { class: 'gates' }, gates) : null,
   )

@@ -37,13 +37,20 @@ export function createTimeline(context: IncidentContext): Timeline {
   )
 
   function insertItem(event: IncidentEvent, live: boolean): void {
+    // A note from someone neither holding a role nor on the responder list
+    // is not refused, but marked for the commander like a refused attempt.
+    const outsider = event.type === 'note_posted' && !!event.outsider
     const item = h(
       'li',
-      { class: `event event-${event.type} ${isProminent(event) ? 'prominent' : ''} ${event.type === 'attempt_refused' ? 'refused' : ''} ${live ? 'fresh' : ''}`, 'data-seq': String(event.seq) },
+      {
+        class: `event event-${event.type} ${isProminent(event) ? 'prominent' : ''} ${event.type === 'attempt_refused' ? 'refused' : ''} ${outsider ? 'outsider' : ''} ${live ? 'fresh' : ''}`,
+        'data-seq': String(event.seq),
+      },
       h('span', { class: 'event-time' }, timeEl(event.at)),
       // The actor once, as "You" on their own page; the line after it never repeats them.
       h('span', { class: 'event-actor', title: event.actor.name }, personLabel(event.actor, self)),
       event.type === 'attempt_refused' ? h('span', { class: 'refused-label', 'aria-label': 'refused attempt' }, 'Refused') : null,
+      outsider ? h('span', { class: 'outsider-label', title: 'Not on the responder list and holding no role' }, 'Outside the response') : null,
       h('span', { class: 'event-text' }, event.type === 'note_posted' ? h('span', { class: 'note-text' }, describe(event, self)) : describe(event, self)),
     )
     // Newest first: usually at the top; otherwise before the first item with a lower seq.
