@@ -44,9 +44,12 @@ fn role(role: Role) -> &'static str {
 /// incident commander from Alice Ashdown`. A refused attempt, which the
 /// server records, names the person who tried instead of the server:
 /// `#9 ...  Refused: Fred Jones (not the operations lead) tried to record a
-/// change: restart db`.
+/// change: restart db`; so does a note from outside the response: `#10 ...
+/// Fred Jones (not on the responder list) posted a note: ...`.
 pub fn line(event: &Event) -> String {
-    if let EventKind::AttemptRefused { .. } = event.kind {
+    if let EventKind::AttemptRefused { .. } | EventKind::NotePosted { outsider: true, .. } =
+        event.kind
+    {
         return format!(
             "#{} {}  {}",
             event.seq,
@@ -258,7 +261,14 @@ pub fn describe(kind: &EventKind, event: &Event) -> String {
         EventKind::ChangeWaived { change, reason } => {
             format!("waived change #{change}: {reason}")
         }
-        EventKind::NotePosted { text } => text.clone(),
+        EventKind::NotePosted {
+            text,
+            outsider: true,
+        } => format!(
+            "{} (not on the responder list) posted a note: {text}",
+            event.actor.name
+        ),
+        EventKind::NotePosted { text, .. } => text.clone(),
     }
 }
 
@@ -303,6 +313,27 @@ mod tests {
         assert_eq!(
             line(&accepted),
             "#7 2026-12-07 03:04:05 UTC  Bob Baptiste: accepted incident commander from Alice Ashdown"
+        );
+    }
+
+    #[test]
+    fn a_note_from_outside_the_response_names_its_author_once() {
+        let note = |outsider| {
+            event(
+                person("fred", "Fred"),
+                EventKind::NotePosted {
+                    text: "db looks fine".into(),
+                    outsider,
+                },
+            )
+        };
+        assert_eq!(
+            line(&note(true)),
+            "#7 2026-12-07 03:04:05 UTC  Fred (not on the responder list) posted a note: db looks fine"
+        );
+        assert_eq!(
+            line(&note(false)),
+            "#7 2026-12-07 03:04:05 UTC  Fred: db looks fine"
         );
     }
 
