@@ -8,35 +8,10 @@ use serde_json::{Value, json};
 
 use crate::support::TestServer;
 
-async fn command(
-    server: &TestServer,
-    incident: &str,
-    token: &str,
-    name: &str,
-    body: Value,
-) -> (u16, Value) {
-    server
-        .post_json(
-            &format!("/api/incidents/{incident}/commands/{name}"),
-            token,
-            &body,
-        )
-        .await
-}
-
 #[track_caller]
 fn expect(result: (u16, Value), status: u16) -> Value {
     assert_eq!(result.0, status, "{}", result.1);
     result.1
-}
-
-/// A token for `name` (id: the name in lowercase) that has been used once,
-/// so the server knows its holder.
-async fn signed_in(server: &TestServer, role: AccessRole, name: &str) -> String {
-    let token = server.token(role, name);
-    let (status, me) = server.get_json("/api/me", &token).await;
-    assert_eq!(status, 200, "{me}");
-    token
 }
 
 async fn declare(server: &TestServer, token: &str, title: &str) -> String {
@@ -72,7 +47,7 @@ fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_are_token_holders_and_the_people_of_incidents_searchable_and_not_for_viewers() {
     let server = TestServer::start();
-    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    let mary = server.known_token(AccessRole::Responder, "Mary").await;
     let josephine = server.keys().mint(
         "josephine",
         "Josephine Ng",
@@ -100,7 +75,7 @@ async fn people_are_token_holders_and_the_people_of_incidents_searchable_and_not
         .await;
     assert_eq!(status, 200, "{link}");
     let sam = link["user"].as_str().unwrap().to_owned();
-    let viewer = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let viewer = server.known_token(AccessRole::Viewer, "Vera").await;
     let listed = people(&server, &mary, "").await;
     assert_eq!(
         listed,
@@ -158,9 +133,11 @@ async fn people_are_token_holders_and_the_people_of_incidents_searchable_and_not
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn people_list_holds_at_most_fifty() {
     let server = TestServer::start();
-    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
+    let mary = server.known_token(AccessRole::Responder, "Mary").await;
     for n in 0..60 {
-        signed_in(&server, AccessRole::Responder, &format!("P{n:02}")).await;
+        server
+            .known_token(AccessRole::Responder, &format!("P{n:02}"))
+            .await;
     }
     let listed = people(&server, &mary, "").await;
     assert_eq!(listed.len(), 50, "the documented limit");
@@ -173,8 +150,8 @@ async fn people_list_holds_at_most_fifty() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_naming_a_person_refuses_an_unknown_id_and_uses_the_known_name() {
     let server = TestServer::start();
-    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
-    let admin = signed_in(&server, AccessRole::Admin, "Root").await;
+    let mary = server.known_token(AccessRole::Responder, "Mary").await;
+    let admin = server.known_token(AccessRole::Admin, "Root").await;
     let josephine = server.keys().mint(
         "josephine",
         "Josephine Ng",
@@ -210,7 +187,7 @@ async fn every_command_naming_a_person_refuses_an_unknown_id_and_uses_the_known_
         (&mary, "set_next_commander", json!({"next": typo})),
     ];
     for (token, name, body) in attempts {
-        let refused = expect(command(&server, &incident, token, name, body).await, 422);
+        let refused = expect(server.command(&incident, token, name, body).await, 422);
         assert_eq!(refused["error"]["code"], "unknown_person", "{name}");
         assert_eq!(refused["error"]["person"], "josephin", "{name}");
         assert_eq!(
@@ -220,73 +197,73 @@ async fn every_command_naming_a_person_refuses_an_unknown_id_and_uses_the_known_
         );
     }
     // A rule refusal comes first: a non-commander is told the rule.
-    let sam = signed_in(&server, AccessRole::Responder, "Sam").await;
+    let sam = server.known_token(AccessRole::Responder, "Sam").await;
     let refused = expect(
-        command(
-            &server,
-            &incident,
-            &sam,
-            "assign_role",
-            json!({"role": "operations_lead", "to": typo}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &sam,
+                "assign_role",
+                json!({"role": "operations_lead", "to": typo}),
+            )
+            .await,
         403,
     );
     assert_eq!(refused["error"]["code"], "forbidden");
     // The real Josephine, with a name typed differently, is recorded under
     // the name she is known by: no second "person".
     let outcome = expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "assign_role",
-            json!({"role": "operations_lead", "to": {"id": "josephine", "name": "Jo"}}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "assign_role",
+                json!({"role": "operations_lead", "to": {"id": "josephine", "name": "Jo"}}),
+            )
+            .await,
         200,
     );
     assert_eq!(outcome["events"][0]["holder"]["name"], "Josephine Ng");
     // And she may now record changes as the operations lead.
     expect(
-        command(
-            &server,
-            &incident,
-            &josephine,
-            "record_change",
-            json!({"what": "restart db", "revert": "nothing"}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &josephine,
+                "record_change",
+                json!({"what": "restart db", "revert": "nothing"}),
+            )
+            .await,
         200,
     );
     // Someone listed on an incident is known there.
     expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "add_responder",
-            json!({"responder": {"id": "sam", "name": "Sam"}, "assignment": "comms"}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "add_responder",
+                json!({"responder": {"id": "sam", "name": "Sam"}, "assignment": "comms"}),
+            )
+            .await,
         200,
     );
 }
 
 /// Mary declares; Olga (signed in) leads operations.
 async fn staffed(server: &TestServer) -> (String, String, String) {
-    let mary = signed_in(server, AccessRole::Responder, "Mary").await;
-    let olga = signed_in(server, AccessRole::Responder, "Olga").await;
+    let mary = server.known_token(AccessRole::Responder, "Mary").await;
+    let olga = server.known_token(AccessRole::Responder, "Olga").await;
     let incident = declare(server, &mary, "Checkout down").await;
     expect(
-        command(
-            server,
-            &incident,
-            &mary,
-            "assign_role",
-            json!({"role": "operations_lead", "to": {"id": "olga", "name": "Olga"}}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "assign_role",
+                json!({"role": "operations_lead", "to": {"id": "olga", "name": "Olga"}}),
+            )
+            .await,
         200,
     );
     (incident, mary, olga)
@@ -307,11 +284,13 @@ async fn timeline(server: &TestServer, incident: &str, token: &str) -> Vec<Value
 async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
     let server = TestServer::start();
     let (incident, mary, olga) = staffed(&server).await;
-    let fred = signed_in(&server, AccessRole::Responder, "Fred").await;
-    let viewer = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let fred = server.known_token(AccessRole::Responder, "Fred").await;
+    let viewer = server.known_token(AccessRole::Viewer, "Vera").await;
     let change = json!({"what": "restart db", "revert": "nothing to revert"});
     let refused = expect(
-        command(&server, &incident, &fred, "record_change", change.clone()).await,
+        server
+            .command(&incident, &fred, "record_change", change.clone())
+            .await,
         403,
     );
     assert_eq!(refused["error"]["code"], "forbidden");
@@ -344,15 +323,21 @@ async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
     // Again within the minute: refused, not recorded again; the commander
     // (operations is delegated) is traced separately; viewers never.
     expect(
-        command(&server, &incident, &fred, "record_change", change.clone()).await,
+        server
+            .command(&incident, &fred, "record_change", change.clone())
+            .await,
         403,
     );
     expect(
-        command(&server, &incident, &mary, "record_change", change.clone()).await,
+        server
+            .command(&incident, &mary, "record_change", change.clone())
+            .await,
         403,
     );
     expect(
-        command(&server, &incident, &viewer, "record_change", change.clone()).await,
+        server
+            .command(&incident, &viewer, "record_change", change.clone())
+            .await,
         403,
     );
     let by: Vec<Value> = timeline(&server, &incident, &mary)
@@ -368,7 +353,9 @@ async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
     );
     // The operations lead records it.
     expect(
-        command(&server, &incident, &olga, "record_change", change).await,
+        server
+            .command(&incident, &olga, "record_change", change)
+            .await,
         200,
     );
 }
@@ -377,17 +364,17 @@ async fn a_freelancers_refused_change_is_on_the_timeline_once_a_minute() {
 async fn a_note_from_outside_the_response_is_posted_and_marked_for_the_commander() {
     let server = TestServer::start();
     let (incident, mary, olga) = staffed(&server).await;
-    let fred = signed_in(&server, AccessRole::Responder, "Fred").await;
-    let rita = signed_in(&server, AccessRole::Responder, "Rita").await;
+    let fred = server.known_token(AccessRole::Responder, "Fred").await;
+    let rita = server.known_token(AccessRole::Responder, "Rita").await;
     expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "add_responder",
-            json!({"responder": {"id": "rita", "name": "Rita"}, "assignment": "database"}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "add_responder",
+                json!({"responder": {"id": "rita", "name": "Rita"}, "assignment": "database"}),
+            )
+            .await,
         200,
     );
     // Notes are not refused: from the commander, a role holder, a listed
@@ -399,14 +386,9 @@ async fn a_note_from_outside_the_response_is_posted_and_marked_for_the_commander
         (&fred, "db looks hot from here"),
     ] {
         expect(
-            command(
-                &server,
-                &incident,
-                token,
-                "post_note",
-                json!({"text": text}),
-            )
-            .await,
+            server
+                .command(&incident, token, "post_note", json!({"text": text}))
+                .await,
             200,
         );
     }
@@ -476,14 +458,9 @@ async fn the_impact_start_is_set_by_the_commander_and_never_in_the_future() {
         .to_string();
     let later = (chrono::Utc::now() + chrono::Duration::minutes(5)).to_rfc3339();
     let refused = expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "set_impact_start",
-            json!({"at": later}),
-        )
-        .await,
+        server
+            .command(&incident, &mary, "set_impact_start", json!({"at": later}))
+            .await,
         422,
     );
     assert_eq!(
@@ -491,25 +468,15 @@ async fn the_impact_start_is_set_by_the_commander_and_never_in_the_future() {
         "the impact start cannot be in the future"
     );
     expect(
-        command(
-            &server,
-            &incident,
-            &olga,
-            "set_impact_start",
-            json!({"at": earlier}),
-        )
-        .await,
+        server
+            .command(&incident, &olga, "set_impact_start", json!({"at": earlier}))
+            .await,
         403,
     );
     let outcome = expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "set_impact_start",
-            json!({"at": earlier}),
-        )
-        .await,
+        server
+            .command(&incident, &mary, "set_impact_start", json!({"at": earlier}))
+            .await,
         200,
     );
     assert_eq!(outcome["events"][0]["type"], "impact_start_set");
@@ -524,7 +491,9 @@ async fn a_final_pin_waits_for_mitigation_and_is_never_overdue() {
     let (incident, mary, _olga) = staffed(&server).await;
     let last = json!({"summary": "Resolved; no further updates.", "final": true});
     let refused = expect(
-        command(&server, &incident, &mary, "pin_status", last.clone()).await,
+        server
+            .command(&incident, &mary, "pin_status", last.clone())
+            .await,
         409,
     );
     assert!(
@@ -535,43 +504,38 @@ async fn a_final_pin_waits_for_mitigation_and_is_never_overdue() {
         "{refused}"
     );
     expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "pin_status",
-            json!({"summary": "x"}),
-        )
-        .await,
+        server
+            .command(&incident, &mary, "pin_status", json!({"summary": "x"}))
+            .await,
         422,
     );
     // A pin with a deadline a second away, then the final one: the old
     // deadline passes and nothing is reported overdue.
     let soon = (chrono::Utc::now() + chrono::Duration::seconds(2)).to_rfc3339();
     expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "pin_status",
-            json!({"summary": "investigating", "next_update_by": soon}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "pin_status",
+                json!({"summary": "investigating", "next_update_by": soon}),
+            )
+            .await,
         200,
     );
     expect(
-        command(
-            &server,
-            &incident,
-            &mary,
-            "set_status",
-            json!({"status": "mitigated"}),
-        )
-        .await,
+        server
+            .command(
+                &incident,
+                &mary,
+                "set_status",
+                json!({"status": "mitigated"}),
+            )
+            .await,
         200,
     );
     let outcome = expect(
-        command(&server, &incident, &mary, "pin_status", last).await,
+        server.command(&incident, &mary, "pin_status", last).await,
         200,
     );
     assert_eq!(outcome["state"]["pin"]["final"], true);
@@ -591,7 +555,7 @@ async fn a_gate_refusal_names_the_unmet_criteria_and_open_changes_with_ids() {
     let (incident, mary, olga) = staffed(&server).await;
     let run = |name: &'static str, token: &String, body: Value| {
         let (server, incident, token) = (&server, incident.clone(), token.clone());
-        async move { command(server, &incident, &token, name, body).await }
+        async move { server.command(&incident, &token, name, body).await }
     };
     let restored = expect(
         run(
@@ -680,8 +644,8 @@ async fn a_gate_refusal_names_the_unmet_criteria_and_open_changes_with_ids() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn presence_is_pushed_on_the_event_stream_on_connect_and_on_change() {
     let server = TestServer::start();
-    let mary = signed_in(&server, AccessRole::Responder, "Mary").await;
-    let vera = signed_in(&server, AccessRole::Viewer, "Vera").await;
+    let mary = server.known_token(AccessRole::Responder, "Mary").await;
+    let vera = server.known_token(AccessRole::Viewer, "Vera").await;
     let incident = declare(&server, &mary, "Presence").await;
     let url = |token: &str| server.url(&format!("/api/incidents/{incident}/events?token={token}"));
     let responder_stream = crate::support::sse::EventStream::open(&url(&mary)).await;

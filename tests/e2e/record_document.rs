@@ -16,20 +16,9 @@ use crate::support::node::NodeClient;
 use crate::support::yclient::{Connect, YClient};
 use crate::support::{TestServer, WAIT};
 
-async fn command(
-    server: &TestServer,
-    incident: &str,
-    token: &str,
-    name: &str,
-    body: Value,
-) -> Value {
-    let (status, response) = server
-        .post_json(
-            &format!("/api/incidents/{incident}/commands/{name}"),
-            token,
-            &body,
-        )
-        .await;
+/// Runs a command that must succeed; returns its answer.
+async fn ok(server: &TestServer, incident: &str, token: &str, name: &str, body: Value) -> Value {
+    let (status, response) = server.command(incident, token, name, body.clone()).await;
     assert_eq!(status, 200, "{name} {body}: {response}");
     response
 }
@@ -40,12 +29,6 @@ fn first_seq(response: &Value) -> u64 {
     response["events"][0]["seq"]
         .as_u64()
         .unwrap_or_else(|| panic!("no events in {response}"))
-}
-
-/// Has the person use the server once, so commands may name them.
-async fn sign_in(server: &TestServer, token: &str) {
-    let (status, me) = server.get_json("/api/me", token).await;
-    assert_eq!(status, 200, "{me}");
 }
 
 async fn declare(server: &TestServer, token: &str) -> String {
@@ -128,7 +111,7 @@ async fn every_client_sees_the_criteria_block_follow_the_sidecar() {
     stock_a.insert(end, mine).await;
     node_contains(&mut stock_b, &[mine]).await;
 
-    let added = command(
+    let added = ok(
         &server,
         &incident,
         &ada,
@@ -138,7 +121,7 @@ async fn every_client_sees_the_criteria_block_follow_the_sidecar() {
     .await;
     let first = first_seq(&added);
     let second = first_seq(
-        &command(
+        &ok(
             &server,
             &incident,
             &ada,
@@ -154,7 +137,7 @@ async fn every_client_sees_the_criteria_block_follow_the_sidecar() {
     node_contains(&mut stock_a, &[&unmet, mine]).await;
     node_contains(&mut stock_b, &[&unmet, mine]).await;
 
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -183,7 +166,7 @@ async fn every_client_sees_the_criteria_block_follow_the_sidecar() {
     let inside = expected.find("- [ ] Queue drained").unwrap();
     stock_b.insert(inside, "- [x] I typed this\n").await;
     node_contains(&mut stock_a, &["I typed this"]).await;
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -265,11 +248,8 @@ fn mask(text: &str, pattern: &str, with: &str) -> String {
 async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
     let server = TestServer::start();
     let ada = server.token(AccessRole::Responder, "Ada");
-    let bob = server.token(AccessRole::Responder, "Bob");
-    let carol = server.token(AccessRole::Responder, "Carol");
-    for token in [&ada, &bob, &carol] {
-        sign_in(&server, token).await;
-    }
+    let bob = server.known_token(AccessRole::Responder, "Bob").await;
+    let carol = server.known_token(AccessRole::Responder, "Carol").await;
     let incident = declare(&server, &ada).await;
     // The commander says the impact began ten minutes before the declaration.
     let (_, state) = server
@@ -278,7 +258,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
     let declared_at: chrono::DateTime<chrono::Utc> =
         state["declared_at"].as_str().unwrap().parse().unwrap();
     let impact_start = (declared_at - chrono::Duration::minutes(10)).to_rfc3339();
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -291,7 +271,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         (person("bob", "Bob"), "database"),
         (person("carol", "Carol"), "next shift"),
     ] {
-        command(
+        ok(
             &server,
             &incident,
             &ada,
@@ -300,7 +280,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         )
         .await;
     }
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -309,13 +289,13 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
     )
     .await;
     let rollback = first_seq(
-        &command(&server, &incident, &bob, "record_change", json!({"what": "Roll back deploy 42", "why": "500s began with it", "revert": "Deploy 42 again"})).await,
+        &ok(&server, &incident, &bob, "record_change", json!({"what": "Roll back deploy 42", "why": "500s began with it", "revert": "Deploy 42 again"})).await,
     );
     let pool = first_seq(
-        &command(&server, &incident, &bob, "record_change", json!({"what": "Raise the DB pool to 200", "why": "connections exhausted", "revert": "Set it back to 100"})).await,
+        &ok(&server, &incident, &bob, "record_change", json!({"what": "Raise the DB pool to 200", "why": "connections exhausted", "revert": "Set it back to 100"})).await,
     );
     let errors = first_seq(
-        &command(
+        &ok(
             &server,
             &incident,
             &ada,
@@ -325,7 +305,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         .await,
     );
     let next_update_by = (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339();
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -382,7 +362,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
     );
     writer.wait_saved().await;
 
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -390,7 +370,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         json!({"change": rollback}),
     )
     .await;
-    command(
+    ok(
         &server,
         &incident,
         &ada,
@@ -399,9 +379,9 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
     )
     .await;
     let offer = first_seq(
-        &command(&server, &incident, &ada, "offer_handoff", json!({"role": "incident_commander", "to": person("carol", "Carol"), "notes": "End of my shift: watch the EU error rate; Bob owns the DB."})).await,
+        &ok(&server, &incident, &ada, "offer_handoff", json!({"role": "incident_commander", "to": person("carol", "Carol"), "notes": "End of my shift: watch the EU error rate; Bob owns the DB."})).await,
     );
-    command(
+    ok(
         &server,
         &incident,
         &carol,
@@ -409,7 +389,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         json!({"handoff": offer}),
     )
     .await;
-    command(
+    ok(
         &server,
         &incident,
         &carol,
@@ -417,7 +397,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         json!({"status": "mitigated"}),
     )
     .await;
-    command(
+    ok(
         &server,
         &incident,
         &carol,
@@ -425,7 +405,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         json!({"criterion": errors, "met": true}),
     )
     .await;
-    command(
+    ok(
         &server,
         &incident,
         &carol,
@@ -433,7 +413,7 @@ async fn the_postmortem_of_a_scripted_incident_matches_the_expected_file() {
         json!({"status": "resolved"}),
     )
     .await;
-    command(
+    ok(
         &server,
         &incident,
         &carol,

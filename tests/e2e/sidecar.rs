@@ -14,25 +14,8 @@ async fn declare(server: &TestServer, token: &str, body: Value) -> Value {
     incident
 }
 
-/// Runs one command; returns status and body.
-async fn command(
-    server: &TestServer,
-    incident: &str,
-    token: &str,
-    name: &str,
-    body: Value,
-) -> (u16, Value) {
-    server
-        .post_json(
-            &format!("/api/incidents/{incident}/commands/{name}"),
-            token,
-            &body,
-        )
-        .await
-}
-
 async fn ok(server: &TestServer, incident: &str, token: &str, name: &str, body: Value) -> Value {
-    let (status, response) = command(server, incident, token, name, body.clone()).await;
+    let (status, response) = server.command(incident, token, name, body.clone()).await;
     assert_eq!(status, 200, "{name} {body} failed: {response}");
     response
 }
@@ -137,14 +120,14 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     );
 
     // Only Bob may accept, from his own token.
-    let (status, refused) = command(
-        &server,
-        &incident,
-        &alice,
-        "accept_handoff",
-        json!({"handoff": handoff}),
-    )
-    .await;
+    let (status, refused) = server
+        .command(
+            &incident,
+            &alice,
+            "accept_handoff",
+            json!({"handoff": handoff}),
+        )
+        .await;
     assert_eq!(status, 403, "{refused}");
     ok(
         &server,
@@ -176,14 +159,14 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     let state = get_state(&server, &incident, &viewer).await;
     assert_eq!(holder(&state, "incident_commander"), "bob");
     // Alice's IC-only commands are refused now; Bob's work.
-    let (status, refused) = command(
-        &server,
-        &incident,
-        &alice,
-        "set_severity",
-        json!({"severity": "sev1"}),
-    )
-    .await;
+    let (status, refused) = server
+        .command(
+            &incident,
+            &alice,
+            "set_severity",
+            json!({"severity": "sev1"}),
+        )
+        .await;
     assert_eq!(status, 403);
     assert!(
         refused["error"]["message"]
@@ -215,14 +198,9 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     assert_eq!(commanders, ["alice", "bob"]);
 
     // Viewers change nothing.
-    let (status, _) = command(
-        &server,
-        &incident,
-        &viewer,
-        "post_note",
-        json!({"text": "hi"}),
-    )
-    .await;
+    let (status, _) = server
+        .command(&incident, &viewer, "post_note", json!({"text": "hi"}))
+        .await;
     assert_eq!(status, 403);
 }
 
@@ -368,14 +346,14 @@ async fn lifecycle_gates_refuse_until_criteria_are_met_or_overridden_and_changes
     .await;
 
     // Freelancing is refused: only ops (here the IC, holding ops) records changes.
-    let (status, refused) = command(
-        &server,
-        &incident,
-        &other,
-        "record_change",
-        json!({"what": "restart", "why": "x", "revert": "none"}),
-    )
-    .await;
+    let (status, refused) = server
+        .command(
+            &incident,
+            &other,
+            "record_change",
+            json!({"what": "restart", "why": "x", "revert": "none"}),
+        )
+        .await;
     assert_eq!(status, 403, "{refused}");
     assert!(
         refused["error"]["message"]
@@ -394,14 +372,9 @@ async fn lifecycle_gates_refuse_until_criteria_are_met_or_overridden_and_changes
     .await;
     let change_id = change["events"][0]["change"].clone();
 
-    let (status, refused) = command(
-        &server,
-        &incident,
-        &ic,
-        "set_status",
-        json!({"status": "resolved"}),
-    )
-    .await;
+    let (status, refused) = server
+        .command(&incident, &ic, "set_status", json!({"status": "resolved"}))
+        .await;
     assert!((400..500).contains(&status), "{refused}");
     assert!(
         refused["error"]["message"]
@@ -419,14 +392,9 @@ async fn lifecycle_gates_refuse_until_criteria_are_met_or_overridden_and_changes
     )
     .await;
 
-    let (status, refused) = command(
-        &server,
-        &incident,
-        &ic,
-        "set_status",
-        json!({"status": "closed"}),
-    )
-    .await;
+    let (status, refused) = server
+        .command(&incident, &ic, "set_status", json!({"status": "closed"}))
+        .await;
     assert!((400..500).contains(&status), "{refused}");
     assert!(
         refused["error"]["message"]
@@ -492,33 +460,27 @@ async fn event_streams_resume_after_a_sequence_number_and_bad_commands_get_clear
         assert_eq!(stream.seqs(), [5, 6, 7]);
     }
 
-    let (status, body) = command(&server, &incident, &alice, "launch_missiles", json!({})).await;
+    let (status, body) = server
+        .command(&incident, &alice, "launch_missiles", json!({}))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (404, Some("unknown_command"))
     );
-    let (status, body) = command(
-        &server,
-        &incident,
-        &alice,
-        "post_note",
-        json!({"txt": "typo"}),
-    )
-    .await;
+    let (status, body) = server
+        .command(&incident, &alice, "post_note", json!({"txt": "typo"}))
+        .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (422, Some("invalid_body"))
     );
-    let (status, _) = command(&server, "INC-99", &alice, "post_note", json!({"text": "x"})).await;
+    let (status, _) = server
+        .command("INC-99", &alice, "post_note", json!({"text": "x"}))
+        .await;
     assert_eq!(status, 404);
-    let (status, _) = command(
-        &server,
-        &incident,
-        "forged",
-        "post_note",
-        json!({"text": "x"}),
-    )
-    .await;
+    let (status, _) = server
+        .command(&incident, "forged", "post_note", json!({"text": "x"}))
+        .await;
     assert_eq!(status, 401);
 }
 
@@ -552,14 +514,14 @@ async fn an_unanswered_offer_expires_after_the_configured_time_and_the_holder_ke
     let state = get_state(&server, &incident, &alice).await;
     assert!(state["pending_handoffs"].as_array().unwrap().is_empty());
     assert_eq!(holder(&state, "incident_commander"), "alice");
-    let (status, _) = command(
-        &server,
-        &incident,
-        &bob,
-        "accept_handoff",
-        json!({"handoff": handoff}),
-    )
-    .await;
+    let (status, _) = server
+        .command(
+            &incident,
+            &bob,
+            "accept_handoff",
+            json!({"handoff": handoff}),
+        )
+        .await;
     assert!(
         (400..500).contains(&status),
         "an expired offer cannot be accepted"

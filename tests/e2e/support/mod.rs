@@ -262,6 +262,32 @@ impl TestServer {
         )
     }
 
+    /// Runs the sidecar command `name` on `incident` (`POST
+    /// /api/incidents/{incident}/commands/{name}`); returns status and body.
+    pub async fn command(
+        &self,
+        incident: &str,
+        token: &str,
+        name: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        self.post_json(
+            &format!("/api/incidents/{incident}/commands/{name}"),
+            token,
+            &body,
+        )
+        .await
+    }
+
+    /// A token for `name` (id: the name in lowercase) that has been used
+    /// once, so the server knows its holder and commands may name them.
+    pub async fn known_token(&self, role: AccessRole, name: &str) -> String {
+        let token = self.token(role, name);
+        let (status, me) = self.get_json("/api/me", &token).await;
+        assert_eq!(status, 200, "{me}");
+        token
+    }
+
     pub async fn get_json(&self, path: &str, token: &str) -> (u16, serde_json::Value) {
         let response = reqwest::Client::new()
             .get(self.url(path))
