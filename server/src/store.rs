@@ -19,6 +19,7 @@
 //! swallowed; only this module and its submodules touch sled.
 
 mod backend;
+mod postgres_backend;
 mod sled_backend;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use backend::{
     Backend, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove, Quarantined, Record,
     RecordAt, RecordSink, RenderIncident, Write,
 };
+pub use postgres_backend::{MIGRATIONS, PoolOptions, PostgresBackend, SCHEMA_VERSION};
 pub use sled_backend::{SledBackend, TreeCopy, is_locked, records_of_copy};
 
 use crate::quarantine::{KindOfRecord, QuarantineKind, QuarantineRecord, hex};
