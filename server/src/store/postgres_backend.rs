@@ -325,7 +325,7 @@ impl PostgresBackend {
     /// Runs `sql` on a connection of the pool: for tests.
     #[cfg(test)]
     fn execute_for_test(&self, sql: &str) {
-        let mut client = self.connection().expect("a connection");
+        let client = self.connection().expect("a connection");
         block_on(client.batch_execute(sql)).expect("test SQL runs");
     }
 }
@@ -778,7 +778,7 @@ impl Backend for PostgresBackend {
                 .read_only(true)
                 .start()
                 .await?;
-            let queries: [(&str, fn(&tokio_postgres::Row) -> Result<Record, StoreError>); 8] = [
+            let queries: [(&str, RecordOfRow); 8] = [
                 ("SELECT last_issued FROM incident_counter", |row| {
                     Ok(Record::IncidentCounter(unsigned(row.get(0))?))
                 }),
@@ -917,6 +917,9 @@ impl Backend for PostgresBackend {
         })
     }
 }
+
+/// How an export reads a record from a row.
+type RecordOfRow = fn(&tokio_postgres::Row) -> Result<Record, StoreError>;
 
 /// The import's statements, prepared once.
 struct Statements {
@@ -1251,5 +1254,282 @@ impl ServerCertVerifier for ChainOnly {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::mpsc;
+    use std::time::Instant;
+
+    use super::*;
+    use crate::store::test_postgres::fresh_database;
+
+    fn open(url: &str) -> PostgresBackend {
+        PostgresBackend::open(url, PoolOptions::default()).unwrap()
+    }
+
+    fn creation(title: &'static str) -> Write {
+        Write::CreateIncident(Box::new(move |id| NewIncident {
+            record: format!("{id} {title}").into_bytes(),
+            doc: b"doc".to_vec(),
+            events: vec![b"declared".to_vec()],
+        }))
+    }
+
+    fn created(outcome: &Outcome) -> u64 {
+        match outcome {
+            Outcome::Created(Ok(number)) => *number,
+            other => panic!("not a creation: {other:?}"),
+        }
+    }
+
+    /// A number the database computes, for tests.
+    fn number(backend: &PostgresBackend, sql: &str) -> i64 {
+        let client = backend.connection().unwrap();
+        block_on(client.query_one(sql, &[])).unwrap().get(0)
+    }
+
+    #[test]
+    fn a_failed_group_applies_nothing() {
+        let backend = open(&fresh_database());
+        let first = created(&backend.commit(vec![creation("first")]).unwrap()[0]);
+        assert_eq!(first, 1);
+        // Everything a group can write, then a write PostgreSQL refuses (a
+        // text key with a NUL byte) last.
+        let failed = backend.commit(vec![
+            Write::Append {
+                incident: 1,
+                seq: 1,
+                update: b"update".to_vec(),
+            },
+            Write::AppendEvents {
+                incident: 1,
+                first_seq: 2,
+                events: vec![b"event".to_vec()],
+            },
+            creation("second"),
+            Write::Compact {
+                incident: 1,
+                upto: 1,
+                snapshot: b"snapshot".to_vec(),
+            },
+            Write::RecordToken {
+                jti: "token".into(),
+                record: b"{}".to_vec(),
+            },
+            Write::Revoke {
+                jti: "bad\0jti".into(),
+                record: b"{}".to_vec(),
+            },
+        ]);
+        assert!(failed.is_err(), "{failed:?}");
+        let doc = backend.doc(1).unwrap();
+        assert_eq!(doc.snapshot, Some((0, b"doc".to_vec())));
+        assert!(doc.updates.is_empty());
+        assert_eq!(
+            backend.events_after(1, 0, usize::MAX).unwrap().events.len(),
+            1
+        );
+        assert_eq!(backend.incidents().unwrap().len(), 1);
+        assert!(backend.tokens().unwrap().is_empty());
+        // The number the failed group took is issued again: no gap.
+        let next = created(&backend.commit(vec![creation("second")]).unwrap()[0]);
+        assert_eq!(next, 2);
+    }
+
+    #[test]
+    fn a_failed_creation_or_move_does_not_fail_its_group() {
+        let backend = open(&fresh_database());
+        // A counter at bigint's limit cannot issue another number: the
+        // creation fails, the writes around it do not.
+        backend.execute_for_test(&format!(
+            "INSERT INTO incident_counter (singleton, last_issued) VALUES (true, {})",
+            i64::MAX
+        ));
+        let outcomes = backend
+            .commit(vec![
+                Write::Append {
+                    incident: 7,
+                    seq: 1,
+                    update: b"kept".to_vec(),
+                },
+                creation("overflows"),
+                Write::AppendEvents {
+                    incident: 7,
+                    first_seq: 1,
+                    events: vec![b"kept too".to_vec()],
+                },
+            ])
+            .unwrap();
+        assert!(
+            matches!(outcomes[1], Outcome::Created(Err(_))),
+            "{outcomes:?}"
+        );
+        assert_eq!(backend.doc(7).unwrap().updates, [(1, b"kept".to_vec())]);
+        assert_eq!(
+            backend.events_after(7, 0, 10).unwrap().events,
+            [(1, b"kept too".to_vec())]
+        );
+    }
+
+    #[test]
+    fn concurrent_creations_on_two_servers_never_share_a_number() {
+        let url = fresh_database();
+        let (one, two) = (open(&url), open(&url));
+        let (inside, is_inside) = mpsc::channel::<()>();
+        let (go, wait_for_go) = mpsc::channel::<()>();
+        std::thread::scope(|scope| {
+            // The first server's creation holds the counter, uncommitted,
+            // until told to go on.
+            let first = scope.spawn(|| {
+                let render: RenderIncident = Box::new(move |id| {
+                    let _ = inside.send(());
+                    let _ = wait_for_go.recv();
+                    NewIncident {
+                        record: format!("{id}").into_bytes(),
+                        doc: Vec::new(),
+                        events: Vec::new(),
+                    }
+                });
+                created(&one.commit(vec![Write::CreateIncident(render)]).unwrap()[0])
+            });
+            is_inside.recv().unwrap();
+            let second = scope.spawn(|| created(&two.commit(vec![creation("b")]).unwrap()[0]));
+            // Go on once the second waits for the counter's lock.
+            let waiting = "SELECT count(*) FROM pg_locks WHERE NOT granted";
+            let started = Instant::now();
+            while number(&two, waiting) == 0 {
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "the second creation never waited for the counter"
+                );
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            go.send(()).unwrap();
+            let mut numbers = [first.join().unwrap(), second.join().unwrap()];
+            numbers.sort();
+            assert_eq!(numbers, [1, 2]);
+        });
+        // And many at once from both.
+        let numbers: Vec<u64> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..8)
+                .map(|worker| {
+                    let backend = if worker % 2 == 0 { &one } else { &two };
+                    scope.spawn(move || {
+                        (0..5)
+                            .map(|_| created(&backend.commit(vec![creation("many")]).unwrap()[0]))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .flat_map(|worker| worker.join().unwrap())
+                .collect()
+        });
+        let mut sorted = numbers.clone();
+        sorted.sort();
+        assert_eq!(sorted, (3..=42).collect::<Vec<u64>>(), "{numbers:?}");
+    }
+
+    #[test]
+    fn migrations_run_once_and_a_newer_schema_is_refused_naming_both_versions() {
+        let url = fresh_database();
+        let backend = open(&url);
+        drop(open(&url));
+        assert_eq!(
+            number(&backend, "SELECT count(*) FROM schema_version"),
+            MIGRATIONS.len() as i64
+        );
+        assert_eq!(
+            number(&backend, "SELECT max(version)::bigint FROM schema_version"),
+            i64::from(SCHEMA_VERSION)
+        );
+        let newer = SCHEMA_VERSION + 1;
+        backend.execute_for_test(&format!(
+            "INSERT INTO schema_version (version) VALUES ({newer})"
+        ));
+        let Err(error) = PostgresBackend::open(&url, PoolOptions::default()) else {
+            panic!("a newer schema was accepted");
+        };
+        let error = error.to_string();
+        assert!(error.contains(&format!("version {newer}")), "{error}");
+        assert!(
+            error.contains(&format!("version {SCHEMA_VERSION}")),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn an_exhausted_pool_fails_after_its_timeout_with_a_clear_error() {
+        let timeout = Duration::from_millis(300);
+        let backend = PostgresBackend::open(
+            &fresh_database(),
+            PoolOptions {
+                size: 1,
+                connection_timeout: timeout,
+            },
+        )
+        .unwrap();
+        let held = backend.hold_connection();
+        let started = Instant::now();
+        let error = backend.incidents().unwrap_err().to_string();
+        assert!(started.elapsed() >= timeout);
+        assert!(error.contains("no database connection within"), "{error}");
+        assert!(error.contains("pool of 1"), "{error}");
+        let error = backend.commit(vec![creation("waits")]).unwrap_err();
+        assert!(error.to_string().contains("--store-pool-size"), "{error}");
+        drop(held);
+        assert!(backend.incidents().unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_unreachable_database_fails_to_open_with_the_cause() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("postgres://postgres@127.0.0.1:{port}/none?sslmode=disable");
+        let Err(error) = PostgresBackend::open(
+            &url,
+            PoolOptions {
+                size: 2,
+                connection_timeout: Duration::from_millis(500),
+            },
+        ) else {
+            panic!("opened a database nobody serves");
+        };
+        assert!(
+            error.to_string().contains("no database connection within"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn sslmode_takes_libpqs_values() {
+        let config =
+            |query: &str| connection_config(&format!("postgres://u@db.example/x{query}")).map(drop);
+        for ok in [
+            "",
+            "?sslmode=disable",
+            "?sslmode=prefer",
+            "?sslmode=require",
+        ] {
+            assert!(config(ok).is_ok(), "{ok}");
+        }
+        let error = config("?sslmode=verify-full").unwrap_err().to_string();
+        assert!(error.contains("needs sslrootcert"), "{error}");
+        let error = config("?sslmode=sometimes").unwrap_err().to_string();
+        assert!(error.contains("sslmode=sometimes"), "{error}");
+        let error = config("?sslmode=verify-ca&sslrootcert=%2Fno%2Fsuch.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("/no/such.pem"), "{error}");
+        let error = config("?sslmode=verify-full&sslrootcert=/dev/null")
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("holds no certificate"), "{error}");
     }
 }
