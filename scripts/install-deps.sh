@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test command needs and the machine lacks: Node.js and npm
 # (the build compiles the browser app; the tests drive the stock Yjs client),
-# and Debian's chromium (the browser tests). Debian packages need root;
+# Debian's chromium (the browser tests) and Debian's postgresql (the
+# PostgreSQL backend's tests start their own server with initdb and pg_ctl). Debian packages need root;
 # without it, this names the packages to install and stops.
 # scripts/test.sh runs this first; .ci/run goes through scripts/test.sh.
 set -euo pipefail
@@ -10,6 +11,10 @@ missing=()
 command -v node >/dev/null 2>&1 || missing+=(nodejs)
 command -v npm >/dev/null 2>&1 || missing+=(npm)
 [ -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ] || missing+=(chromium)
+# Debian keeps initdb off PATH, in /usr/lib/postgresql/<version>/bin.
+if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    missing+=(postgresql)
+fi
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi

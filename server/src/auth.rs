@@ -55,6 +55,44 @@ impl TokenKeys {
         }
     }
 
+    /// Loads the secret: `secret` if given, else the one in `secret_file`,
+    /// else `<data>/secret` (created when missing) when there is a data
+    /// directory. A PostgreSQL store has none: without `secret` or
+    /// `secret_file` this fails, saying how to set one.
+    pub fn load_configured(
+        data_dir: Option<&Path>,
+        secret: Option<&str>,
+        secret_file: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        if secret.is_some() {
+            return Self::load(Path::new(""), secret);
+        }
+        if let Some(path) = secret_file {
+            let text = fs::read_to_string(path).map_err(|error| {
+                anyhow::anyhow!(
+                    "cannot read the token secret file {} (COMMANDPOST_SECRET_FILE): {error}",
+                    path.display()
+                )
+            })?;
+            let secret = text.trim_end_matches(['\n', '\r']);
+            anyhow::ensure!(
+                secret.len() >= 32,
+                "the token secret in {} (COMMANDPOST_SECRET_FILE) must be at least 32 characters long",
+                path.display()
+            );
+            return Ok(Self::from_secret(secret.as_bytes()));
+        }
+        match data_dir {
+            Some(dir) => Self::load(dir, None),
+            None => anyhow::bail!(
+                "a PostgreSQL store has no data directory to keep the token signing secret in: \
+                 set COMMANDPOST_SECRET to a secret of at least 32 characters (for instance the \
+                 output of `openssl rand -hex 32`), or COMMANDPOST_SECRET_FILE to a file holding \
+                 one; every server on the same database needs the same secret"
+            ),
+        }
+    }
+
     /// Loads the secret: `env_secret` if given, else `<data>/secret`, which
     /// is created (0600) when missing.
     pub fn load(data_dir: &Path, env_secret: Option<&str>) -> anyhow::Result<Self> {
@@ -405,6 +443,43 @@ fn issued(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn without_a_data_directory_the_secret_must_be_given() {
+        let error = TokenKeys::load_configured(None, None, None)
+            .err()
+            .expect("no secret, no start")
+            .to_string();
+        assert!(
+            error.contains("COMMANDPOST_SECRET ") && error.contains("COMMANDPOST_SECRET_FILE"),
+            "{error}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "too short\n").unwrap();
+        let error = TokenKeys::load_configured(None, None, Some(&file))
+            .err()
+            .expect("a short secret is refused")
+            .to_string();
+        assert!(error.contains("at least 32 characters"), "{error}");
+        let secret = "0123456789abcdef0123456789abcdef";
+        std::fs::write(&file, format!("{secret}\n")).unwrap();
+        let from_file = TokenKeys::load_configured(None, None, Some(&file)).unwrap();
+        let given = TokenKeys::load_configured(None, Some(secret), None).unwrap();
+        // The same secret either way: a token of one verifies with the other.
+        let token = from_file.mint(
+            "ada",
+            "Ada",
+            AccessRole::Responder,
+            None,
+            Duration::from_secs(60),
+        );
+        assert!(given.verify(&token).is_ok());
+        let other = TokenKeys::from_secret(b"another secret of at least 32 chars!");
+        assert!(other.verify(&token).is_err());
+        // With a data directory and nothing given, the secret is made there.
+        assert!(TokenKeys::load_configured(Some(dir.path()), None, None).is_ok());
+    }
 
     #[test]
     fn tokens_round_trip_and_refuse_forgery_and_expiry() {

@@ -272,7 +272,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let admin = server.mint_startup_admin(ttl).await?;
         println!("Command Post is running.");
         println!("  Listening on:   http://{address}");
-        println!("  Data directory: {}", config.data_dir.display());
+        match config.store_location() {
+            crate::config::StoreLocation::Sled(dir) => {
+                println!("  Data directory: {}", dir.display());
+            }
+            location => println!("  Store:          {location}"),
+        }
         println!(
             "  Admin URL (valid {}; keep it private):",
             spoken_duration(ttl)

@@ -16,6 +16,7 @@ pub struct ServerConfig {
     #[arg(long, env = "COMMANDPOST_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Data directory: the sled store (db/) and the token secret (secret).
+    /// Used when --store is not given.
     #[arg(
         long = "data",
         env = "COMMANDPOST_DATA",
@@ -129,12 +130,98 @@ pub struct ServerConfig {
     #[arg(long, env = "COMMANDPOST_HANDOFF_TTL", default_value = "15m", value_parser = humantime::parse_duration)]
     pub handoff_ttl: Duration,
     /// Token signing secret (at least 32 characters). By default a secret is
-    /// generated into <data>/secret on first start.
+    /// generated into <data>/secret on first start; with a PostgreSQL
+    /// store there is no data directory, and this or --secret-file is
+    /// required (every server on one database needs the same secret).
     #[arg(long, env = "COMMANDPOST_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
+    /// A file holding the token signing secret (at least 32 characters; a
+    /// trailing newline is ignored), instead of --secret.
+    #[arg(long, env = "COMMANDPOST_SECRET_FILE", conflicts_with = "secret")]
+    pub secret_file: Option<PathBuf>,
+    /// Where everything is stored: `sled:DIR`, a sled database in the data
+    /// directory DIR (what --data names), or a `postgres://` URL (also
+    /// `postgresql://`) of a PostgreSQL database, migrated at start; TLS with
+    /// libpq's `sslmode=require`, or `sslmode=verify-full&sslrootcert=CA.pem`.
+    /// Default: `sled:` the --data directory, as before.
+    #[arg(long = "store", value_name = "STORE", env = "COMMANDPOST_STORE", value_parser = StoreLocation::parse)]
+    pub store: Option<StoreLocation>,
+    /// Most connections a PostgreSQL store opens; a request that finds them
+    /// all busy waits up to --store-timeout, then fails.
+    #[arg(long, env = "COMMANDPOST_STORE_POOL_SIZE", default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub store_pool_size: u32,
+    /// How long a request waits for a PostgreSQL connection (a free one of
+    /// the pool, or a new one to connect) before it fails.
+    #[arg(long, env = "COMMANDPOST_STORE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub store_timeout: Duration,
+}
+
+/// Where the store is: a sled data directory or a PostgreSQL URL.
+#[derive(Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A data directory: the database in `db/`, the secret in `secret`.
+    Sled(PathBuf),
+    /// A `postgres://` URL.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// `sled:DIR` or a `postgres://` / `postgresql://` URL.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(dir) = text.strip_prefix("sled:") {
+            if dir.is_empty() {
+                return Err("sled: needs a directory, as in sled:/var/lib/commandpost".into());
+            }
+            return Ok(StoreLocation::Sled(PathBuf::from(dir)));
+        }
+        if text.starts_with("postgres://") || text.starts_with("postgresql://") {
+            return Ok(StoreLocation::Postgres(text.to_owned()));
+        }
+        Err(format!(
+            "`{}` is neither sled:DIR nor a postgres:// URL",
+            StoreLocation::Postgres(text.to_owned())
+        ))
+    }
+}
+
+/// The location as it may be logged: a URL's password is left out.
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreLocation::Sled(dir) => write!(f, "sled:{}", dir.display()),
+            StoreLocation::Postgres(url) => {
+                // scheme://user:password@host...: the password goes.
+                let Some((scheme, rest)) = url.split_once("://") else {
+                    return f.write_str(url);
+                };
+                let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+                match rest[..authority_end].rsplit_once('@') {
+                    Some((user, host)) if user.contains(':') => {
+                        let user = user.split(':').next().unwrap_or_default();
+                        write!(f, "{scheme}://{user}:***@{host}{}", &rest[authority_end..])
+                    }
+                    _ => f.write_str(url),
+                }
+            }
+        }
+    }
+}
+
+/// Debug output is logged too: the same, password left out.
+impl std::fmt::Debug for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
 }
 
 impl ServerConfig {
+    /// Where the store is: --store, else the --data directory.
+    pub fn store_location(&self) -> StoreLocation {
+        self.store
+            .clone()
+            .unwrap_or_else(|| StoreLocation::Sled(self.data_dir.clone()))
+    }
+
     /// The configuration `commandpost serve ARGS` would run with: the
     /// flags in `args`, then `COMMANDPOST_*` variables, then the defaults.
     pub fn from_args<'a>(args: impl IntoIterator<Item = &'a str>) -> Result<Self, clap::Error> {
@@ -183,6 +270,47 @@ mod tests {
             ["--room-buffer", "3"],
             ["--ping-interval", "5ms"],
             ["--max-connections", "0"],
+        ] {
+            let error = ServerConfig::from_args(refused).unwrap_err().to_string();
+            assert!(error.contains(refused[0]), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_store_is_the_data_directory_unless_named() {
+        let config = ServerConfig::from_args(["--data", "/tmp/x"]).unwrap();
+        assert_eq!(
+            config.store_location(),
+            StoreLocation::Sled(PathBuf::from("/tmp/x"))
+        );
+        assert_eq!(config.store_pool_size, 16);
+        let config = ServerConfig::from_args([
+            "--store",
+            "postgres://cp:hunter2@db:5432/cp?sslmode=require",
+            "--store-pool-size",
+            "4",
+        ])
+        .unwrap();
+        let location = config.store_location();
+        assert_eq!(
+            location,
+            StoreLocation::Postgres("postgres://cp:hunter2@db:5432/cp?sslmode=require".into())
+        );
+        assert_eq!(config.store_pool_size, 4);
+        assert_eq!(
+            location.to_string(),
+            "postgres://cp:***@db:5432/cp?sslmode=require"
+        );
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let config = ServerConfig::from_args(["--store", "sled:/srv/cp"]).unwrap();
+        assert_eq!(
+            config.store_location(),
+            StoreLocation::Sled(PathBuf::from("/srv/cp"))
+        );
+        for refused in [
+            ["--store", "mysql://db"],
+            ["--store", "sled:"],
+            ["--store-pool-size", "0"],
         ] {
             let error = ServerConfig::from_args(refused).unwrap_err().to_string();
             assert!(error.contains(refused[0]), "{error}");

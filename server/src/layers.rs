@@ -82,20 +82,52 @@ fn source(module: &str) -> String {
 /// The code of `dir/<name>.rs` before its tests, followed by that of each
 /// submodule it declares there (`mod x;` → `dir/<name>/x.rs`).
 fn read_module(dir: &str, name: &str) -> String {
-    let path = format!("{dir}/{name}.rs");
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|error| panic!("{path}: {error}"));
-    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
-    // Comments say what other layers do; only code counts.
-    let mut code = code
-        .lines()
-        .filter(|line| !line.trim_start().starts_with("//"))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let mut code = own_code(&format!("{dir}/{name}.rs"));
     for submodule in declared_submodules(&code) {
         code.push('\n');
         code.push_str(&read_module(&format!("{dir}/{name}"), &submodule));
     }
     code
+}
+
+/// The code of the file at `path` before its tests, comments left out
+/// (they say what other layers do; only code counts).
+fn own_code(path: &str) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|error| panic!("{path}: {error}"));
+    let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+    code.lines()
+        .filter(|line| !line.trim_start().starts_with("//"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Storage engines' crates and the one file (under `src`) that may name
+/// each: a backend keeps its engine to itself.
+const CONFINED: &[(&str, &str)] = &[
+    ("sled", "store/sled_backend.rs"),
+    ("tokio_postgres", "store/postgres_backend.rs"),
+    ("tokio_postgres_rustls", "store/postgres_backend.rs"),
+    ("postgres", "store/postgres_backend.rs"),
+    ("r2d2", "store/postgres_backend.rs"),
+    ("rustls", "store/postgres_backend.rs"),
+];
+
+/// Every `.rs` file under `dir`, as paths relative to `base`.
+fn rust_files(base: &str, dir: &str, found: &mut Vec<String>) {
+    for entry in std::fs::read_dir(format!("{base}/{dir}")).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        let relative = if dir.is_empty() {
+            name.clone()
+        } else {
+            format!("{dir}/{name}")
+        };
+        if entry.file_type().unwrap().is_dir() {
+            rust_files(base, &relative, found);
+        } else if name.ends_with(".rs") {
+            found.push(relative);
+        }
+    }
 }
 
 /// The submodules `code` declares from files: `mod x;`, `pub mod x;`, ...
@@ -213,6 +245,28 @@ fn imports_go_one_way() {
         "imports against the layering:\n{}",
         wrong.join("\n")
     );
+}
+
+#[test]
+fn each_engine_crate_stays_in_its_backend() {
+    let base = format!("{}/src", env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    rust_files(&base, "", &mut files);
+    assert!(files.iter().any(|file| file == "store/postgres_backend.rs"));
+    let mut wrong = Vec::new();
+    for file in &files {
+        let code = own_code(&format!("{base}/{file}"));
+        for (name, home) in CONFINED {
+            if file != home && uses_crate(&code, name) {
+                wrong.push(format!("{file} uses {name}, which only {home} may"));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    // The check sees them where they are.
+    let postgres = own_code(&format!("{base}/store/postgres_backend.rs"));
+    assert!(uses_crate(&postgres, "tokio_postgres") && uses_crate(&postgres, "r2d2"));
+    assert!(!uses_crate(&postgres, "sled"));
 }
 
 #[test]

@@ -11,12 +11,38 @@ use tokio_util::task::TaskTracker;
 
 use crate::api;
 use crate::auth::TokenKeys;
-use crate::config::ServerConfig;
+use crate::config::{ServerConfig, StoreLocation};
 use crate::http::AppState;
 use crate::rooms::Rooms;
 use crate::sidecar::{Sidecars, SystemClock};
-use crate::store::Store;
+use crate::store::{PoolOptions, PostgresBackend, Store};
 use commandpost_shared::machine::Rules;
+
+/// Opens the store at `location`.
+pub fn open_store(location: &StoreLocation, config: &ServerConfig) -> anyhow::Result<Store> {
+    match location {
+        StoreLocation::Sled(dir) => {
+            let db_dir = dir.join("db");
+            Store::open(&db_dir).with_context(|| {
+                format!(
+                    "cannot open the store in {} (is another commandpost using this --data directory?)",
+                    db_dir.display()
+                )
+            })
+        }
+        StoreLocation::Postgres(url) => {
+            let backend = PostgresBackend::open(
+                url,
+                PoolOptions {
+                    size: config.store_pool_size,
+                    connection_timeout: config.store_timeout,
+                },
+            )
+            .with_context(|| format!("cannot open the PostgreSQL store {location}"))?;
+            Ok(Store::with_backend(Arc::new(backend))?)
+        }
+    }
+}
 
 /// How long shutdown waits for connections to close before flushing anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -27,16 +53,20 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the data directory (creating it) and the store.
+    /// Opens the store (a data directory is created) and loads the token
+    /// secret.
     pub fn new(config: ServerConfig) -> anyhow::Result<Self> {
-        let keys = TokenKeys::load(&config.data_dir, config.secret.as_deref())?;
-        let db_dir = config.data_dir.join("db");
-        let store = Store::open(&db_dir).with_context(|| {
-            format!(
-                "cannot open the store in {} (is another commandpost using this --data directory?)",
-                db_dir.display()
-            )
-        })?;
+        let location = config.store_location();
+        let data_dir = match &location {
+            StoreLocation::Sled(dir) => Some(dir.as_path()),
+            StoreLocation::Postgres(_) => None,
+        };
+        let keys = TokenKeys::load_configured(
+            data_dir,
+            config.secret.as_deref(),
+            config.secret_file.as_deref(),
+        )?;
+        let store = open_store(&location, &config)?;
         let rooms = Rooms::new(store.clone(), config.clone());
         let handoff_ttl =
             chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;

@@ -19,6 +19,7 @@
 //! swallowed; only this module and its submodules touch sled.
 
 mod backend;
+mod postgres_backend;
 mod sled_backend;
 
 use std::path::Path;
@@ -35,6 +36,7 @@ pub use backend::{
     Backend, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove, Quarantined, Record,
     RecordAt, RecordSink, RenderIncident, Write,
 };
+pub use postgres_backend::{MIGRATIONS, PoolOptions, PostgresBackend, SCHEMA_VERSION};
 pub use sled_backend::{SledBackend, TreeCopy, is_locked, records_of_copy};
 
 use crate::quarantine::{KindOfRecord, QuarantineKind, QuarantineRecord, hex};
@@ -770,8 +772,91 @@ impl Store {
 }
 
 #[cfg(test)]
+pub(crate) mod test_postgres;
+
+#[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A backend kind, for tests that run on each.
+    #[derive(Clone, Copy, Debug)]
+    pub(super) enum Kind {
+        Sled,
+        Postgres,
+    }
+
+    /// Where a test's store lives.
+    pub(super) enum Place {
+        Sled(tempfile::TempDir),
+        /// A fresh database's URL.
+        Postgres(String),
+    }
+
+    impl Place {
+        pub(super) fn new(kind: Kind) -> Self {
+            match kind {
+                Kind::Sled => Place::Sled(tempfile::tempdir().unwrap()),
+                Kind::Postgres => Place::Postgres(test_postgres::fresh_database()),
+            }
+        }
+
+        /// A new handle on the place's backend.
+        pub(super) fn backend(&self) -> Arc<dyn Backend> {
+            match self {
+                Place::Sled(dir) => Arc::new(SledBackend::open(dir.path()).unwrap()),
+                Place::Postgres(url) => {
+                    Arc::new(PostgresBackend::open(url, PoolOptions::default()).unwrap())
+                }
+            }
+        }
+
+        pub(super) fn open(&self) -> Store {
+            match self {
+                // sled unlocks a moment after the last handle closed.
+                Place::Sled(dir) => {
+                    Store::open_when_unlocked(dir.path(), std::time::Duration::from_secs(60))
+                        .unwrap()
+                }
+                Place::Postgres(_) => Store::with_backend(self.backend()).unwrap(),
+            }
+        }
+
+        /// A log entry's original key, as the backend's quarantine records
+        /// keep it.
+        fn log_key(&self, incident: u64, seq: u64) -> Vec<u8> {
+            match self {
+                Place::Sled(_) => sled_backend::log_key(incident, seq).to_vec(),
+                Place::Postgres(_) => {
+                    postgres_backend::original_key(QuarantineKind::Update, incident, seq)
+                }
+            }
+        }
+    }
+
+    /// Runs each named `async fn(Kind)` as a test on each backend:
+    /// `<name>::sled` and `<name>::postgres`.
+    macro_rules! on_both_backends {
+        ($($body:ident),* $(,)?) => {$(
+            mod $body {
+                #[tokio::test]
+                async fn sled() {
+                    super::$body(super::Kind::Sled).await
+                }
+                #[tokio::test]
+                async fn postgres() {
+                    super::$body(super::Kind::Postgres).await
+                }
+            }
+        )*};
+    }
+
+    on_both_backends!(
+        incident_ids_are_sequential_and_survive_reopening,
+        events_are_durable_in_order_and_read_from_a_sequence_number,
+        compaction_removes_every_covered_entry_whether_or_not_it_shares_a_group,
+        quarantining_moves_a_record_aside_keeping_its_bytes_and_its_seq,
+        an_export_imports_into_either_backend_as_it_was,
+    );
 
     pub(super) fn actor() -> Actor {
         Actor {
@@ -793,11 +878,10 @@ mod tests {
             .unwrap()
     }
 
-    #[tokio::test]
-    async fn incident_ids_are_sequential_and_survive_reopening() {
-        let dir = tempfile::tempdir().unwrap();
+    async fn incident_ids_are_sequential_and_survive_reopening(kind: Kind) {
+        let place = Place::new(kind);
         {
-            let store = Store::open(dir.path()).unwrap();
+            let store = place.open();
             assert_eq!(incident(&store, "one").await.id, IncidentId::new(1));
             assert_eq!(incident(&store, "two").await.id, IncidentId::new(2));
             let stored = store.load_doc(&IncidentId::new(2)).unwrap();
@@ -809,8 +893,7 @@ mod tests {
             assert_eq!(events, vec![(1, br#"{"declared":"INC-2"}"#.to_vec())]);
         }
         // The writer thread closes the database once the last handle is gone.
-        let store =
-            Store::open_when_unlocked(dir.path(), std::time::Duration::from_secs(60)).unwrap();
+        let store = place.open();
         assert_eq!(incident(&store, "three").await.id, IncidentId::new(3));
         let titles: Vec<_> = store
             .list_incidents()
@@ -821,10 +904,9 @@ mod tests {
         assert_eq!(titles, ["one", "two", "three"]);
     }
 
-    #[tokio::test]
-    async fn events_are_durable_in_order_and_read_from_a_sequence_number() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    async fn events_are_durable_in_order_and_read_from_a_sequence_number(kind: Kind) {
+        let place = Place::new(kind);
+        let store = place.open();
         let first = incident(&store, "first").await.id;
         let second = incident(&store, "second").await.id;
         store
@@ -860,10 +942,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn compaction_removes_every_covered_entry_whether_or_not_it_shares_a_group() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    async fn compaction_removes_every_covered_entry_whether_or_not_it_shares_a_group(kind: Kind) {
+        let place = Place::new(kind);
+        let store = place.open();
         let id = incident(&store, "log").await.id;
         // Appends and the compaction covering them are queued back to back,
         // so some share the compaction's group and some were already written.
@@ -891,10 +972,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn quarantining_moves_a_record_aside_keeping_its_bytes_and_its_seq() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(dir.path()).unwrap();
+    async fn quarantining_moves_a_record_aside_keeping_its_bytes_and_its_seq(kind: Kind) {
+        let place = Place::new(kind);
+        let store = place.open();
         let id = incident(&store, "damaged").await.id;
         for seq in 1..=3u64 {
             store
@@ -962,7 +1042,7 @@ mod tests {
         );
         assert_eq!(
             crate::quarantine::unhex(&update.original_key).unwrap(),
-            sled_backend::log_key(id.number(), 3)
+            place.log_key(id.number(), 3)
         );
         let (_, event) = &records[1];
         assert_eq!(event.kind, QuarantineKind::Event);
@@ -970,5 +1050,83 @@ mod tests {
             crate::quarantine::unhex(event.bytes.as_deref().unwrap_or_default()).unwrap(),
             b"not json"
         );
+    }
+
+    /// An export of every kind of record, imported into an empty store of
+    /// either backend, exports the same again (quarantine ids aside, which
+    /// each backend assigns its own way).
+    async fn an_export_imports_into_either_backend_as_it_was(kind: Kind) {
+        let place = Place::new(kind);
+        let store = place.open();
+        let first = incident(&store, "first").await.id;
+        let second = incident(&store, "second").await.id;
+        for seq in 1..=5u64 {
+            store
+                .append(&first, seq, vec![seq as u8; 3])
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        store.compact(&first, 3, b"snapshot-3".to_vec()).unwrap();
+        store
+            .append_events(&second, 2, vec![b"two".to_vec(), b"three".to_vec()])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .quarantine_event(&second, 3, b"three", "test".into())
+                .unwrap()
+                .await
+                .unwrap()
+                .unwrap()
+        );
+        store
+            .revoke(&Revocation {
+                jti: "revoked-1".into(),
+                revoked_at: Utc::now(),
+                revoked_by: "admin".into(),
+            })
+            .await
+            .unwrap();
+        let exported = store.export(Vec::new()).await.unwrap();
+        let comparable = |records: &[Record]| {
+            let mut text: Vec<String> = records
+                .iter()
+                .map(|record| match record {
+                    Record::Quarantined { record, .. } => {
+                        format!("quarantined {}", String::from_utf8_lossy(record))
+                    }
+                    other => format!("{other:?}"),
+                })
+                .collect();
+            text.sort();
+            text
+        };
+        // 1 counter, 2 incidents, 2 snapshots, updates 4 and 5, events 1 of
+        // each and 2 of the second, 1 revocation, 1 quarantined event.
+        assert_eq!(exported.len(), 12, "{exported:#?}");
+        for target in [Kind::Sled, Kind::Postgres] {
+            let copy = Place::new(target).open();
+            assert!(copy.is_empty().unwrap());
+            copy.import(exported.clone()).unwrap();
+            assert!(!copy.is_empty().unwrap());
+            let again = copy.export(Vec::new()).await.unwrap();
+            assert_eq!(
+                comparable(&again),
+                comparable(&exported),
+                "{kind:?} into {target:?}"
+            );
+            // The copy goes on where the original left off.
+            assert_eq!(incident(&copy, "third").await.id, IncidentId::new(3));
+            assert_eq!(copy.load_doc(&first).unwrap().next_seq, 6);
+            assert_eq!(
+                copy.quarantined_max_seq(second.number(), &[QuarantineKind::Event])
+                    .unwrap(),
+                Some(3)
+            );
+        }
     }
 }
