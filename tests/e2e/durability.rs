@@ -10,16 +10,20 @@ use serde_json::json;
 
 use crate::support::node::NodeClient;
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, wait_until};
+use crate::support::{Store as Backend, TestServer, wait_until};
 
 const SAVED: Connect = Connect {
     saved_acks: true,
     client_id: None,
 };
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn documents_survive_a_clean_restart_and_a_crash() {
-    let mut server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    documents_survive_a_clean_restart_and_a_crash,
+    survive_a_clean_restart_and_a_crash
+);
+async fn survive_a_clean_restart_and_a_crash(store: Backend) {
+    let mut server = TestServer::start_on(store);
     let first = server.create_incident("First").await;
     let second = server.create_incident("Second").await;
     let token = server.token(AccessRole::Responder, "Ada");
@@ -74,9 +78,13 @@ async fn documents_survive_a_clean_restart_and_a_crash() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_during_a_burst_loses_no_update_acknowledged_as_saved() {
-    let mut server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_during_a_burst_loses_no_update_acknowledged_as_saved,
+    kill_9_during_a_burst
+);
+async fn kill_9_during_a_burst(store: Backend) {
+    let mut server = TestServer::start_on(store);
     let incident = server.create_incident("Burst").await;
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Writer"));
     let writer = Arc::new(YClient::connect_with(&url, SAVED).await);

@@ -76,23 +76,54 @@ impl PgServer {
             "UTF8",
             "--no-sync",
         ]))?;
+        server.pg_start()?;
+        Ok(server)
+    }
+
+    /// Starts the (initialised, stopped) server; waits until it accepts
+    /// connections.
+    fn pg_start(&self) -> Result<(), String> {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=400 -c fsync=on",
-            server.port,
-            server.root.display()
+            self.port,
+            self.root.display()
         );
-        let started = run(server
+        let started = run(self
             .command("pg_ctl")
             .arg("-D")
-            .arg(&data)
+            .arg(self.data())
             .arg("-l")
-            .arg(server.root.join("server.log"))
+            .arg(self.root.join("server.log"))
             .args(["-w", "-t", "120", "-o", &options, "start"]));
         if let Err(error) = started {
-            let log = std::fs::read_to_string(server.root.join("server.log")).unwrap_or_default();
+            let log = std::fs::read_to_string(self.root.join("server.log")).unwrap_or_default();
             return Err(format!("{error}\nserver log:\n{log}"));
         }
-        Ok(server)
+        Ok(())
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m
+    /// immediate`: no checkpoint, connections cut); [`PgServer::restart`]
+    /// starts it again on the same port and data. For a test that stops
+    /// its database: give it a server of its own ([`PgServer::start`]),
+    /// never the shared one of [`fresh_database`].
+    #[allow(dead_code, reason = "used by the e2e tests, not by the store's")]
+    pub fn stop_immediate(&self) {
+        run(self.command("pg_ctl").arg("-D").arg(self.data()).args([
+            "-w",
+            "-m",
+            "immediate",
+            "stop",
+        ]))
+        .unwrap_or_else(|error| panic!("cannot stop the test PostgreSQL: {error}"));
+    }
+
+    /// Starts the server again after [`PgServer::stop_immediate`] (crash
+    /// recovery from its WAL).
+    #[allow(dead_code, reason = "used by the e2e tests, not by the store's")]
+    pub fn restart(&self) {
+        self.pg_start()
+            .unwrap_or_else(|error| panic!("cannot restart the test PostgreSQL: {error}"));
     }
 
     /// The URL of database `name` (which may not exist yet).

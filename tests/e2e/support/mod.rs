@@ -1,12 +1,62 @@
 //! Test support: the real `commandpost` binary on an ephemeral port with a
-//! temporary sled directory, a yrs WebSocket client, and a driver for the
-//! stock npm Yjs client (tests/node/yclient.mjs).
+//! temporary sled directory or a fresh PostgreSQL database, a yrs WebSocket
+//! client, and a driver for the stock npm Yjs client (tests/node/yclient.mjs).
+//!
+//! **Both backends from one body.** [`TestServer::start_on`] (and
+//! [`TestServer::start_on_with`]) take a [`Store`]: `Store::Sled` runs on a
+//! temporary sled directory as [`TestServer::start`] does;
+//! `Store::Postgres` runs `serve --store postgres://...` on a fresh database
+//! of this test process's private PostgreSQL ([`test_postgres`], started on
+//! first use), with the secret in `COMMANDPOST_SECRET` as always, so
+//! [`TestServer::token`] and the other minting helpers work the same.
+//! `restart` and `kill9` keep the store. A test body that should hold on
+//! both is an `async fn(Store)` and is declared with
+//! `both_backends!(name, body)`, which generates the tests `name::sled` and
+//! `name::postgres` (filter with `-- name::postgres`).
 
 #![allow(dead_code)]
 
 pub mod node;
 pub mod sse;
+#[path = "../../../server/src/store/test_postgres.rs"]
+pub mod test_postgres;
 pub mod yclient;
+
+/// Which storage backend a [`TestServer`] runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Store {
+    /// A temporary sled directory (the default).
+    Sled,
+    /// A fresh database of this process's test PostgreSQL.
+    Postgres,
+}
+
+/// Declares `name::sled` and `name::postgres`, two `#[tokio::test]`s
+/// running `body(Store::Sled)` and `body(Store::Postgres)`. The test
+/// attribute may be given first, e.g. `both_backends!(#[tokio::test(flavor
+/// = "multi_thread", worker_threads = 2)] name, body)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($name:ident, $body:ident) => {
+        $crate::both_backends!(
+            #[tokio::test]
+            $name,
+            $body
+        );
+    };
+    (#[$test:meta] $name:ident, $body:ident) => {
+        mod $name {
+            #[$test]
+            async fn sled() {
+                super::$body($crate::support::Store::Sled).await
+            }
+            #[$test]
+            async fn postgres() {
+                super::$body($crate::support::Store::Postgres).await
+            }
+        }
+    };
+}
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -53,6 +103,27 @@ impl TestServer {
     /// Starts with extra `serve` arguments.
     pub fn start_with(args: &[&str]) -> Self {
         Self::start_inner(args, None)
+    }
+
+    /// Starts on `store`.
+    pub fn start_on(store: Store) -> Self {
+        Self::start_on_with(store, &[])
+    }
+
+    /// Starts on `store` with extra `serve` arguments.
+    pub fn start_on_with(store: Store, args: &[&str]) -> Self {
+        match store {
+            Store::Sled => Self::start_with(args),
+            Store::Postgres => Self::start_on_url(&test_postgres::fresh_database(), args),
+        }
+    }
+
+    /// Starts on the PostgreSQL database at `url` with extra `serve`
+    /// arguments.
+    pub fn start_on_url(url: &str, args: &[&str]) -> Self {
+        let mut all = vec!["--store", url];
+        all.extend_from_slice(args);
+        Self::start_inner(&all, None)
     }
 
     fn start_inner(args: &[&str], log_level: Option<String>) -> Self {
