@@ -29,7 +29,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::{Value, json};
 
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, WAIT, wait_until};
+use crate::support::{Store as Backend, TestServer, WAIT, wait_until};
 
 const SAVED: Connect = Connect {
     saved_acks: true,
@@ -97,8 +97,12 @@ impl Totals {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kill_9_in_a_loop_loses_nothing_acknowledged_and_clients_reconverge() {
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    kill_9_in_a_loop_loses_nothing_acknowledged_and_clients_reconverge,
+    crash_loop
+);
+async fn crash_loop(store: Backend) {
     let cycles = cycles();
     let seed = seed();
     eprintln!(
@@ -108,7 +112,7 @@ async fn kill_9_in_a_loop_loses_nothing_acknowledged_and_clients_reconverge() {
     let started = Instant::now();
 
     // A small compaction threshold, so kills also land around compactions.
-    let mut server = TestServer::start_with(&["--compact-after-updates", "250"]);
+    let mut server = TestServer::start_on_with(store, &["--compact-after-updates", "250"]);
     let incident = server.create_incident("Crash loop").await;
     let editor_token =
         |server: &TestServer, i: usize| server.token(AccessRole::Responder, &format!("Editor{i}"));

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, wait_until};
+use crate::support::{Store as Backend, TestServer, wait_until};
 
 fn jti(server: &TestServer, token: &str) -> String {
     server.keys().verify(token).unwrap().jti
@@ -124,9 +124,13 @@ async fn tokens_never_appear_in_the_logs() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_revoked_token_is_refused_and_its_live_connections_close_within_a_second() {
-    let mut server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_revoked_token_is_refused_and_its_live_connections_close_within_a_second,
+    revocation_closes_connections_and_survives_a_restart
+);
+async fn revocation_closes_connections_and_survives_a_restart(store: Backend) {
+    let mut server = TestServer::start_on(store);
     let incident = server.create_incident("Revocation").await;
     let admin = server.token(AccessRole::Admin, "Admin");
     let viewer = server.token(AccessRole::Viewer, "Vic");
@@ -550,9 +554,13 @@ async fn readiness_and_metrics_report_what_happens() {
     assert!(disconnected, "the editor's disconnect is counted");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_online_backup_restores_into_a_working_server() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    an_online_backup_restores_into_a_working_server,
+    online_backup_restores
+);
+async fn online_backup_restores(store: Backend) {
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Backed up").await;
     let ada = server.token(AccessRole::Responder, "Ada");
     let admin = server.token(AccessRole::Admin, "Admin");

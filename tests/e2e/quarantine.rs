@@ -5,8 +5,9 @@
 use commandpost_shared::{AccessRole, IncidentId};
 use serde_json::{Value, json};
 
+use crate::support::test_postgres::psql;
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, wait_until};
+use crate::support::{Store as Backend, TestServer, wait_until};
 
 const SAVED: Connect = Connect {
     saved_acks: true,
@@ -75,6 +76,9 @@ fn corrupt(
             .windows(marker.len())
             .any(|window| window == marker.as_bytes())
     };
+    if let Some(url) = server.postgres_url() {
+        return corrupt_rows(url, incident, update_marker, event_marker);
+    }
     let db = sled::open(server.data_dir().join("db")).unwrap();
     // docs: `incident (8) | 1 | seq (8)` → one v1 update of the log.
     let docs = db.open_tree("docs").unwrap();
@@ -108,11 +112,49 @@ fn corrupt(
     (update_seq, event_seq)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_corrupt_update_and_event_are_quarantined_and_the_rest_of_the_incident_loads() {
+/// [`corrupt`] on PostgreSQL: overwrites the rows with `psql`.
+fn corrupt_rows(
+    url: &str,
+    incident: &IncidentId,
+    update_marker: &str,
+    event_marker: &str,
+) -> (u64, u64) {
+    let number = incident.number();
+    let sql = |sql: &str| psql(url, sql).unwrap_or_else(|error| panic!("{error}"));
+    let log: u64 = sql(&format!(
+        "SELECT count(*) FROM doc_updates WHERE incident = {number}"
+    ))
+    .trim()
+    .parse()
+    .unwrap();
+    assert!(log >= 5, "one log entry per edit expected, found {log}");
+    let overwrite = |table: &str, column: &str, marker: &str, bad: &[u8]| -> u64 {
+        sql(&format!(
+            "UPDATE {table} SET {column} = '\\x{}'::bytea WHERE (incident, seq) = \
+             (SELECT incident, seq FROM {table} WHERE incident = {number} \
+             AND position(convert_to('{marker}', 'UTF8') in {column}) > 0 ORDER BY seq LIMIT 1) \
+             RETURNING seq",
+            hex(bad)
+        ))
+        .trim()
+        .parse()
+        .unwrap_or_else(|error| panic!("no {table} row holding {marker:?}: {error}"))
+    };
+    (
+        overwrite("doc_updates", "body", update_marker, BAD_UPDATE),
+        overwrite("events", "event", event_marker, BAD_EVENT),
+    )
+}
+
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_corrupt_update_and_event_are_quarantined_and_the_rest_of_the_incident_loads,
+    corrupt_update_and_event
+);
+async fn corrupt_update_and_event(store: Backend) {
     // Rooms unload quickly once idle, so shutdown has no live room to
     // compact and the edits stay separate log entries.
-    let mut server = TestServer::start_with(&["--room-idle-timeout", "100ms"]);
+    let mut server = TestServer::start_on_with(store, &["--room-idle-timeout", "100ms"]);
     let incident = server.create_incident("Corrupt storage").await;
     let ada = server.token(AccessRole::Responder, "Ada");
     let writer = YClient::connect_with(&server.ws_url(&incident, &ada), SAVED).await;

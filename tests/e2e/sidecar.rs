@@ -5,8 +5,8 @@
 use commandpost_shared::AccessRole;
 use serde_json::{Value, json};
 
-use crate::support::TestServer;
 use crate::support::sse::EventStream;
+use crate::support::{Store as Backend, TestServer};
 
 async fn declare(server: &TestServer, token: &str, body: Value) -> Value {
     let (status, incident) = server.post_json("/api/incidents", token, &body).await;
@@ -204,9 +204,13 @@ async fn command_handoff_is_offered_accepted_and_broadcast_to_everyone_including
     assert_eq!(status, 403);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_command_events_survive_restart_and_kill_9_with_identical_state() {
-    let mut server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    acknowledged_command_events_survive_restart_and_kill_9_with_identical_state,
+    command_events_survive_restart_and_kill_9
+);
+async fn command_events_survive_restart_and_kill_9(store: Backend) {
+    let mut server = TestServer::start_on(store);
     let alice = server.token(AccessRole::Responder, "Alice");
     let declared = declare(&server, &alice, json!({"title": "Database failover"})).await;
     let incident = declared["id"].as_str().unwrap().to_owned();

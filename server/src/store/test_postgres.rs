@@ -201,6 +201,36 @@ impl Drop for PgServer {
     }
 }
 
+/// Runs `sql` with `psql` on the database at `url`; its output, unaligned
+/// and without headers (`-A -t`), one row per line.
+#[allow(dead_code, reason = "used by the e2e tests, not by the store's")]
+pub fn psql(url: &str, sql: &str) -> Result<String, String> {
+    let output = Command::new(bin_dir()?.join("psql"))
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|error| format!("cannot run psql: {error}"))?;
+    if !output.status.success() {
+        return Err(format!(
+            "psql failed ({}): {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
 /// Runs `command`; its failure with its output.
 fn run(command: &mut Command) -> Result<(), String> {
     let output = command

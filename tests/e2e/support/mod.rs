@@ -252,6 +252,15 @@ impl TestServer {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// The PostgreSQL URL this server stores in (`None` on sled).
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.args
+            .iter()
+            .position(|arg| arg == "--store")
+            .map(|at| self.args[at + 1].as_str())
+            .filter(|url| url.starts_with("postgres"))
+    }
+
     /// The token signing secret this server runs with.
     pub fn secret(&self) -> &str {
         &self.secret
