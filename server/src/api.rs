@@ -123,10 +123,25 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Readiness: storage takes a write and flushes it. 503 otherwise (or
-/// when the flush takes longer than 5 s), so a load balancer stops sending
-/// users to a node that could not save their work.
+/// Readiness: the storage engine answers (PostgreSQL: a `SELECT 1` within
+/// 2 s), and storage takes a write and flushes it. 503 otherwise (or when
+/// the flush takes longer than 5 s), so a load balancer stops sending users
+/// to a node that could not save their work.
 async fn readyz(State(state): State<AppState>) -> Response {
+    // The database first, directly: a write queued behind a group that
+    // waits for an unreachable database would only time out.
+    let store = state.store.clone();
+    let reachable = tokio::task::spawn_blocking(move || store.check())
+        .await
+        .unwrap_or_else(|_| Err(StoreError::WriterGone));
+    if let Err(error) = reachable {
+        tracing::error!(%error, "not ready: storage is unreachable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: storage is unreachable: {error}"),
+        )
+            .into_response();
+    }
     let probe = async {
         state
             .store

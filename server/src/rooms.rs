@@ -701,17 +701,17 @@ impl RoomGuard {
     /// again, and every connection of this room is told to reconnect. Call
     /// after marking the room suspect under the room lock.
     pub fn evict(&self) {
-        {
-            let mut slots = self.rooms.inner.slots.lock();
-            let same = slots
-                .get(&self.room.id)
-                .and_then(|slot| slot.get())
-                .is_some_and(|current| Arc::ptr_eq(current, &self.room));
-            if same {
-                slots.remove(&self.room.id);
-            }
-        }
-        self.room.closing.cancel();
+        self.rooms.evict(&self.room);
+    }
+
+    /// A change this room applied could not be saved (storage failed): the
+    /// live document holds what storage does not, so it must not be
+    /// served any longer. The room is marked suspect and evicted: every
+    /// connection is told to reconnect (1012), the next join reloads what
+    /// storage holds, and the clients, which still have the change, send it
+    /// again in their sync (stock y-websocket clients do).
+    pub fn unsaved(&self) {
+        self.rooms.unsaved(&self.room);
     }
 }
 
@@ -849,6 +849,10 @@ impl RoomGuard {
                 }
                 Err(Refusal::Protocol(error))
             }
+            Err(Refusal::Storage(error)) => {
+                self.unsaved();
+                Err(Refusal::Storage(error))
+            }
             Err(refusal) => Err(refusal),
         }
     }
@@ -933,6 +937,27 @@ impl Drop for RoomGuard {
 }
 
 impl Rooms {
+    /// [`RoomGuard::evict`] for `room`.
+    fn evict(&self, room: &Arc<Room>) {
+        {
+            let mut slots = self.inner.slots.lock();
+            let same = slots
+                .get(&room.id)
+                .and_then(|slot| slot.get())
+                .is_some_and(|current| Arc::ptr_eq(current, room));
+            if same {
+                slots.remove(&room.id);
+            }
+        }
+        room.closing.cancel();
+    }
+
+    /// [`RoomGuard::unsaved`] for `room`.
+    fn unsaved(&self, room: &Arc<Room>) {
+        room.with_state(|state| state.poisoned = true);
+        self.evict(room);
+    }
+
     pub fn new(store: Store, config: ServerConfig) -> Self {
         Self {
             inner: Arc::new(RoomsInner {
@@ -1043,7 +1068,11 @@ impl Rooms {
             };
             state.deleted_since_snapshot |= deleted;
             room.relay_update(state, EVERYONE, update.clone());
-            room.persist(state, update).map(Some)
+            let persisted = room.persist(state, update);
+            if persisted.is_err() {
+                state.poisoned = true;
+            }
+            persisted.map(Some)
         });
         if room.connections() == 0 {
             let rooms = self.clone();
@@ -1051,10 +1080,21 @@ impl Rooms {
             let epoch = idle.epoch.load(Ordering::Acquire);
             tokio::spawn(async move { rooms.unload_when_idle(idle, epoch).await });
         }
-        let Some(saved) = saved? else {
-            return Ok(false);
+        let saved = match saved {
+            Ok(Some(saved)) => saved,
+            Ok(None) => return Ok(false),
+            Err(error) => {
+                if room.with_state(|state| state.poisoned) {
+                    self.evict(&room);
+                }
+                return Err(error);
+            }
         };
-        saved.await.map_err(|_| StoreError::WriterGone)??;
+        let outcome = saved.await.map_err(|_| StoreError::WriterGone);
+        if let Err(error) | Ok(Err(error)) = outcome {
+            self.unsaved(&room);
+            return Err(error);
+        }
         Ok(true)
     }
 

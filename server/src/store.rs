@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 pub use backend::{
-    Backend, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove, Quarantined, Record,
-    RecordAt, RecordSink, RenderIncident, Write,
+    Backend, CHECK_TIMEOUT, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove,
+    Quarantined, Record, RecordAt, RecordSink, RenderIncident, Write,
 };
 pub use postgres_backend::{MIGRATIONS, PoolOptions, PostgresBackend, SCHEMA_VERSION};
 pub use sled_backend::{SledBackend, TreeCopy, is_locked, records_of_copy};
@@ -462,6 +462,12 @@ impl Store {
         if let Some(thread) = Arc::into_inner(thread).and_then(|slot| slot.into_inner()) {
             let _ = thread.join();
         }
+    }
+
+    /// Whether the storage engine is reachable now ([`Backend::check`]:
+    /// blocks up to [`CHECK_TIMEOUT`]; not queued behind writes).
+    pub fn check(&self) -> Result<(), StoreError> {
+        self.backend.check()
     }
 
     /// Flushes the backend synchronously (used at shutdown, after the writer

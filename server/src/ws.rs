@@ -395,6 +395,9 @@ async fn run(
                 let (change, result) = latest_saved(first, &mut saving);
                 if let Err(error) = result {
                     tracing::error!(%error, code = close_code::INTERNAL_ERROR, "closing: a change could not be saved");
+                    // The room holds the change, storage does not: it
+                    // reloads, and everyone's client sends it again.
+                    room.unsaved();
                     return Closing::server(close_code::INTERNAL_ERROR, "storage failure: your last changes were not saved; reconnect to resend them");
                 }
                 if saved_acks && send_all(sink, vec![protocol::encode_saved(change)]).await.is_err() {

@@ -26,6 +26,7 @@ mod crashloop;
 mod durability;
 mod fanout;
 mod hardening;
+mod postgres_outage;
 mod quarantine;
 mod record;
 mod record_document;

@@ -90,6 +90,9 @@ use crate::quarantine::{QuarantineKind, QuarantineRecord};
 /// bytes kept. [`Backend::import`] loads such records into an empty store
 /// (the caller checks [`Backend::is_empty`] and writes nothing else
 /// meanwhile) and returns once they are durable.
+/// How long [`Backend::check`] may take before it answers "unreachable".
+pub const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 pub trait Backend: Send + Sync + 'static {
     /// The JSON of one incident record.
     fn incident(&self, incident: u64) -> Result<Option<Vec<u8>>, StoreError>;
@@ -122,6 +125,12 @@ pub trait Backend: Send + Sync + 'static {
     fn commit(&self, group: Vec<Write>) -> Result<Vec<Outcome>, StoreError>;
     /// Makes everything applied so far durable (at shutdown).
     fn flush(&self) -> Result<(), StoreError>;
+    /// Whether the storage engine is reachable now, answered within about
+    /// [`CHECK_TIMEOUT`] (for `/readyz`; it must not queue behind writes).
+    /// An embedded engine is always reachable.
+    fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
     /// Whether the store holds no record at all.
     fn is_empty(&self) -> Result<bool, StoreError>;
     /// Hands every stored record to `sink` (see the trait's docs).

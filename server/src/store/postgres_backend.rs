@@ -60,8 +60,8 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use super::StoreError;
 use super::backend::{
-    Backend, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove, Quarantined, Record,
-    RecordAt, RecordSink, RenderIncident, Write,
+    Backend, CHECK_TIMEOUT, DocRecords, EventRecords, NewIncident, Outcome, QuarantineMove,
+    Quarantined, Record, RecordAt, RecordSink, RenderIncident, Write,
 };
 use crate::quarantine::{QuarantineKind, QuarantineRecord};
 
@@ -143,7 +143,7 @@ pub struct PostgresBackend {
     pool: r2d2::Pool<Manager>,
     options: PoolOptions,
     /// Drives the connections; shut down without blocking on drop.
-    _runtime: IoRuntime,
+    runtime: IoRuntime,
 }
 
 /// The backend's own runtime, shut down in the background when dropped so
@@ -251,7 +251,7 @@ impl PostgresBackend {
         let backend = Self {
             pool,
             options,
-            _runtime: runtime,
+            runtime,
         };
         backend.migrate()?;
         Ok(backend)
@@ -747,6 +747,28 @@ impl Backend for PostgresBackend {
     fn flush(&self) -> Result<(), StoreError> {
         // Every commit returned once PostgreSQL made it durable.
         Ok(())
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        let unreachable = |why: String| {
+            message(format!(
+                "PostgreSQL unreachable: {why} (no answer within {CHECK_TIMEOUT:?})"
+            ))
+        };
+        let client = self
+            .pool
+            .get_timeout(CHECK_TIMEOUT)
+            .map_err(|error| unreachable(error.to_string()))?;
+        // The timer runs on the backend's runtime; the query waits here.
+        let _runtime = self.runtime.handle().enter();
+        match block_on(tokio::time::timeout(
+            CHECK_TIMEOUT,
+            client.batch_execute("SELECT 1"),
+        )) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => Err(unreachable(error.to_string())),
+            Err(_) => Err(unreachable("the query timed out".to_owned())),
+        }
     }
 
     fn is_empty(&self) -> Result<bool, StoreError> {

@@ -247,6 +247,14 @@ impl TestServer {
             .collect()
     }
 
+    /// Whether the server process is still running (it has not exited or
+    /// been killed).
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().unwrap().is_none())
+    }
+
     /// The server process id (to read its memory from /proc).
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("server is running").id()
