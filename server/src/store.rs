@@ -856,6 +856,57 @@ mod tests {
         )*};
     }
 
+    /// PostgreSQL stopped and started again under a store: the check and
+    /// the writes fail meanwhile (nothing acknowledged), the writer goes
+    /// on, and the store works again once the database is back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_database_outage_fails_writes_and_checks_until_the_database_returns() {
+        let database = test_postgres::PgServer::start().unwrap_or_else(|error| panic!("{error}"));
+        let url = database.create_database();
+        let options = PoolOptions {
+            size: 4,
+            connection_timeout: std::time::Duration::from_secs(1),
+        };
+        let store =
+            Store::with_backend(Arc::new(PostgresBackend::open(&url, options).unwrap())).unwrap();
+        let id = incident(&store, "outage").await.id;
+        let append = |seq: u64, text: &str| store.append(&id, seq, text.as_bytes().to_vec());
+        append(1, "before").unwrap().await.unwrap().unwrap();
+        store.check().unwrap();
+
+        database.stop_immediate();
+        let started = std::time::Instant::now();
+        let checked = tokio::task::block_in_place(|| store.check());
+        assert!(checked.is_err(), "the check passed with the database down");
+        assert!(
+            started.elapsed() < CHECK_TIMEOUT * 3,
+            "the check took {:?}",
+            started.elapsed()
+        );
+        let failed = append(2, "during").unwrap().await.unwrap();
+        assert!(
+            failed.is_err(),
+            "a write was acknowledged with the database down"
+        );
+        assert!(store.barrier().unwrap().await.unwrap().is_err());
+
+        database.restart();
+        let started = std::time::Instant::now();
+        while tokio::task::block_in_place(|| store.check()).is_err() {
+            assert!(
+                started.elapsed() < std::time::Duration::from_secs(60),
+                "the store did not reconnect"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        append(2, "after").unwrap().await.unwrap().unwrap();
+        let stored = tokio::task::block_in_place(|| store.load_doc(&id)).unwrap();
+        assert_eq!(
+            stored.updates,
+            [(1, b"before".to_vec()), (2, b"after".to_vec())]
+        );
+    }
+
     on_both_backends!(
         incident_ids_are_sequential_and_survive_reopening,
         events_are_durable_in_order_and_read_from_a_sequence_number,

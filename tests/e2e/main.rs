@@ -1,8 +1,8 @@
 //! End-to-end tests: the real `commandpost` binary on 127.0.0.1:0 with a
 //! temporary sled directory (or, for the tests declared with
 //! `both_backends!` and `postgres_outage`, a private PostgreSQL), driven by
-//! yrs clients and the stock npm Yjs client. Run with `cargo test -p commandpost --test e2e` after
-//! `npm ci --prefix tests/node`.
+//! yrs clients and the stock npm Yjs client. Run with `cargo test -p
+//! commandpost --test e2e` after `npm ci --prefix tests/node`.
 
 #![allow(
     clippy::unwrap_used,

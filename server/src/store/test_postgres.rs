@@ -107,7 +107,6 @@ impl PgServer {
     /// starts it again on the same port and data. For a test that stops
     /// its database: give it a server of its own ([`PgServer::start`]),
     /// never the shared one of [`fresh_database`].
-    #[allow(dead_code, reason = "used by the e2e tests, not by the store's")]
     pub fn stop_immediate(&self) {
         run(self.command("pg_ctl").arg("-D").arg(self.data()).args([
             "-w",
@@ -120,7 +119,6 @@ impl PgServer {
 
     /// Starts the server again after [`PgServer::stop_immediate`] (crash
     /// recovery from its WAL).
-    #[allow(dead_code, reason = "used by the e2e tests, not by the store's")]
     pub fn restart(&self) {
         self.pg_start()
             .unwrap_or_else(|error| panic!("cannot restart the test PostgreSQL: {error}"));
