@@ -1140,9 +1140,10 @@ impl Rooms {
         let store = self.inner.store.clone();
         let started = Instant::now();
         // Writes queued by an earlier room of this incident (unloaded or
-        // evicted) must be on disk before storage is read.
+        // evicted) must be on disk before storage is read; after one failed,
+        // this lets the document's writes through again.
         store
-            .barrier()?
+            .before_load(&id)?
             .await
             .map_err(|_| StoreError::WriterGone)??;
         let load_id = id.clone();

@@ -112,6 +112,9 @@ enum Queued {
     Write(Write, Waiter),
     /// Completes once everything queued before it is durable.
     Barrier(Ack),
+    /// A barrier that also lifts the incident's fence ([`Writer::fenced`]):
+    /// its document is about to be loaded from storage again.
+    Reload(u64, Ack),
     /// Holds the writer after everything queued before it is durable, until
     /// the backup that asked for it is done (consistent online backups).
     Hold {
@@ -172,6 +175,7 @@ impl Store {
         let worker = Writer {
             backend: backend.clone(),
             stats: stats.clone(),
+            fenced: std::collections::HashSet::new(),
         };
         let thread = thread::Builder::new()
             .name("store-writer".into())
@@ -447,6 +451,19 @@ impl Store {
         Ok(wait)
     }
 
+    /// A barrier before the incident's document is loaded from storage:
+    /// completes once everything queued before it is durable, and lets the
+    /// document's writes through again after one of them failed (see
+    /// [`Writer::fenced`]). Only the loading of a room calls it.
+    pub fn before_load(
+        &self,
+        id: &IncidentId,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.send(Queued::Reload(id.number(), done))?;
+        Ok(wait)
+    }
+
     /// Closes the store: lets the writer finish what is queued, flush and
     /// exit, so the database is unlocked when this returns. Only the last
     /// handle closes; with other handles alive this just drops this one.
@@ -504,10 +521,26 @@ fn decode_incident(bytes: &[u8]) -> Result<IncidentRecord, StoreError> {
 struct Writer {
     backend: Arc<dyn Backend>,
     stats: Arc<StoreStats>,
+    /// Incidents a document write (append or compaction) of which failed.
+    /// Their later document writes fail at once, without reaching the
+    /// backend, until the document is loaded again ([`Store::before_load`]):
+    /// an update queued after a lost one may depend on it, and must not be
+    /// stored (and acknowledged) without it, say because the database came
+    /// back in between. The room, told of the failure, reloads what storage
+    /// holds and the clients send everything it lacks again.
+    fenced: std::collections::HashSet<u64>,
+}
+
+/// The incident of a document write (a log append or a compaction).
+fn document_of(write: &Write) -> Option<u64> {
+    match write {
+        Write::Append { incident, .. } | Write::Compact { incident, .. } => Some(*incident),
+        _ => None,
+    }
 }
 
 impl Writer {
-    fn run(self, mut queue: mpsc::UnboundedReceiver<Queued>) {
+    fn run(mut self, mut queue: mpsc::UnboundedReceiver<Queued>) {
         let mut group = Vec::with_capacity(64);
         while let Some(first) = queue.blocking_recv() {
             group.push(first);
@@ -527,16 +560,29 @@ impl Writer {
 
     /// Commits what was queued. A hold ends a group: what came before it is
     /// durable and acknowledged before the writer waits.
-    fn commit_queued(&self, group: &mut Vec<Queued>) {
+    fn commit_queued(&mut self, group: &mut Vec<Queued>) {
         let mut writes = Vec::with_capacity(group.len());
         let mut waiters = Vec::with_capacity(group.len());
         for queued in group.drain(..) {
             match queued {
                 Queued::Write(write, waiter) => {
+                    if let Some(incident) = document_of(&write)
+                        && self.fenced.contains(&incident)
+                    {
+                        waiter.complete(Err(fenced(incident)));
+                        continue;
+                    }
                     writes.push(write);
                     waiters.push(waiter);
                 }
                 Queued::Barrier(done) => waiters.push(Waiter::Barrier(done)),
+                Queued::Reload(incident, done) => {
+                    // What was queued before settles first (a failure
+                    // fences again); the barrier goes with what follows.
+                    self.commit(std::mem::take(&mut writes), std::mem::take(&mut waiters));
+                    self.fenced.remove(&incident);
+                    waiters.push(Waiter::Barrier(done));
+                }
                 Queued::Hold { held, release } => {
                     self.commit(std::mem::take(&mut writes), std::mem::take(&mut waiters));
                     let _ = held.send(());
@@ -548,11 +594,12 @@ impl Writer {
     }
 
     /// Has the backend apply one group durably, then completes every waiter.
-    fn commit(&self, writes: Vec<Write>, waiters: Vec<Waiter>) {
+    fn commit(&mut self, writes: Vec<Write>, waiters: Vec<Waiter>) {
         // Every write has a waiter (maybe nobody): no waiter, nothing to do.
         if waiters.is_empty() {
             return;
         }
+        let documents: Vec<u64> = writes.iter().filter_map(document_of).collect();
         let started = std::time::Instant::now();
         let committed = self.backend.commit(writes);
         if committed.is_ok() {
@@ -578,12 +625,23 @@ impl Writer {
             }
             Err(error) => {
                 tracing::error!(%error, writes = acknowledged, "group commit failed; no write of this group is acknowledged");
+                self.fenced.extend(documents);
                 for waiter in waiters {
                     waiter.complete(Err(error.clone()));
                 }
             }
         }
     }
+}
+
+/// The error of a document write refused by the fence ([`Writer::fenced`]).
+fn fenced(incident: u64) -> StoreError {
+    StoreError::Engine(Arc::from(Box::<dyn std::error::Error + Send + Sync>::from(
+        format!(
+            "an earlier write of incident {incident}'s document failed; \
+             its later writes are refused until it is loaded again"
+        ),
+    )))
 }
 
 /// A backend that broke the [`Backend::commit`] contract.
@@ -858,7 +916,8 @@ mod tests {
 
     /// PostgreSQL stopped and started again under a store: the check and
     /// the writes fail meanwhile (nothing acknowledged), the writer goes
-    /// on, and the store works again once the database is back.
+    /// on, and the store works again once the database is back (the
+    /// document whose write failed once it is loaded again).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_database_outage_fails_writes_and_checks_until_the_database_returns() {
         let database = test_postgres::PgServer::start().unwrap_or_else(|error| panic!("{error}"));
@@ -899,6 +958,12 @@ mod tests {
             );
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
+        // The database is back, but the document's writes stay refused
+        // until it is loaded again: a write queued after the lost one may
+        // depend on it.
+        let fenced = append(3, "depends on the lost one").unwrap().await.unwrap();
+        assert!(fenced.is_err(), "a write after a lost one was stored");
+        store.before_load(&id).unwrap().await.unwrap().unwrap();
         append(2, "after").unwrap().await.unwrap().unwrap();
         let stored = tokio::task::block_in_place(|| store.load_doc(&id)).unwrap();
         assert_eq!(
