@@ -43,14 +43,23 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
-    /// Restore a backup file into a new, empty data directory.
+    /// Restore a backup file into a new, empty data directory, or into an
+    /// empty PostgreSQL database with --store.
+    #[command(
+        group(clap::ArgGroup::new("target").required(true).args(["data", "store"])),
+        after_help = "Example:\n  commandpost restore --from backup.cpb --data ./commandpost-data\n  commandpost restore --from backup.cpb --store postgres://commandpost@db.internal/commandpost"
+    )]
     Restore {
         /// The backup file (from `commandpost backup`).
         #[arg(long)]
         from: PathBuf,
         /// The data directory to create (it must not hold a database yet).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// A store to restore into instead: a `postgres://` URL (or
+        /// `sled:DIR`); it must be empty.
+        #[arg(long, value_name = "STORE", value_parser = crate::config::StoreLocation::parse)]
+        store: Option<crate::config::StoreLocation>,
     },
     /// Work on a store directly (the servers using it must be stopped).
     Store {
@@ -215,7 +224,17 @@ pub fn main() -> ExitCode {
         }) => client::list_tokens(remote, minted_by.as_deref()),
         Command::Token(TokenArgs { mint, .. }) => token(mint),
         Command::Backup { remote, out } => client::backup(remote, &out),
-        Command::Restore { from, data } => restore(&from, &data),
+        Command::Restore {
+            from,
+            data: Some(data),
+            ..
+        } => restore(&from, &data),
+        Command::Restore {
+            from,
+            store: Some(store),
+            ..
+        } => restore_into_store(&from, &store),
+        Command::Restore { .. } => Err(anyhow::anyhow!("name --data DIR or --store STORE")),
         Command::Store {
             action: StoreAction::Copy { from, to },
         } => store_copy(&from, &to),
@@ -413,6 +432,22 @@ fn store_copy(
         );
         Ok(())
     })
+}
+
+fn restore_into_store(
+    from: &std::path::Path,
+    store: &crate::config::StoreLocation,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    let config = crate::config::ServerConfig::from_args([])?;
+    let target = crate::server::open_store(store, &config)?;
+    let restored = crate::backup::restore_into(&target, &bytes);
+    target.close();
+    eprintln!(
+        "restored {} into {store}; start the servers with --store {store} and the same token secret (COMMANDPOST_SECRET or COMMANDPOST_SECRET_FILE)",
+        restored?
+    );
+    Ok(())
 }
 
 fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {
