@@ -348,6 +348,166 @@ pub fn restore(backup: &[u8], data_dir: &Path) -> anyhow::Result<Restored> {
     restored
 }
 
+/// What [`copy`] moved and checked.
+#[derive(Debug)]
+pub struct Copied {
+    counts: Counts,
+    /// Documents and event logs compared by checksum.
+    compared: usize,
+}
+
+impl std::fmt::Display for Copied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}; {} documents and event logs compared by SHA-256, all equal",
+            describe(&self.counts),
+            self.compared
+        )
+    }
+}
+
+impl Copied {
+    /// How many records were copied.
+    pub fn records(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+}
+
+/// Copies every record of `from` into `to`, which must be empty, then reads
+/// `to` back and checks that it holds the same: the count of every kind of
+/// record, and a SHA-256 of every document (snapshot and log) and every
+/// event log, of the incident records, revocations, tokens and quarantine
+/// records (quarantine ids are the backend's own and not compared). `say`
+/// is told each step. Nothing should write to `from` meanwhile (its writer
+/// is held while it is read; stop the servers that use it first).
+pub async fn copy(from: &Store, to: &Store, say: &dyn Fn(&str)) -> anyhow::Result<Copied> {
+    ensure!(
+        to.is_empty()?,
+        "the target store already holds data: copy only into a new, empty one"
+    );
+    say("reading every record of the source");
+    let records = from.export(Vec::new()).await?;
+    let expected = Digest::of(&records);
+    say(&format!(
+        "read {}; writing them",
+        describe(&expected.counts)
+    ));
+    let written = load(to, records)?;
+    say("reading the copy back to compare");
+    let copied = to.export(Vec::new()).await?;
+    let found = Digest::of(&copied);
+    ensure!(
+        found.counts == expected.counts,
+        "the copy holds {} but the source {}",
+        describe(&found.counts),
+        describe(&expected.counts)
+    );
+    if let Some(name) = expected
+        .sums
+        .iter()
+        .find(|(name, sum)| found.sums.get(*name) != Some(*sum))
+        .map(|(name, _)| name)
+    {
+        bail!("the copy's {name} differs from the source's");
+    }
+    Ok(Copied {
+        counts: written.counts,
+        compared: expected
+            .sums
+            .keys()
+            .filter(|name| name.starts_with("INC-"))
+            .count(),
+    })
+}
+
+/// Counts and checksums of a store's records, independent of the order an
+/// engine hands them out in.
+struct Digest {
+    counts: Counts,
+    /// What each checksum covers (`INC-3 document`, `INC-3 events`,
+    /// `incident records`, ...) and its SHA-256.
+    sums: std::collections::BTreeMap<String, [u8; 32]>,
+}
+
+impl Digest {
+    fn of(records: &[Record]) -> Self {
+        use sha2::{Digest as _, Sha256};
+        let mut counts = Counts::default();
+        // (what, order within it, bytes): sorted, then hashed per `what`.
+        let mut parts: Vec<(String, Vec<u8>, &[u8])> = Vec::with_capacity(records.len());
+        for record in records {
+            counts[fields(record).0] += 1;
+            let id = |incident: &u64| commandpost_shared::IncidentId::new(*incident);
+            let seq = |kind: u8, seq: &u64| [&[kind][..], &seq.to_be_bytes()].concat();
+            let part = match record {
+                Record::IncidentCounter(last) => (
+                    "incident counter".to_owned(),
+                    last.to_be_bytes().to_vec(),
+                    &[][..],
+                ),
+                Record::Incident { incident, record } => (
+                    "incident records".to_owned(),
+                    incident.to_be_bytes().to_vec(),
+                    &record[..],
+                ),
+                Record::Snapshot {
+                    incident,
+                    upto,
+                    snapshot,
+                } => (
+                    format!("{} document", id(incident)),
+                    seq(0, upto),
+                    &snapshot[..],
+                ),
+                Record::Update {
+                    incident,
+                    seq: at,
+                    update,
+                } => (
+                    format!("{} document", id(incident)),
+                    seq(1, at),
+                    &update[..],
+                ),
+                Record::Event {
+                    incident,
+                    seq: at,
+                    event,
+                } => (format!("{} events", id(incident)), seq(0, at), &event[..]),
+                Record::Revocation { jti, record } => (
+                    "revocations".to_owned(),
+                    jti.as_bytes().to_vec(),
+                    &record[..],
+                ),
+                Record::Token { jti, record } => (
+                    "token records".to_owned(),
+                    jti.as_bytes().to_vec(),
+                    &record[..],
+                ),
+                Record::Quarantined { record, .. } => {
+                    ("quarantine records".to_owned(), record.clone(), &record[..])
+                }
+            };
+            parts.push(part);
+        }
+        parts.sort();
+        let mut hashes: std::collections::BTreeMap<String, Sha256> =
+            std::collections::BTreeMap::new();
+        for (what, order, bytes) in &parts {
+            let hash = hashes.entry(what.clone()).or_default();
+            for piece in [&order[..], bytes] {
+                hash.update((piece.len() as u64).to_be_bytes());
+                hash.update(piece);
+            }
+        }
+        let sums = hashes
+            .into_iter()
+            .map(|(what, hash)| (what, hash.finalize().into()))
+            .collect();
+        Self { counts, sums }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -561,5 +721,155 @@ mod tests {
             .read_to_end(&mut out)
             .unwrap();
         out
+    }
+
+    /// What a store reads back, with quarantine records without their ids
+    /// (each backend assigns its own).
+    fn portable_contents(store: &Store) -> String {
+        let quarantined: Vec<_> = store
+            .quarantined()
+            .unwrap()
+            .into_iter()
+            .map(|(_, record)| format!("{record:?}"))
+            .collect();
+        let all = contents(store);
+        let without_quarantine = all.rsplit_once('\n').map_or(all.as_str(), |(rest, _)| rest);
+        let without_quarantine = without_quarantine
+            .rsplit_once('\n')
+            .map_or(without_quarantine, |(rest, _)| rest);
+        format!("{without_quarantine}\n{quarantined:?}")
+    }
+
+    /// A store on a fresh database of the test PostgreSQL.
+    fn postgres_store() -> Store {
+        let url = crate::store::test_postgres::fresh_database();
+        let backend =
+            crate::store::PostgresBackend::open(&url, crate::store::PoolOptions::default())
+                .unwrap();
+        Store::with_backend(std::sync::Arc::new(backend)).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_copy_to_postgres_and_back_holds_every_record_and_refuses_a_used_target() {
+        let source = tempfile::tempdir().unwrap();
+        let sled = populated(source.path()).await;
+        // Long logs: a few hundred updates and events in another incident.
+        let third = sled
+            .create_incident(
+                "third".into(),
+                commandpost_shared::Actor {
+                    id: commandpost_shared::UserId("bo".into()),
+                    name: "Bo".into(),
+                },
+                Utc::now(),
+                |id| InitialContent {
+                    doc: format!("{id} document").into_bytes(),
+                    events: vec![b"declared".to_vec()],
+                },
+            )
+            .await
+            .unwrap()
+            .id;
+        for seq in 1..=400u64 {
+            let saved = sled
+                .append(&third, seq, seq.to_be_bytes().repeat(3))
+                .unwrap();
+            if seq % 100 == 0 {
+                saved.await.unwrap().unwrap();
+            }
+        }
+        let events: Vec<Vec<u8>> = (2..=301u64)
+            .map(|seq| format!("event {seq}").into_bytes())
+            .collect();
+        sled.append_events(&third, 2, events)
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+
+        let steps = std::sync::Mutex::new(Vec::new());
+        let say = |step: &str| steps.lock().unwrap().push(step.to_owned());
+        let postgres = postgres_store();
+        let copied = copy(&sled, &postgres, &say).await.unwrap();
+        // 16 records of the two first incidents, then the third's record,
+        // snapshot, 400 updates and 301 events, and the counter is one
+        // record whichever value it has.
+        assert_eq!(copied.records(), 16 + 1 + 1 + 400 + 301, "{copied}");
+        assert!(
+            copied.to_string().contains("3 documents and event logs")
+                || copied
+                    .to_string()
+                    .contains("documents and event logs compared"),
+            "{copied}"
+        );
+        assert!(steps.lock().unwrap().len() >= 3, "each step is said");
+        let same = |a: &Store, b: &Store| portable_contents(a) == portable_contents(b);
+        assert!(same(&postgres, &sled), "the copy reads back differently");
+
+        // Into a store that holds anything: refused, nothing written.
+        let again = copy(&sled, &postgres, &say).await.unwrap_err();
+        assert!(again.to_string().contains("already holds data"), "{again}");
+        assert!(same(&postgres, &sled), "a refused copy changed the target");
+
+        // And back into a new sled store: the same records again.
+        let back_dir = tempfile::tempdir().unwrap();
+        let back = Store::open(back_dir.path()).unwrap();
+        copy(&postgres, &back, &say).await.unwrap();
+        assert!(same(&back, &sled), "the copy back reads differently");
+        // A real difference is seen: one byte of one update.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = Store::open(other_dir.path()).unwrap();
+        copy(&sled, &other, &say).await.unwrap();
+        other
+            .append(&third, 401, vec![1])
+            .unwrap()
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!same(&other, &sled));
+    }
+
+    #[test]
+    fn the_digest_sees_a_changed_byte_and_ignores_order() {
+        let records = vec![
+            Record::Update {
+                incident: 1,
+                seq: 1,
+                update: b"a".to_vec(),
+            },
+            Record::Update {
+                incident: 1,
+                seq: 2,
+                update: b"b".to_vec(),
+            },
+            Record::Event {
+                incident: 1,
+                seq: 1,
+                event: b"e".to_vec(),
+            },
+        ];
+        let mut reversed = records.clone();
+        reversed.reverse();
+        assert_eq!(Digest::of(&records).sums, Digest::of(&reversed).sums);
+        let mut changed = records.clone();
+        changed[1] = Record::Update {
+            incident: 1,
+            seq: 2,
+            update: b"c".to_vec(),
+        };
+        let (before, after) = (Digest::of(&records), Digest::of(&changed));
+        assert_ne!(before.sums["INC-1 document"], after.sums["INC-1 document"]);
+        assert_eq!(before.sums["INC-1 events"], after.sums["INC-1 events"]);
+        // Moving an update to another seq is a change too.
+        let mut moved = records.clone();
+        moved[1] = Record::Update {
+            incident: 1,
+            seq: 3,
+            update: b"b".to_vec(),
+        };
+        assert_ne!(
+            before.sums["INC-1 document"],
+            Digest::of(&moved).sums["INC-1 document"]
+        );
     }
 }

@@ -43,14 +43,28 @@ enum Command {
         #[arg(long, short)]
         out: PathBuf,
     },
-    /// Restore a backup file into a new, empty data directory.
+    /// Restore a backup file into a new, empty data directory, or into an
+    /// empty PostgreSQL database with --store.
+    #[command(
+        group(clap::ArgGroup::new("target").required(true).args(["data", "store"])),
+        after_help = "Example:\n  commandpost restore --from backup.cpb --data ./commandpost-data\n  commandpost restore --from backup.cpb --store postgres://commandpost@db.internal/commandpost"
+    )]
     Restore {
         /// The backup file (from `commandpost backup`).
         #[arg(long)]
         from: PathBuf,
         /// The data directory to create (it must not hold a database yet).
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        /// A store to restore into instead: a `postgres://` URL (or
+        /// `sled:DIR`); it must be empty.
+        #[arg(long, value_name = "STORE", value_parser = crate::config::StoreLocation::parse)]
+        store: Option<crate::config::StoreLocation>,
+    },
+    /// Work on a store directly (the servers using it must be stopped).
+    Store {
+        #[command(subcommand)]
+        action: StoreAction,
     },
     #[command(flatten)]
     Incident(client::IncidentCommand),
@@ -61,6 +75,29 @@ enum Command {
     Completions {
         /// The shell.
         shell: CompletionShell,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreAction {
+    /// Copy everything in one store into a new, empty one (for example from
+    /// the embedded sled store to PostgreSQL), then read the copy back and
+    /// check it: the count of every kind of record and a SHA-256 of every
+    /// document and event log. Refuses a target that holds anything. Stop
+    /// the servers using the source first (sled refuses to open while one
+    /// runs). The token secret is not in the store: keep `<data>/secret`, or
+    /// pass its contents as COMMANDPOST_SECRET to servers on PostgreSQL.
+    #[command(
+        after_help = "Example:\n  commandpost store copy --from sled:./commandpost-data --to 'postgres://commandpost@db.internal/commandpost?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem'"
+    )]
+    Copy {
+        /// The store to copy: `sled:DIR` (a data directory) or a
+        /// `postgres://` URL.
+        #[arg(long, value_name = "STORE", value_parser = crate::config::StoreLocation::parse)]
+        from: crate::config::StoreLocation,
+        /// The new, empty store to copy into, in the same form.
+        #[arg(long, value_name = "STORE", value_parser = crate::config::StoreLocation::parse)]
+        to: crate::config::StoreLocation,
     },
 }
 
@@ -187,7 +224,20 @@ pub fn main() -> ExitCode {
         }) => client::list_tokens(remote, minted_by.as_deref()),
         Command::Token(TokenArgs { mint, .. }) => token(mint),
         Command::Backup { remote, out } => client::backup(remote, &out),
-        Command::Restore { from, data } => restore(&from, &data),
+        Command::Restore {
+            from,
+            data: Some(data),
+            ..
+        } => restore(&from, &data),
+        Command::Restore {
+            from,
+            store: Some(store),
+            ..
+        } => restore_into_store(&from, &store),
+        Command::Restore { .. } => Err(anyhow::anyhow!("name --data DIR or --store STORE")),
+        Command::Store {
+            action: StoreAction::Copy { from, to },
+        } => store_copy(&from, &to),
         Command::Incident(command) => client::incident::run(command),
         Command::Completions { shell } => {
             completions(shell);
@@ -350,6 +400,54 @@ async fn signal_shutdown(shutdown: CancellationToken) {
     let _ = interrupt.await;
     tracing::info!("shutdown requested");
     shutdown.cancel();
+}
+
+fn store_copy(
+    from: &crate::config::StoreLocation,
+    to: &crate::config::StoreLocation,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        from.to_string() != to.to_string(),
+        "--from and --to name the same store"
+    );
+    // Pool size and timeouts as `serve` has them by default.
+    let config = crate::config::ServerConfig::from_args([])?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    runtime.block_on(async {
+        eprintln!("opening {from}");
+        let source = crate::server::open_store(from, &config)?;
+        eprintln!("opening {to}");
+        let target = crate::server::open_store(to, &config)?;
+        let say = |step: &str| eprintln!("  {step}");
+        let copied = crate::backup::copy(&source, &target, &say).await;
+        source.close();
+        target.close();
+        let copied = copied?;
+        eprintln!("copied {copied}");
+        eprintln!(
+            "start the servers with --store {to} (and the same token secret: with PostgreSQL, COMMANDPOST_SECRET or COMMANDPOST_SECRET_FILE)"
+        );
+        Ok(())
+    })
+}
+
+fn restore_into_store(
+    from: &std::path::Path,
+    store: &crate::config::StoreLocation,
+) -> anyhow::Result<()> {
+    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
+    let config = crate::config::ServerConfig::from_args([])?;
+    let target = crate::server::open_store(store, &config)?;
+    let restored = crate::backup::restore_into(&target, &bytes);
+    target.close();
+    eprintln!(
+        "restored {} into {store}; start the servers with --store {store} and the same token secret (COMMANDPOST_SECRET or COMMANDPOST_SECRET_FILE)",
+        restored?
+    );
+    Ok(())
 }
 
 fn restore(from: &std::path::Path, data: &std::path::Path) -> anyhow::Result<()> {

@@ -106,7 +106,8 @@ pub struct ServerConfig {
     #[arg(long, env = "COMMANDPOST_AWARENESS_PER_SECOND", default_value_t = 20)]
     pub awareness_per_second: u32,
     /// How often document WebSockets are pinged; a peer silent for two
-    /// intervals is dropped (its cursor disappears, an empty room unloads).
+    /// intervals is dropped (its cursor disappears, an empty room unloads),
+    /// and one whose socket stays full (it stopped reading) for one interval.
     #[arg(long, env = "COMMANDPOST_PING_INTERVAL", default_value = "30s", value_parser = ping_interval)]
     pub ping_interval: Duration,
     /// Time a client has to send its request headers (and token) after

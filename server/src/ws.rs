@@ -36,8 +36,6 @@ use crate::store::StoreError;
 
 static NEXT_CONNECTION: AtomicU64 = AtomicU64::new(1);
 
-/// A send that takes longer than this means the peer stopped reading.
-const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 /// Per-connection socket buffers. tungstenite's defaults (128 KiB each, the
 /// read buffer allocated up front) would cost 128 KiB per idle viewer; the
 /// buffers grow as needed for a large message.
@@ -276,7 +274,10 @@ async fn run(
     // Subscribe before reading the document, so no update falls between.
     let mut updates = room.subscribe();
     let greeting = room.with_state(|state| protocol::greeting(&state.awareness));
-    if send_all(sink, greeting).await.is_err() {
+    // A send that waits longer than one ping interval means the peer
+    // stopped reading (it would miss the next ping's answer too).
+    let stall = app.config.ping_interval;
+    if send_all(sink, greeting, stall).await.is_err() {
         return Closing::Peer;
     }
     let mut saved_acks = false;
@@ -375,7 +376,7 @@ async fn run(
                         for (change, wait) in handled.saving {
                             saving.push_back(wait_saved(change, wait));
                         }
-                        if send_all(sink, handled.replies).await.is_err() {
+                        if send_all(sink, handled.replies, stall).await.is_err() {
                             return Closing::Peer;
                         }
                     }
@@ -387,7 +388,7 @@ async fn run(
                     Ok(batch) => batch,
                     Err(closing) => return closing,
                 };
-                if send_all(sink, batch).await.is_err() {
+                if send_all(sink, batch, stall).await.is_err() {
                     return Closing::Peer;
                 }
             }
@@ -400,7 +401,7 @@ async fn run(
                     room.unsaved();
                     return Closing::server(close_code::INTERNAL_ERROR, "storage failure: your last changes were not saved; reconnect to resend them");
                 }
-                if saved_acks && send_all(sink, vec![protocol::encode_saved(change)]).await.is_err() {
+                if saved_acks && send_all(sink, vec![protocol::encode_saved(change)], stall).await.is_err() {
                     return Closing::Peer;
                 }
             }
@@ -607,7 +608,9 @@ fn transport_error(error: axum::Error, limit: usize) -> Closing {
     Closing::Peer
 }
 
-async fn send_all(sink: &mut Sink, frames: Vec<Bytes>) -> Result<(), ()> {
+/// Sends `frames`; a send that cannot finish within `stall` means the peer
+/// stopped reading, and the connection is dropped.
+async fn send_all(sink: &mut Sink, frames: Vec<Bytes>, stall: Duration) -> Result<(), ()> {
     if frames.is_empty() {
         return Ok(());
     }
@@ -625,11 +628,11 @@ async fn send_all(sink: &mut Sink, frames: Vec<Bytes>) -> Result<(), ()> {
     if let std::task::Poll::Ready(result) = futures::poll!(&mut send) {
         return result.map_err(|_| ());
     }
-    match tokio::time::timeout(SEND_TIMEOUT, send).await {
+    match tokio::time::timeout(stall, send).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(_)) => Err(()),
         Err(_) => {
-            tracing::warn!("peer stopped reading for {SEND_TIMEOUT:?}; dropping the connection");
+            tracing::warn!("peer stopped reading for {stall:?}; dropping the connection");
             Err(())
         }
     }

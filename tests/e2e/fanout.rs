@@ -8,7 +8,10 @@ use crate::support::yclient::{Connect, YClient};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_connection_is_resynced_with_one_merged_update_instead_of_skipping() {
-    let server = TestServer::start_with(&["--room-buffer", "16"]);
+    // The stalled reader must outlast the burst however slow the machine:
+    // a socket that stays full for a ping interval is dropped, so make that
+    // interval longer than any test run.
+    let server = TestServer::start_with(&["--room-buffer", "16", "--ping-interval", "600s"]);
     let incident = server.create_incident("Fan-out").await;
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada"));
     let editor = YClient::connect_with(
@@ -128,7 +131,10 @@ async fn round_trip_p97(editor: &YClient, viewers: &[YClient], tag: &str) -> f64
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_viewer_neither_slows_the_others_nor_grows_memory_without_bound() {
-    let server = TestServer::start_with(&["--room-buffer", "16"]);
+    // The stalled reader must outlast the burst however slow the machine:
+    // a socket that stays full for a ping interval is dropped, so make that
+    // interval longer than any test run.
+    let server = TestServer::start_with(&["--room-buffer", "16", "--ping-interval", "600s"]);
     let incident = server.create_incident("Stalled viewer").await;
     let editor = YClient::connect_with(
         &server.ws_url(&incident, &server.token(AccessRole::Responder, "Ada")),
