@@ -61,10 +61,16 @@ async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything(
         for i in 0..40u32 {
             for (name, client) in [("RA", &rust_a), ("RB", &rust_b)] {
                 let token = format!("{name}{i};");
-                let text = client.read();
-                let boundaries = token_boundaries(&text);
-                let position = boundaries[(i as usize * 7 + name.len()) % boundaries.len()];
-                client.insert(position, &token);
+                // Read and insert in one transaction: a remote update
+                // landing in between would shift the boundary into someone
+                // else's token (this split tokens under load).
+                client.insert_with(
+                    |text| {
+                        let boundaries = token_boundaries(text);
+                        boundaries[(i as usize * 7 + name.len()) % boundaries.len()]
+                    },
+                    &token,
+                );
                 inserted.push(token);
             }
             tokio::time::sleep(std::time::Duration::from_millis(3)).await;

@@ -201,6 +201,16 @@ impl YClient {
         self.text.insert(&mut txn, index, chunk);
     }
 
+    /// Inserts `chunk` where `choose` says, given the text as it is in the
+    /// same transaction: a remote update applied between reading the text
+    /// and inserting would move the position (and could split someone
+    /// else's text).
+    pub fn insert_with(&self, choose: impl FnOnce(&str) -> u32, chunk: &str) {
+        let mut txn = self.doc.transact_mut();
+        let position = choose(&self.text.get_string(&txn));
+        self.text.insert(&mut txn, position, chunk);
+    }
+
     pub fn push(&self, chunk: &str) {
         let mut txn = self.doc.transact_mut();
         self.text.push(&mut txn, chunk);
