@@ -54,6 +54,15 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     let client = reqwest::Client::new();
+    // Commands may only name people the server knows: each uses it once.
+    for (_, token) in &people {
+        client
+            .get(format!("{base}/api/me"))
+            .bearer_auth(token)
+            .send()
+            .await?
+            .error_for_status()?;
+    }
     let declared: Value = client
         .post(format!("{base}/api/incidents"))
         .bearer_auth(&people[0].1)
@@ -117,7 +126,7 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         let handoff = offered["events"][0]["handoff"]
             .as_u64()
-            .expect("offer accepted");
+            .unwrap_or_else(|| panic!("the offer was refused: {offered}"));
         let started = Instant::now();
         let accepted = client
             .post(format!(

@@ -937,8 +937,10 @@ mod tests {
         let started = std::time::Instant::now();
         let checked = tokio::task::block_in_place(|| store.check());
         assert!(checked.is_err(), "the check passed with the database down");
+        // It gives up rather than hang: a bound far above its own timeout,
+        // so a loaded machine cannot fail it; how fast is for benchmarks.
         assert!(
-            started.elapsed() < CHECK_TIMEOUT * 3,
+            started.elapsed() < CHECK_TIMEOUT * 30,
             "the check took {:?}",
             started.elapsed()
         );
