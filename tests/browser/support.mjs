@@ -150,23 +150,40 @@ export async function openPage(browser, base, pathname, token, { viewport = { wi
   return { context, page, watch }
 }
 
+/**
+ * The whole document as the page holds it (run in the page). CodeMirror
+ * renders only the lines near the viewport, so the editor's text comes from
+ * its state, reached through the DOM as `EditorView.findFromDOM` does, not
+ * from the DOM; the viewers' preview renders everything. `null` while the
+ * page shows neither.
+ */
+function pageDocText() {
+  const editor = document.querySelector('.cm-content')
+  const view = editor?.cmTile?.root?.view
+  if (view) return view.state.doc.toString()
+  const el = editor ?? document.querySelector('.preview')
+  return el ? el.textContent ?? '' : null
+}
+
 /** Waits until the document (editor or preview) contains `text`. */
 export async function waitForDocText(page, text, timeout = 15_000) {
   await page.waitForFunction(
     (expected) => {
-      const el = document.querySelector('.cm-content') ?? document.querySelector('.preview')
-      return !!el && (el.textContent ?? '').includes(expected)
+      const editor = document.querySelector('.cm-content')
+      const view = editor?.cmTile?.root?.view
+      const el = editor ?? document.querySelector('.preview')
+      const current = view ? view.state.doc.toString() : el?.textContent
+      return typeof current === 'string' && current.includes(expected)
     },
     text,
-    { timeout },
+    // The editor's text is built from its state on each check: every 100 ms
+    // rather than every frame, for megabyte documents.
+    { timeout, polling: 100 },
   )
 }
 
 export async function docText(page) {
-  return page.evaluate(() => {
-    const el = document.querySelector('.cm-content') ?? document.querySelector('.preview')
-    return el?.textContent ?? ''
-  })
+  return (await page.evaluate(pageDocText)) ?? ''
 }
 
 /** Types at the end of the shared editor. */
