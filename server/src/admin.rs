@@ -127,7 +127,7 @@ async fn revoke(
         revoked_by: caller.0.sub.clone(),
     };
     state.store.revoke(&revocation).await?;
-    let descendants = state.tokens.descendants(&jti)?;
+    let descendants = state.tokens.descendants(&jti).await?;
     tracing::info!(jti = %revocation.jti, by = %revocation.revoked_by, descendants = descendants.len(), "token revoked");
     state.revocations.add(jti, descendants);
     Ok(revocation)
@@ -147,7 +147,7 @@ pub async fn list_tokens(
     ApiQuery(query): ApiQuery<TokensQuery>,
 ) -> Result<Json<Vec<commandpost_shared::IssuedToken>>, ApiError> {
     caller.require_server_admin("list tokens")?;
-    let mut tokens = state.tokens.list()?;
+    let mut tokens = state.tokens.list().await?;
     if let Some(minted_by) = &query.minted_by {
         tokens.retain(|token| {
             token
@@ -179,7 +179,8 @@ pub async fn revoke_minted_by(
     }
     let minted: Vec<String> = state
         .tokens
-        .list()?
+        .list()
+        .await?
         .into_iter()
         .filter(|token| token.minted_by.as_ref().is_some_and(|by| by.sub == minter))
         .filter(|token| !state.revocations.is_revoked(&token.jti))
@@ -199,5 +200,5 @@ pub async fn list_revoked(
     caller: Caller,
 ) -> Result<Json<Vec<crate::store::Revocation>>, ApiError> {
     caller.require_server_admin("list revoked tokens")?;
-    Ok(Json(state.store.revocations()?))
+    Ok(Json(state.store.read(|store| store.revocations()).await?))
 }

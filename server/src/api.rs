@@ -253,7 +253,7 @@ async fn share(
     headers: HeaderMap,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<ShareLink>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     let request: ShareRequest = json_object(body)?;
     if !caller.0.role.can_write() {
         return Err(AuthError::Forbidden(
@@ -366,18 +366,7 @@ async fn list_incidents(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Json<Vec<Incident>>, ApiError> {
-    let records = tokio::task::spawn_blocking({
-        let store = state.store.clone();
-        move || store.list_incidents()
-    })
-    .await
-    .map_err(|_| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "listing failed",
-        )
-    })??;
+    let records = state.store.read(|store| store.list_incidents()).await?;
     let mut incidents = Vec::new();
     for record in records {
         if check_incident_scope(&caller.0, &record.id).is_ok() {
@@ -398,7 +387,11 @@ async fn get_incident(
     check_incident_scope(&caller.0, &id)?;
     let record = state
         .store
-        .get_incident(&id)?
+        .read({
+            let id = id.clone();
+            move |store| store.get_incident(&id)
+        })
+        .await?
         .ok_or_else(|| ApiError::incident_not_found(&raw_id))?;
     Ok(Json(to_api(&state, record).await?))
 }

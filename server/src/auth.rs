@@ -388,16 +388,18 @@ impl TokenRegistry {
     }
 
     /// Every recorded token, newest first.
-    pub fn list(&self) -> Result<Vec<commandpost_shared::IssuedToken>, crate::store::StoreError> {
-        let mut tokens = self.store.issued_tokens()?;
+    pub async fn list(
+        &self,
+    ) -> Result<Vec<commandpost_shared::IssuedToken>, crate::store::StoreError> {
+        let mut tokens = self.store.read(|store| store.issued_tokens()).await?;
         tokens.sort_by(|a, b| b.issued_at.cmp(&a.issued_at).then(a.jti.cmp(&b.jti)));
         Ok(tokens)
     }
 
     /// The ids of every recorded token minted, directly or through others,
     /// with `jti`.
-    pub fn descendants(&self, jti: &str) -> Result<Vec<String>, crate::store::StoreError> {
-        let tokens = self.store.issued_tokens()?;
+    pub async fn descendants(&self, jti: &str) -> Result<Vec<String>, crate::store::StoreError> {
+        let tokens = self.store.read(|store| store.issued_tokens()).await?;
         let mut found = Vec::new();
         let mut frontier = vec![jti.to_owned()];
         while let Some(parent) = frontier.pop() {

@@ -70,10 +70,21 @@ impl AppState {
     /// The incident a path names, if the token covers it and it exists:
     /// 404 for an id that is not `INC-<n>` or not on this server, 403 for
     /// one outside the token's scope.
-    pub fn known_incident(&self, claims: &TokenClaims, raw: &str) -> Result<IncidentId, ApiError> {
+    pub async fn known_incident(
+        &self,
+        claims: &TokenClaims,
+        raw: &str,
+    ) -> Result<IncidentId, ApiError> {
         let id: IncidentId = raw.parse().map_err(|_| ApiError::incident_not_found(raw))?;
         check_incident_scope(claims, &id)?;
-        if self.store.get_incident(&id)?.is_none() {
+        let exists = self
+            .store
+            .read({
+                let id = id.clone();
+                move |store| Ok(store.get_incident(&id)?.is_some())
+            })
+            .await?;
+        if !exists {
             return Err(ApiError::incident_not_found(raw));
         }
         Ok(id)

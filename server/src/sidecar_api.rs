@@ -111,7 +111,7 @@ pub async fn run_command(
     Path((raw_id, name)): Path<(String, String)>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Result<Json<CommandOutcome>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     state.command_limiter.check(&caller.0.jti)?;
     if !COMMAND_NAMES.contains(&name.as_str()) {
         return Err(ApiError::new(
@@ -191,7 +191,7 @@ pub async fn get_state(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<Json<Arc<IncidentState>>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     Ok(Json(state.sidecars.state(&id).await?))
 }
 
@@ -211,7 +211,7 @@ pub async fn get_timeline(
     Path(raw_id): Path<String>,
     ApiQuery(query): ApiQuery<TimelineQuery>,
 ) -> Result<Json<TimelinePage>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut events = state
         .sidecars
@@ -233,7 +233,7 @@ pub async fn get_role_history(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     let current = state.sidecars.state(&id).await?;
     Ok(Json(
         serde_json::to_value(&current.role_history).expect("role history serialises"),
@@ -254,7 +254,7 @@ pub async fn get_briefing(
     Path(raw_id): Path<String>,
     ApiQuery(query): ApiQuery<BriefingQuery>,
 ) -> Result<Json<commandpost_shared::incident::Briefing>, ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     let current = state.sidecars.state(&id).await?;
     Ok(Json(commandpost_shared::machine::briefing(
         &current,
@@ -268,7 +268,7 @@ pub async fn get_postmortem(
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<([(axum::http::HeaderName, &'static str); 1], String), ApiError> {
-    let id = state.known_incident(&caller.0, &raw_id)?;
+    let id = state.known_incident(&caller.0, &raw_id).await?;
     // The draft needs the whole event log in memory; a few at a time keeps
     // a crowd of requests from holding many logs at once.
     let _slot = POSTMORTEM_SLOTS.acquire().await.map_err(|_| {
@@ -306,7 +306,7 @@ pub async fn stream_events(
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
     // EventSource cannot set headers: the token may come as ?token=.
     let claims = state.authenticate(&headers, query.token)?;
-    let id = state.known_incident(&claims, &raw_id)?;
+    let id = state.known_incident(&claims, &raw_id).await?;
     let resume_from = headers
         .get("last-event-id")
         .and_then(|value| value.to_str().ok())

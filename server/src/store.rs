@@ -208,6 +208,20 @@ impl Store {
         }
     }
 
+    /// Runs `read` on a blocking thread and awaits it. Async handlers read
+    /// through this, never directly: a PostgreSQL read is a network round
+    /// trip (up to `--store-timeout` when the pool is busy) and a sled read
+    /// may wait for the disk, and neither may hold an async worker.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        read: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || read(&store))
+            .await
+            .map_err(|_| StoreError::WriterGone)?
+    }
+
     /// Hands every stored record to `sink` while no write happens:
     /// everything queued before is durable and included, and writes queued
     /// meanwhile wait. For consistent online backups; returns the sink.

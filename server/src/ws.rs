@@ -65,7 +65,7 @@ pub async fn upgrade(
         ));
     }
     let claims = app.authenticate(&headers, query.token)?;
-    let id = app.known_incident(&claims, &raw_id)?;
+    let id = app.known_incident(&claims, &raw_id).await?;
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(rejection) => return Ok(rejection.into_response()),

@@ -5,7 +5,7 @@ use std::process::{Command, Output, Stdio};
 
 use commandpost_shared::AccessRole;
 
-use crate::support::TestServer;
+use crate::support::{Store, TestServer};
 
 pub(crate) fn commandpost(server: &TestServer, token: &str, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_commandpost"))
@@ -38,9 +38,14 @@ pub(crate) fn refused(server: &TestServer, token: &str, args: &[&str]) -> String
     String::from_utf8(output.stderr).unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_whole_incident_driven_from_the_command_line() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_whole_incident_driven_from_the_command_line,
+    a_whole_incident_driven_from_the_command_line_on
+);
+
+async fn a_whole_incident_driven_from_the_command_line_on(store: Store) {
+    let server = TestServer::start_on(store);
     let alice = server.token(AccessRole::Responder, "Alice");
     let bob = server.token(AccessRole::Responder, "Bob");
     // Commands name only people the server knows: Bob signs in first.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use commandpost_shared::AccessRole;
 
 use crate::cli::{ok, refused};
-use crate::support::TestServer;
+use crate::support::{Store, TestServer};
 
 /// A token for `id` named `name`, which has used the server once (so the
 /// server knows the person, as it knows anyone who signed in).
@@ -34,9 +34,14 @@ fn number_after(text: &str, prefix: &str) -> String {
     rest.chars().take_while(char::is_ascii_digit).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scripted_incident_through_subcommands_only() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    a_scripted_incident_through_subcommands_only,
+    a_scripted_incident_through_subcommands_only_on
+);
+
+async fn a_scripted_incident_through_subcommands_only_on(store: Store) {
+    let server = TestServer::start_on(store);
     let alice = signed_in(&server, "alice", "Alice Ashdown");
     let josephine = signed_in(&server, "josephine", "Josephine Ng");
     let bob = signed_in(&server, "bob", "Bob Baptiste");

@@ -7,7 +7,7 @@ use yrs::{ReadTxn, Text, Transact};
 
 use crate::support::node::NodeClient;
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, load_trace, trace_txns, wait_until};
+use crate::support::{Store, TestServer, load_trace, trace_txns, wait_until};
 
 fn b64(text: &str) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
@@ -29,9 +29,14 @@ fn token_boundaries(text: &str) -> Vec<u32> {
     positions
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything,
+    two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything_on
+);
+
+async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything_on(store: Store) {
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Checkout errors").await;
     let token = server.token(AccessRole::Responder, "Rusty");
     let url = server.ws_url(&incident, &token);
@@ -126,11 +131,18 @@ async fn two_yrs_and_two_stock_clients_converge_and_late_joiners_get_everything(
     }
 }
 
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_content,
+    real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_content_on
+);
+
 /// Replays the two-person `clownschool` trace split between two yrs
 /// clients: each takes a run of transactions once it has seen everything
 /// the other typed, as two people taking turns would.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_content() {
+async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_content_on(
+    store: Store,
+) {
     let trace = load_trace("clownschool_flat");
     let end_content = trace["endContent"].as_str().unwrap().to_owned();
     assert!(
@@ -139,7 +151,7 @@ async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_co
     );
     let txns = trace_txns(&trace);
 
-    let server = TestServer::start();
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Trace replay").await;
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Typist"));
     let clients = [YClient::connect(&url).await, YClient::connect(&url).await];
@@ -184,9 +196,14 @@ async fn real_two_person_trace_replayed_by_two_clients_ends_at_the_traces_end_co
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere,
+    stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere_on
+);
+
+async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere_on(store: Store) {
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Viewer test").await;
     let editor_url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Ed"));
     let editor = YClient::connect_with(
@@ -269,9 +286,16 @@ async fn stock_viewer_follows_live_but_its_edits_are_refused_and_go_nowhere() {
     assert!(!after.read().contains("VIEWER-EDIT"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_from_viewers() {
-    let server = TestServer::start();
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    awareness_is_relayed_between_editors_removed_on_disconnect_and_never_from_viewers,
+    awareness_is_relayed_between_editors_removed_on_disconnect_and_never_from_viewers_on
+);
+
+async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_from_viewers_on(
+    store: Store,
+) {
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Awareness").await;
     let room = incident.to_string();
     let mut ada = NodeClient::spawn().await;
@@ -372,14 +396,19 @@ async fn awareness_is_relayed_between_editors_removed_on_disconnect_and_never_fr
     viewer.quit().await;
 }
 
+crate::both_backends!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    stock_updates_delivered_out_of_order_and_with_a_gap_still_converge,
+    stock_updates_delivered_out_of_order_and_with_a_gap_still_converge_on
+);
+
 /// yrs 0.27+ integrates an update whose clock runs ahead of what it has seen
 /// by covering the hole with a Skip block; Yjs keeps such an update pending.
 /// We stay on yrs 0.26 so the server behaves like Yjs: updates that arrive
 /// out of order or with a gap stay pending, the server's state vector keeps
 /// asking for the hole, and the next sync fills it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stock_updates_delivered_out_of_order_and_with_a_gap_still_converge() {
-    let server = TestServer::start();
+async fn stock_updates_delivered_out_of_order_and_with_a_gap_still_converge_on(store: Store) {
+    let server = TestServer::start_on(store);
     let incident = server.create_incident("Gaps").await;
     let url = server.ws_url(&incident, &server.token(AccessRole::Responder, "Rusty"));
 

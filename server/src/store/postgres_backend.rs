@@ -190,7 +190,11 @@ impl r2d2::ManageConnection for Manager {
             });
             // Acknowledged means committed durably, whatever the server's
             // default says.
-            client.batch_execute("SET synchronous_commit = on").await?;
+            // Notices (`CREATE TABLE IF NOT EXISTS` on an existing table)
+            // are not worth a log line at every start.
+            client
+                .batch_execute("SET synchronous_commit = on; SET client_min_messages = warning")
+                .await?;
             Ok(client)
         });
         match block_on(connecting) {
