@@ -632,30 +632,8 @@ async fn online_backup_restores(store: Backend) {
 
     // A server on the restored store (same secret) has the incident, its
     // text as of the backup and its timeline.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_commandpost"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(&target)
-        .env("COMMANDPOST_SECRET", server.secret())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Keep reading its stdout until the end: a closed pipe would make the
-    // server's next banner line fail.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(rest) = line.trim().strip_prefix("Listening on:") {
-                let _ = addr_tx.send(rest.trim().trim_start_matches("http://").to_owned());
-            }
-        }
-    });
-    let addr = addr_rx
-        .recv_timeout(crate::support::WAIT)
-        .expect("the restored server did not start");
+    let served = crate::support::Served::start(&target, server.secret());
+    let addr = served.addr;
     let viewer_token = server.token(AccessRole::Viewer, "Vic");
     let url = format!("ws://{addr}/ws/{incident}?token={viewer_token}");
     let viewer = YClient::connect(&url).await;
@@ -672,8 +650,6 @@ async fn online_backup_restores(store: Backend) {
         .await
         .unwrap();
     assert!(timeline.to_string().contains("before the backup"));
-    child.kill().unwrap();
-    child.wait().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

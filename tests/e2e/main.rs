@@ -33,6 +33,7 @@ mod record;
 mod record_document;
 mod share;
 mod sidecar;
+mod store_copy;
 mod streams;
 mod sync;
 mod tokens;

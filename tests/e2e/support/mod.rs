@@ -454,3 +454,58 @@ pub fn trace_txns(trace: &serde_json::Value) -> Vec<Vec<Patch>> {
         })
         .collect()
 }
+
+/// A `commandpost serve` started by hand on the arguments given (e.g. a
+/// restored or copied store), with `secret` in `COMMANDPOST_SECRET`, on an
+/// ephemeral port of 127.0.0.1. Killed on drop.
+pub struct Served {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Served {
+    pub fn start(store_args: &[String], secret: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_commandpost"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(store_args)
+            .env("COMMANDPOST_SECRET", secret)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("cannot start the commandpost binary");
+        let stdout = child.stdout.take().unwrap();
+        // Keep reading its stdout until the end: a closed pipe would make
+        // the server's next banner line fail.
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some(rest) = line.trim().strip_prefix("Listening on:") {
+                    let _ = addr_tx.send(rest.trim().trim_start_matches("http://").to_owned());
+                }
+            }
+        });
+        let addr = addr_rx
+            .recv_timeout(WAIT)
+            .expect("the server did not start")
+            .parse()
+            .unwrap();
+        Self { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, incident: &IncidentId, token: &str) -> String {
+        format!("ws://{}/ws/{}?token={}", self.addr, incident, token)
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
