@@ -135,7 +135,14 @@ enum Waiter {
     ),
     /// A move to the quarantine: whether the record was moved.
     Moved(Option<oneshot::Sender<Result<bool, StoreError>>>, MoveNote),
+    /// A numbered append: told its seq, then acknowledged.
+    Numbered(Ack, Numbered),
 }
+
+/// Told the seq a numbered append was stored under (or why it was not), on
+/// the writer thread, once its group committed and before its waiter is
+/// acknowledged. It must not block.
+pub type Numbered = Box<dyn FnOnce(Result<u64, StoreError>) + Send>;
 
 /// What the log says about a move to the quarantine.
 struct MoveNote {
@@ -409,6 +416,56 @@ impl Store {
         })
     }
 
+    /// Whether the backend assigns document seqs itself, so that several
+    /// servers can append to one document: then rooms append with
+    /// [`Store::append_numbered`], never [`Store::append`].
+    pub fn numbers_updates(&self) -> bool {
+        self.backend.numbers_updates()
+    }
+
+    /// Queues an update for the log under the next seq the backend assigns
+    /// (gap-free in commit order across servers). Once it is durable,
+    /// `numbered` is told the seq, then the returned receiver completes.
+    pub fn append_numbered(
+        &self,
+        id: &IncidentId,
+        update: Vec<u8>,
+        numbered: Numbered,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.write(
+            Write::AppendNumbered {
+                incident: id.number(),
+                update,
+            },
+            Waiter::Numbered(done, numbered),
+        )?;
+        Ok(wait)
+    }
+
+    /// What a reader that applied the document's log up to `after` lacks:
+    /// the snapshot if it covers more, and the log entries after `after`,
+    /// in seq order. Blocking: call from `spawn_blocking`.
+    #[allow(
+        clippy::type_complexity,
+        reason = "the two parts of a document, as stored"
+    )]
+    pub fn doc_after(
+        &self,
+        id: &IncidentId,
+        after: u64,
+    ) -> Result<(Option<(u64, Vec<u8>)>, Vec<(u64, Vec<u8>)>), StoreError> {
+        let DocRecords {
+            snapshot,
+            updates,
+            damaged,
+        } = self.backend.doc_after(id.number(), after)?;
+        for request in damaged {
+            self.move_aside(request);
+        }
+        Ok((snapshot, updates))
+    }
+
     /// Queues sidecar events (JSON) with sequence numbers `first_seq..`; the
     /// receiver completes once they are durable.
     pub fn append_events(
@@ -548,7 +605,9 @@ struct Writer {
 /// The incident of a document write (a log append or a compaction).
 fn document_of(write: &Write) -> Option<u64> {
     match write {
-        Write::Append { incident, .. } | Write::Compact { incident, .. } => Some(*incident),
+        Write::Append { incident, .. }
+        | Write::AppendNumbered { incident, .. }
+        | Write::Compact { incident, .. } => Some(*incident),
         _ => None,
     }
 }
@@ -677,6 +736,15 @@ impl Waiter {
             Waiter::Nobody => {}
             Waiter::Ack(done) | Waiter::Barrier(done) => {
                 let _ = done.send(outcome.map(drop));
+            }
+            Waiter::Numbered(done, numbered) => {
+                let seq = outcome.and_then(|outcome| match outcome {
+                    Outcome::Appended(seq) => Ok(seq),
+                    other => Err(engine_bug(&format!("{other:?} for a numbered append"))),
+                });
+                let acked = seq.as_ref().map(drop).map_err(Clone::clone);
+                numbered(seq);
+                let _ = done.send(acked);
             }
             Waiter::Created(done, record) => {
                 let created = outcome.and_then(|outcome| match outcome {

@@ -100,6 +100,20 @@ pub trait Backend: Send + Sync + 'static {
     fn incidents(&self) -> Result<Vec<Vec<u8>>, StoreError>;
     /// A document's snapshot and its log entries, in seq order.
     fn doc(&self, incident: u64) -> Result<DocRecords, StoreError>;
+    /// The document's records a reader that has applied everything up to
+    /// `after` lacks: the snapshot if it covers more than `after`, and the
+    /// log entries with `seq > after`, read as one consistent view.
+    fn doc_after(&self, incident: u64, after: u64) -> Result<DocRecords, StoreError> {
+        let mut records = self.doc(incident)?;
+        records.snapshot = records.snapshot.filter(|(upto, _)| *upto > after);
+        records.updates.retain(|(seq, _)| *seq > after);
+        Ok(records)
+    }
+    /// Whether this backend assigns document seqs itself
+    /// ([`Write::AppendNumbered`]), as one shared by several servers must.
+    fn numbers_updates(&self) -> bool {
+        false
+    }
     /// The incident's events with `seq > after` in seq order, at most
     /// `limit` of them (records reported as damaged do not count).
     fn events_after(
@@ -150,7 +164,21 @@ pub enum Write {
         seq: u64,
         update: Vec<u8>,
     },
-    /// A snapshot replacing the log up to `upto`.
+    /// One v1 update of a document's log under the next seq of the
+    /// incident, which the backend assigns in the group's transaction
+    /// (outcome [`Outcome::Appended`]); only on a backend whose
+    /// [`Backend::numbers_updates`] is true. Seqs are gap-free in commit
+    /// order across every server on the database: seq `n + 1` is assigned
+    /// only once the group holding `n` committed (or rolled back, taking
+    /// `n` with it), so a reader tailing `seq > last` never skips a row
+    /// that commits late.
+    AppendNumbered {
+        incident: u64,
+        update: Vec<u8>,
+    },
+    /// A snapshot replacing the log up to `upto`. On a backend that numbers
+    /// updates, a snapshot never replaces one covering more (several
+    /// servers may compact one document).
     Compact {
         incident: u64,
         upto: u64,
@@ -228,6 +256,8 @@ impl RecordAt {
 #[derive(Debug)]
 pub enum Outcome {
     Done,
+    /// The seq an [`Write::AppendNumbered`] update was stored under.
+    Appended(u64),
     /// The new incident's number.
     Created(Result<u64, StoreError>),
     /// The record written to the quarantine, or `None` when the original no

@@ -66,13 +66,14 @@ use super::backend::{
 use crate::quarantine::{QuarantineKind, QuarantineRecord};
 
 /// The schema version this binary creates and knows.
-pub const SCHEMA_VERSION: i32 = 1;
+pub const SCHEMA_VERSION: i32 = 2;
 
 /// The migrations, in order: `(version, SQL)`. Each runs once, in the
 /// transaction that records its version in `schema_version`.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE incident_counter (
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE incident_counter (
         singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
         last_issued bigint NOT NULL
     );
@@ -113,7 +114,26 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
         record bytea NOT NULL
     );
     CREATE INDEX quarantine_by_incident ON quarantine (incident, kind);",
-)];
+    ),
+    (
+        2,
+        // The last document seq assigned per incident, taken with a row
+        // lock by the group that appends (see `assign_seqs`), started from
+        // what the database holds.
+        "CREATE TABLE doc_heads (
+            incident bigint PRIMARY KEY,
+            last_seq bigint NOT NULL
+        );
+        INSERT INTO doc_heads (incident, last_seq)
+        SELECT incident, max(seq) FROM (
+            SELECT incident, seq FROM doc_updates
+            UNION ALL SELECT incident, upto FROM doc_snapshots
+            UNION ALL SELECT incident, seq FROM quarantine
+                WHERE kind IN ('update', 'snapshot') AND seq IS NOT NULL
+        ) AS held
+        GROUP BY incident;",
+    ),
+];
 
 /// The advisory lock that serialises migrations between servers
 /// (`commandp` in ASCII).
@@ -384,6 +404,61 @@ pub(super) fn original_key(kind: QuarantineKind, incident: u64, seq: u64) -> Vec
     .into_bytes()
 }
 
+/// A document's rows as `(part, seq, body)`: part 0 the snapshot, 1 the log.
+fn doc_records(rows: Vec<tokio_postgres::Row>) -> Result<DocRecords, StoreError> {
+    let mut found = DocRecords::default();
+    for row in rows {
+        let part: i32 = row.get(0);
+        let seq = unsigned(row.get(1))?;
+        let body: Vec<u8> = row.get(2);
+        if part == 0 {
+            found.snapshot = Some((seq, body));
+        } else {
+            found.updates.push((seq, body));
+        }
+    }
+    Ok(found)
+}
+
+/// Takes the next seqs for the group's numbered appends: for each incident,
+/// in increasing order (so that two servers' groups never wait on each
+/// other in a cycle), moves its head forward by the number of its appends
+/// and holds the row lock to the end of the transaction. Another server's
+/// group appending to the same incident waits for this one to commit, so
+/// seqs commit in order with no gap. Returns each incident's first seq.
+async fn assign_seqs(
+    tx: &Transaction<'_>,
+    group: &[Write],
+) -> Result<std::collections::BTreeMap<u64, u64>, StoreError> {
+    let mut counts = std::collections::BTreeMap::<u64, i64>::new();
+    for write in group {
+        if let Write::AppendNumbered { incident, .. } = write {
+            *counts.entry(*incident).or_default() += 1;
+        }
+    }
+    let mut first = std::collections::BTreeMap::new();
+    for (incident, count) in counts {
+        // A head absent (a document written before numbering, or never
+        // appended to) starts from what the database holds.
+        let last: i64 = tx
+            .query_one(
+                "INSERT INTO doc_heads (incident, last_seq)
+                 SELECT $1, $2 + greatest(
+                     (SELECT coalesce(max(seq), 0) FROM doc_updates WHERE incident = $1),
+                     (SELECT coalesce(max(upto), 0) FROM doc_snapshots WHERE incident = $1),
+                     (SELECT coalesce(max(seq), 0) FROM quarantine
+                         WHERE incident = $1 AND kind IN ('update', 'snapshot')))
+                 ON CONFLICT (incident) DO UPDATE SET last_seq = doc_heads.last_seq + $2
+                 RETURNING last_seq",
+                &[&big(incident)?, &count],
+            )
+            .await?
+            .get(0);
+        first.insert(incident, unsigned(last - count + 1)?);
+    }
+    Ok(first)
+}
+
 /// Writes of one table gathered so that they go in one statement.
 #[derive(Default)]
 struct Pending {
@@ -591,18 +666,25 @@ impl Backend for PostgresBackend {
              ORDER BY part, seq",
             &[&big(incident)?],
         ))?;
-        let mut found = DocRecords::default();
-        for row in rows {
-            let part: i32 = row.get(0);
-            let seq = unsigned(row.get(1))?;
-            let body: Vec<u8> = row.get(2);
-            if part == 0 {
-                found.snapshot = Some((seq, body));
-            } else {
-                found.updates.push((seq, body));
-            }
-        }
-        Ok(found)
+        doc_records(rows)
+    }
+
+    fn doc_after(&self, incident: u64, after: u64) -> Result<DocRecords, StoreError> {
+        let client = self.connection()?;
+        // One statement, one view, as in `doc`.
+        let rows = block_on(client.query(
+            "SELECT 0 AS part, upto AS seq, snapshot AS body FROM doc_snapshots
+                 WHERE incident = $1 AND upto > $2
+             UNION ALL
+             SELECT 1, seq, body FROM doc_updates WHERE incident = $1 AND seq > $2
+             ORDER BY part, seq",
+            &[&big(incident)?, &i64::try_from(after).unwrap_or(i64::MAX)],
+        ))?;
+        doc_records(rows)
+    }
+
+    fn numbers_updates(&self) -> bool {
+        true
     }
 
     fn events_after(
@@ -667,8 +749,18 @@ impl Backend for PostgresBackend {
             let mut tx = client.transaction().await?;
             let mut pending = Pending::default();
             let mut outcomes = Vec::with_capacity(group.len());
+            let mut next_seq = assign_seqs(&tx, &group).await?;
             for write in group {
                 outcomes.push(match write {
+                    Write::AppendNumbered { incident, update } => {
+                        let next = next_seq
+                            .get_mut(&incident)
+                            .ok_or_else(|| message("a numbered append without a seq".into()))?;
+                        let seq = *next;
+                        *next += 1;
+                        pending.updates.push(incident, seq, update)?;
+                        Outcome::Appended(seq)
+                    }
                     Write::Append {
                         incident,
                         seq,
@@ -696,10 +788,13 @@ impl Backend for PostgresBackend {
                         // it removes them too.
                         pending.write(&tx).await?;
                         let (incident, upto) = (big(incident)?, big(upto)?);
+                        // Never back: another server may have compacted
+                        // further (its snapshot covers this one's log).
                         tx.execute(
                             "INSERT INTO doc_snapshots (incident, upto, snapshot) VALUES ($1, $2, $3)
                              ON CONFLICT (incident) DO UPDATE
-                             SET upto = EXCLUDED.upto, snapshot = EXCLUDED.snapshot",
+                             SET upto = EXCLUDED.upto, snapshot = EXCLUDED.snapshot
+                             WHERE doc_snapshots.upto <= EXCLUDED.upto",
                             &[&incident, &upto, &snapshot],
                         )
                         .await?;

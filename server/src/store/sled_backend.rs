@@ -338,6 +338,13 @@ impl Backend for SledBackend {
                     batches.dirty = true;
                     Outcome::Done
                 }
+                Write::AppendNumbered { incident, .. } => {
+                    note(Err(StoreError::Corrupt(format!(
+                        "incident {incident}: the sled backend stores updates under the seqs \
+                         the room gives them (a numbered append reached it)"
+                    ))));
+                    Outcome::Done
+                }
                 Write::Compact {
                     incident,
                     upto,
