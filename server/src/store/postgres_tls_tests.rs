@@ -1,7 +1,8 @@
 //! The backend's TLS against a real PostgreSQL that requires it
 //! ([`PgServer::start_tls`]: `hostssl` only, so a connection without TLS is
 //! refused), with a throwaway CA and a server certificate for the DNS name
-//! `localhost` only, made at test time (nothing of it is kept).
+//! `localhost` and the address `127.0.0.1`, made at test time (nothing of
+//! it is kept).
 //!
 //! One such server per test process; each test takes a database of its
 //! own on it.
@@ -48,7 +49,8 @@ fn tls() -> &'static Tls {
         let (ca, issuer) = certificate_authority("Command Post test CA");
         let (other_ca, _) = certificate_authority("Command Post other test CA");
         let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let mut params = CertificateParams::new(names).unwrap();
         params
             .distinguished_name
             .push(DnType::CommonName, "localhost");
@@ -145,15 +147,19 @@ fn tls_require_encrypts_and_the_store_works_through_it() {
 }
 
 #[test]
-fn tls_verify_full_with_the_ca_connects_to_the_host_the_certificate_names() {
+fn tls_verify_full_with_the_ca_connects_to_a_host_the_certificate_names() {
     let dir = tempfile::tempdir().unwrap();
     let ca = pem_file(&dir, "ca.pem", &tls().ca);
-    let backend = open(&database(
-        "localhost",
-        &format!("?sslmode=verify-full&sslrootcert={ca}"),
-    ));
-    assert!(encrypted(&backend));
-    stores_and_reads(&backend);
+    // A DNS name, and an address (no SNI: the certificate's IP address
+    // entry is checked).
+    for host in ["localhost", "127.0.0.1"] {
+        let backend = open(&database(
+            host,
+            &format!("?sslmode=verify-full&sslrootcert={ca}"),
+        ));
+        assert!(encrypted(&backend), "{host}");
+        stores_and_reads(&backend);
+    }
 }
 
 #[test]
@@ -175,18 +181,23 @@ fn tls_verify_full_refuses_a_certificate_of_another_ca() {
     }
 }
 
+/// A host name the certificate does not carry, reached at 127.0.0.1
+/// (`hostaddr`: the connection goes there, TLS checks the name).
+const OTHER_NAME: &str = "db.invalid";
+
 #[test]
 fn tls_verify_full_refuses_a_host_the_certificate_does_not_name() {
     let dir = tempfile::tempdir().unwrap();
     let ca = pem_file(&dir, "ca.pem", &tls().ca);
-    // The certificate names the DNS name localhost, not the address.
     let error = refusal(&database(
-        "127.0.0.1",
-        &format!("?sslmode=verify-full&sslrootcert={ca}"),
+        OTHER_NAME,
+        &format!("?hostaddr=127.0.0.1&sslmode=verify-full&sslrootcert={ca}"),
     ));
     assert!(error.contains("invalid peer certificate"), "{error}");
-    assert!(error.contains("not valid for name"), "{error}");
-    assert!(error.contains("127.0.0.1"), "{error}");
+    assert!(
+        error.contains(&format!("not valid for name \"{OTHER_NAME}\"")),
+        "{error}"
+    );
 }
 
 #[test]
@@ -194,8 +205,8 @@ fn tls_verify_ca_checks_the_chain_but_not_the_host() {
     let dir = tempfile::tempdir().unwrap();
     let ca = pem_file(&dir, "ca.pem", &tls().ca);
     let backend = open(&database(
-        "127.0.0.1",
-        &format!("?sslmode=verify-ca&sslrootcert={ca}"),
+        OTHER_NAME,
+        &format!("?hostaddr=127.0.0.1&sslmode=verify-ca&sslrootcert={ca}"),
     ));
     assert!(encrypted(&backend));
     stores_and_reads(&backend);
