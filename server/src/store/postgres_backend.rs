@@ -196,9 +196,9 @@ struct Manager {
 
 impl r2d2::ManageConnection for Manager {
     type Connection = Client;
-    type Error = tokio_postgres::Error;
+    type Error = ConnectError;
 
-    fn connect(&self) -> Result<Client, tokio_postgres::Error> {
+    fn connect(&self) -> Result<Client, ConnectError> {
         let config = self.config.clone();
         let tls = self.tls.clone();
         let connecting = self.runtime.spawn(async move {
@@ -218,13 +218,13 @@ impl r2d2::ManageConnection for Manager {
             Ok(client)
         });
         match block_on(connecting) {
-            Ok(connected) => connected,
+            Ok(connected) => connected.map_err(ConnectError),
             Err(join) => panic!("connecting to PostgreSQL panicked: {join}"),
         }
     }
 
-    fn is_valid(&self, client: &mut Client) -> Result<(), tokio_postgres::Error> {
-        block_on(client.batch_execute(""))
+    fn is_valid(&self, client: &mut Client) -> Result<(), ConnectError> {
+        block_on(client.batch_execute("")).map_err(ConnectError)
     }
 
     fn has_broken(&self, client: &mut Client) -> bool {
@@ -359,11 +359,31 @@ impl PostgresBackend {
 #[derive(Debug)]
 struct LogErrors;
 
-impl r2d2::HandleError<tokio_postgres::Error> for LogErrors {
-    fn handle_error(&self, error: tokio_postgres::Error) {
+impl r2d2::HandleError<ConnectError> for LogErrors {
+    fn handle_error(&self, error: ConnectError) {
         tracing::warn!(%error, "cannot connect to PostgreSQL");
     }
 }
+
+/// A failure to connect, its causes in its message: tokio-postgres's names
+/// only the kind ("error performing TLS handshake", "db error"), and r2d2
+/// hands the caller only the message of the last failure.
+#[derive(Debug)]
+struct ConnectError(tokio_postgres::Error);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = std::error::Error::source(&self.0);
+        while let Some(error) = cause {
+            write!(f, ": {error}")?;
+            cause = error.source();
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConnectError {}
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(error: tokio_postgres::Error) -> Self {
@@ -1654,3 +1674,7 @@ mod tests {
         assert!(error.contains("holds no certificate"), "{error}");
     }
 }
+
+#[cfg(test)]
+#[path = "postgres_tls_tests.rs"]
+mod tls_tests;

@@ -1,7 +1,9 @@
 //! A private PostgreSQL for tests: one server per test process, started on
 //! first use with `initdb` and `pg_ctl` in a temporary directory, on a free
 //! port of 127.0.0.1 with its unix socket in that directory, and a fresh
-//! database per test ([`fresh_database`]).
+//! database per test ([`fresh_database`]). A test may start a server of
+//! its own, [`PgServer::start`], or one that requires TLS,
+//! [`PgServer::start_tls`].
 //!
 //! Run as root, the server runs as the `postgres` OS user (PostgreSQL
 //! refuses root). The server outlives no test process: a watchdog started
@@ -44,8 +46,8 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    /// Initialises and starts a server in a new temporary directory.
-    pub fn start() -> Result<Self, String> {
+    /// Initialises a server, stopped, in a new temporary directory.
+    fn init() -> Result<Self, String> {
         let bin = bin_dir()?;
         let as_postgres = is_root();
         let root = std::env::temp_dir().join(format!(
@@ -76,8 +78,80 @@ impl PgServer {
             "UTF8",
             "--no-sync",
         ]))?;
+        Ok(server)
+    }
+
+    /// Initialises and starts a server in a new temporary directory.
+    pub fn start() -> Result<Self, String> {
+        let server = Self::init()?;
         server.pg_start()?;
         Ok(server)
+    }
+
+    /// Initialises and starts a server that speaks TLS (`ssl = on`) with
+    /// the certificate chain `cert_pem` (the server's first) and its
+    /// private key `key_pem`, both written to its temporary directory, and
+    /// that refuses TCP connections without TLS: `pg_hba.conf` has
+    /// `hostssl` lines only (and `local` for its unix socket). Its port:
+    /// [`PgServer::port`]; [`PgServer::url`]'s `sslmode=disable` is
+    /// refused.
+    #[allow(
+        dead_code,
+        reason = "used by the store's TLS tests, not by the e2e tests"
+    )]
+    pub fn start_tls(cert_pem: &str, key_pem: &str) -> Result<Self, String> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let server = Self::init()?;
+        let cert = server.root.join("server.crt");
+        let key = server.root.join("server.key");
+        // PostgreSQL refuses a key that others may read, or that is not
+        // its own user's (or root's).
+        for (path, pem, mode) in [(&cert, cert_pem, 0o644), (&key, key_pem, 0o600)] {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+                .and_then(|mut file| file.write_all(pem.as_bytes()))
+                .map_err(|error| format!("{}: {error}", path.display()))?;
+        }
+        if server.as_postgres {
+            run(Command::new("chown").arg("postgres:").arg(&cert).arg(&key))?;
+        }
+        let data = server.data();
+        let conf = data.join("postgresql.conf");
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&conf)
+            .and_then(|mut file| {
+                write!(
+                    file,
+                    "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+                    cert.display(),
+                    key.display()
+                )
+            })
+            .map_err(|error| format!("{}: {error}", conf.display()))?;
+        let hba = data.join("pg_hba.conf");
+        std::fs::write(
+            &hba,
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             hostssl all all ::1/128 trust\n",
+        )
+        .map_err(|error| format!("{}: {error}", hba.display()))?;
+        server.pg_start()?;
+        Ok(server)
+    }
+
+    /// The TCP port it listens on, on 127.0.0.1.
+    #[allow(
+        dead_code,
+        reason = "used by the store's TLS tests, not by the e2e tests"
+    )]
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// Starts the (initialised, stopped) server; waits until it accepts
