@@ -82,7 +82,10 @@ async fn a_sled_installation_moves_to_postgresql_whole() {
         + &String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{said}");
     assert!(said.contains("compared by SHA-256, all equal"), "{said}");
-    assert!(said.contains(&format!("{} log updates", 3 * EDITS)), "{said}");
+    assert!(
+        said.contains(&format!("{} log updates", 3 * EDITS)),
+        "{said}"
+    );
     // A second copy into the now non-empty target is refused, naming why.
     let again = copy(&["--from", &from, "--to", &target]);
     assert!(!again.status.success());
