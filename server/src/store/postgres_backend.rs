@@ -1574,6 +1574,108 @@ mod tests {
         assert_eq!(sorted, (3..=42).collect::<Vec<u64>>(), "{numbers:?}");
     }
 
+    /// Two servers append numbered updates to the same documents at once,
+    /// while a reader tails one of them the way a cluster node does (`seq >
+    /// last`): every seq is issued once, none is skipped, and the reader
+    /// never sees a seq before one below it has committed.
+    #[test]
+    fn numbered_appends_from_two_servers_are_gap_free_in_commit_order() {
+        let url = fresh_database();
+        let (one, two, reader) = (open(&url), open(&url), open(&url));
+        // A document written before numbering: its head starts after it.
+        one.commit(vec![Write::Append {
+            incident: 9,
+            seq: 4,
+            update: vec![0],
+        }])
+        .unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let (issued, tailed) = std::thread::scope(|scope| {
+            let tail = scope.spawn(|| {
+                let mut last = 0;
+                let mut seen = Vec::new();
+                loop {
+                    let finished = done.load(std::sync::atomic::Ordering::Acquire);
+                    let records = reader.doc_after(7, last).unwrap();
+                    for (seq, _) in records.updates {
+                        assert_eq!(seq, last + 1, "the tail skipped a seq");
+                        last = seq;
+                        seen.push(seq);
+                    }
+                    if finished {
+                        return seen;
+                    }
+                }
+            });
+            let writers: Vec<_> = [&one, &two]
+                .into_iter()
+                .map(|backend| {
+                    scope.spawn(move || {
+                        let mut seqs: Vec<(u64, u64)> = Vec::new();
+                        for round in 0..40u8 {
+                            // Incidents in both orders: the heads are locked
+                            // in one order whatever the group's.
+                            let group = [9, 7, 7, 9, 7]
+                                .into_iter()
+                                .map(|incident| Write::AppendNumbered {
+                                    incident,
+                                    update: vec![round],
+                                })
+                                .collect();
+                            let incidents = [9, 7, 7, 9, 7];
+                            for (incident, outcome) in
+                                incidents.into_iter().zip(backend.commit(group).unwrap())
+                            {
+                                let Outcome::Appended(seq) = outcome else {
+                                    panic!("{outcome:?}")
+                                };
+                                seqs.push((incident, seq));
+                            }
+                        }
+                        seqs
+                    })
+                })
+                .collect();
+            let issued: Vec<(u64, u64)> = writers
+                .into_iter()
+                .flat_map(|writer| writer.join().unwrap())
+                .collect();
+            done.store(true, std::sync::atomic::Ordering::Release);
+            (issued, tail.join().unwrap())
+        });
+        let of = |incident: u64| {
+            let mut seqs: Vec<u64> = issued
+                .iter()
+                .filter(|(at, _)| *at == incident)
+                .map(|(_, seq)| *seq)
+                .collect();
+            seqs.sort_unstable();
+            seqs
+        };
+        assert_eq!(of(7), (1..=240).collect::<Vec<u64>>());
+        assert_eq!(of(9), (5..=164).collect::<Vec<u64>>());
+        assert_eq!(tailed, (1..=240).collect::<Vec<u64>>());
+        // A snapshot never goes back to cover less.
+        one.commit(vec![Write::Compact {
+            incident: 7,
+            upto: 200,
+            snapshot: vec![1],
+        }])
+        .unwrap();
+        two.commit(vec![Write::Compact {
+            incident: 7,
+            upto: 100,
+            snapshot: vec![2],
+        }])
+        .unwrap();
+        let doc = reader.doc(7).unwrap();
+        assert_eq!(doc.snapshot, Some((200, vec![1])));
+        assert_eq!(doc.updates.first().map(|(seq, _)| *seq), Some(201));
+        let after = reader.doc_after(7, 150).unwrap();
+        assert_eq!(after.snapshot.map(|(upto, _)| upto), Some(200));
+        assert!(reader.doc_after(7, 200).unwrap().snapshot.is_none());
+    }
+
     #[test]
     fn migrations_run_once_and_a_newer_schema_is_refused_naming_both_versions() {
         let url = fresh_database();
