@@ -6,7 +6,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The path of `program`: on PATH, else in one of `dirs` (Debian keeps
 /// `haproxy` in /usr/sbin, which is not on every user's PATH). Panics
@@ -42,20 +42,6 @@ pub fn free_port(ip: IpAddr) -> u16 {
 /// Whether something accepts TCP connections at `addr` now.
 pub fn accepts(addr: SocketAddr) -> bool {
     std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).is_ok()
-}
-
-/// Polls `condition` every 20 ms until it holds; panics naming `what`
-/// after [`super::WAIT`]. For the synchronous harness code (tests use
-/// [`super::wait_until`]).
-pub fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !condition() {
-        assert!(
-            started.elapsed() < super::WAIT,
-            "timed out waiting for: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A `sh` process that waits for this test process to end, then SIGKILLs
