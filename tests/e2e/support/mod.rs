@@ -13,10 +13,25 @@
 //! both is an `async fn(Store)` and is declared with
 //! `both_backends!(name, body)`, which generates the tests `name::sled` and
 //! `name::postgres` (filter with `-- name::postgres`).
+//!
+//! **Clusters.** Several nodes share one PostgreSQL database and one token
+//! secret, each on its own loopback address (every 127.0.0.x is loopback on
+//! Linux): `TestServer::start_on_url_at(ip, &url, args)` starts the first,
+//! `first.start_peer_at(ip)` the others (same store, arguments and secret).
+//! In front of them, [`haproxy::HaProxy`] (round-robin, health checks on
+//! `/readyz`, the answering node in the `x-served-by` header, backend state
+//! from the runtime API); beside them, [`redis::RedisServer`]. Every engine
+//! is a real one, private to the test, on a free port in a temporary
+//! directory; faults are real (`kill9`: SIGKILL). Each process, servers
+//! included, has an [`engine::Watchdog`] that kills it once the test process
+//! is gone, however it ended. `cluster_harness.rs` shows them together.
 
 #![allow(dead_code)]
 
+pub mod engine;
+pub mod haproxy;
 pub mod node;
+pub mod redis;
 pub mod sse;
 #[path = "../../../server/src/store/test_postgres.rs"]
 pub mod test_postgres;
@@ -60,7 +75,7 @@ macro_rules! both_backends {
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::Arc;
@@ -88,6 +103,9 @@ pub struct TestServer {
     runs: u32,
     /// `COMMANDPOST_LOG` for this server (else TEST_SERVER_LOG or info).
     log_level: Option<String>,
+    /// Kills the server once the test process is gone (the test runner
+    /// may be killed), and removes its data directory.
+    watchdog: engine::Watchdog,
 }
 
 impl TestServer {
@@ -126,28 +144,72 @@ impl TestServer {
         Self::start_inner(&all, None)
     }
 
+    /// Starts on the PostgreSQL database at `url`, listening on a free port
+    /// of `bind` (e.g. `127.0.0.2`: every 127.0.0.x is loopback on Linux),
+    /// so the nodes of a cluster are told apart by address.
+    pub fn start_on_url_at(bind: IpAddr, url: &str, args: &[&str]) -> Self {
+        let mut all = vec!["--store", url];
+        all.extend_from_slice(args);
+        Self::start_full(bind, None, &all, None)
+    }
+
+    /// Another node of the same cluster: the same store (`--store`), the
+    /// same extra arguments and the same token secret as this server, so
+    /// either accepts the other's tokens, listening on a free port of
+    /// `bind`. Its own data directory and log. For PostgreSQL servers:
+    /// nodes on sled would not share data.
+    pub fn start_peer_at(&self, bind: IpAddr) -> Self {
+        assert!(
+            self.postgres_url().is_some(),
+            "nodes share data only on PostgreSQL: start the first with start_on_url_at"
+        );
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        Self::start_full(
+            bind,
+            Some(self.secret.clone()),
+            &args,
+            self.log_level.clone(),
+        )
+    }
+
     fn start_inner(args: &[&str], log_level: Option<String>) -> Self {
+        Self::start_full(IpAddr::V4(Ipv4Addr::LOCALHOST), None, args, log_level)
+    }
+
+    fn start_full(
+        bind: IpAddr,
+        secret: Option<String>,
+        args: &[&str],
+        log_level: Option<String>,
+    ) -> Self {
         let data = Arc::new(
             tempfile::Builder::new()
                 .prefix("commandpost-test")
                 .tempdir()
                 .unwrap(),
         );
-        let secret =
-            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string();
+        let secret = secret.unwrap_or_else(|| {
+            uuid::Uuid::new_v4().simple().to_string() + &uuid::Uuid::new_v4().simple().to_string()
+        });
         let keys = TokenKeys::from_secret(secret.as_bytes());
+        let watchdog = engine::Watchdog::start_with(
+            data.path().with_extension("watchdog"),
+            &[data.path()],
+            "test server",
+        );
         let mut server = Self {
             child: None,
             _stdout: None,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            addr: SocketAddr::new(bind, 0),
             data,
             secret,
             keys,
             args: args.iter().map(|s| s.to_string()).collect(),
             runs: 0,
             log_level,
+            watchdog,
         };
-        server.spawn(SocketAddr::from(([127, 0, 0, 1], 0)));
+        server.spawn(SocketAddr::new(bind, 0));
         server
     }
 
@@ -178,6 +240,7 @@ impl TestServer {
             .stderr(Stdio::from(log))
             .spawn()
             .expect("cannot start the commandpost binary");
+        self.watchdog.set_pids(&[child.id()]);
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         let addr = loop {
@@ -201,6 +264,7 @@ impl TestServer {
     /// Kills the process with SIGKILL, like a crash or the OOM killer.
     pub fn kill9(&mut self) {
         if let Some(mut child) = self.child.take() {
+            self.watchdog.set_pids(&[]);
             child.kill().unwrap();
             child.wait().unwrap();
         }
@@ -218,6 +282,7 @@ impl TestServer {
         let started = Instant::now();
         loop {
             if let Some(status) = child.try_wait().unwrap() {
+                self.watchdog.set_pids(&[]);
                 return status;
             }
             assert!(
@@ -229,13 +294,14 @@ impl TestServer {
     }
 
     /// Starts the server again on the same data directory (and, when it is
-    /// free, the same port, so clients can reconnect by themselves).
+    /// free, the same port, so clients can reconnect by themselves; always
+    /// the same IP address).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "stop the server first");
         let listen = if std::net::TcpListener::bind(self.addr).is_ok() {
             self.addr
         } else {
-            SocketAddr::from(([127, 0, 0, 1], 0))
+            SocketAddr::new(self.addr.ip(), 0)
         };
         self.spawn(listen);
     }
