@@ -31,7 +31,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the server (HTTP API, document WebSockets, embedded storage).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Print a signed access token for a user (`token revoke ID` revokes one).
     Token(TokenArgs),
     /// Download a consistent backup of a running server's database.
@@ -202,7 +202,7 @@ fn parse_role(value: &str) -> Result<AccessRole, String> {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Token(TokenArgs {
             action:
                 Some(TokenAction::Revoke {

@@ -155,6 +155,13 @@ pub struct ServerConfig {
     /// the pool, or a new one to connect) before it fails.
     #[arg(long, env = "COMMANDPOST_STORE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub store_timeout: Duration,
+    /// Redis, to run several nodes on one PostgreSQL store as a cluster
+    /// (needs --store postgres://...): `redis://[user:password@]host:port`,
+    /// or `rediss://` for TLS. Each node publishes the document updates it
+    /// commits there and applies the other nodes'; Redis holds nothing
+    /// durable (what it loses, nodes read from PostgreSQL).
+    #[arg(long, value_name = "URL", env = "COMMANDPOST_REDIS")]
+    pub redis: Option<String>,
 }
 
 /// Where the store is: a sled data directory or a PostgreSQL URL.

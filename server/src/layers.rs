@@ -28,6 +28,7 @@ const MODULES: &[(&str, Layer)] = &[
     ("metrics", Layer::Utility),
     ("store", Layer::Storage),
     ("quarantine", Layer::Storage),
+    ("cluster", Layer::Storage),
     ("auth", Layer::Domain),
     ("backup", Layer::Domain),
     ("config", Layer::Domain),

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod backup;
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod doc_sync;
 pub mod http;

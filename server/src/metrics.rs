@@ -58,6 +58,14 @@ pub struct Metrics {
     pub compactions_refused: Counter,
     /// Compactions forced by a document reaching `--max-document-bytes`.
     pub limit_compactions: Counter,
+    /// Cluster bus: updates published to other nodes, dropped because
+    /// Redis was unreachable (the others read storage), received.
+    pub bus_published: Counter,
+    pub bus_dropped: Counter,
+    pub bus_received: Counter,
+    /// Times a room read what it lacked from storage (a gap, a reconnect,
+    /// the periodic check).
+    pub catch_ups: Counter,
     /// Times a document WebSocket stopped being read because it sent more
     /// than its budget (`--inbound-bytes-per-second`, `--updates-per-second`).
     pub inbound_throttles: Counter,
@@ -89,6 +97,10 @@ impl Metrics {
         let overdue_updates = Counter::default();
         let compactions_refused = Counter::default();
         let limit_compactions = Counter::default();
+        let bus_published = Counter::default();
+        let bus_dropped = Counter::default();
+        let bus_received = Counter::default();
+        let catch_ups = Counter::default();
         let inbound_throttles = Counter::default();
         let inbound_throttled_seconds = Counter::<f64, AtomicU64>::default();
         let awareness_refused = Family::<ReasonLabel, Counter>::default();
@@ -155,6 +167,26 @@ impl Metrics {
             limit_compactions.clone(),
         );
         registry.register(
+            "bus_published",
+            "Cluster bus: committed updates published to the other nodes",
+            bus_published.clone(),
+        );
+        registry.register(
+            "bus_dropped",
+            "Cluster bus: updates not published because Redis was unreachable (the other nodes read them from storage)",
+            bus_dropped.clone(),
+        );
+        registry.register(
+            "bus_received",
+            "Cluster bus: updates received from other nodes",
+            bus_received.clone(),
+        );
+        registry.register(
+            "catch_ups",
+            "Times a room read the document updates it lacked from storage",
+            catch_ups.clone(),
+        );
+        registry.register(
             "inbound_throttles",
             "Times a document WebSocket was not read because it sent more than its budget",
             inbound_throttles.clone(),
@@ -187,6 +219,10 @@ impl Metrics {
             overdue_updates,
             compactions_refused,
             limit_compactions,
+            bus_published,
+            bus_dropped,
+            bus_received,
+            catch_ups,
             inbound_throttles,
             inbound_throttled_seconds,
             awareness_refused,

@@ -45,8 +45,20 @@ pub const EVERYONE: u64 = 0;
 /// The mutable part of a room.
 pub struct RoomState {
     pub awareness: Awareness,
-    /// Sequence number for the next appended update.
+    /// Sequence number for the next appended update (when the room numbers
+    /// its updates: on sled).
     next_seq: u64,
+    /// When storage numbers updates (PostgreSQL, where several nodes may
+    /// append to one document): every update of the log up to this seq is
+    /// in the live document. Advanced by this node's commits and other
+    /// nodes' updates when each is the next one, and by catching up from
+    /// storage otherwise.
+    applied: u64,
+    /// Whether storage numbers the updates ([`Store::numbers_updates`]).
+    numbered: bool,
+    /// A catch-up from storage is running; another was asked for meanwhile.
+    catching_up: bool,
+    catch_up_again: bool,
     /// Updates and bytes in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
@@ -77,6 +89,16 @@ pub struct RoomState {
 }
 
 impl RoomState {
+    /// The last log seq the live document is known to contain, with every
+    /// one before it: what a compaction may cover.
+    fn covered(&self) -> u64 {
+        if self.numbered {
+            self.applied
+        } else {
+            self.next_seq - 1
+        }
+    }
+
     /// The document's stored size: last snapshot plus the log after it.
     pub fn stored_bytes(&self) -> u64 {
         self.snapshot_bytes + self.log_bytes
@@ -130,6 +152,13 @@ pub struct Room {
     fanout_window_per_1000: Duration,
     fanout_window_max: Duration,
     fanout_window_min: Duration,
+    /// The cluster bus, when this node is one of several.
+    bus: Option<crate::cluster::Bus>,
+    /// The runtime the room was loaded on: storage's writer thread tells
+    /// the room about commits and the room spawns from there.
+    runtime: tokio::runtime::Handle,
+    /// The registry, for eviction from tasks the room starts.
+    rooms: std::sync::Weak<RoomsInner>,
 }
 
 impl Room {
@@ -155,22 +184,188 @@ impl Room {
     /// storage; compacts the log when it grew past its bounds. Call inside
     /// [`Room::with_state`].
     pub fn persist(
-        &self,
+        self: &Arc<Self>,
         state: &mut RoomState,
         update: Vec<u8>,
     ) -> Result<tokio::sync::oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         state.full_sync = None;
-        let seq = state.next_seq;
-        state.next_seq += 1;
         state.log_updates += 1;
         state.log_bytes += update.len() as u64;
-        let saved = self.store.append(&self.id, seq, update)?;
+        let saved = if state.numbered {
+            // Storage numbers it. Once committed (before the sender hears
+            // "saved"), the update goes to the other nodes with its seq.
+            let room = Arc::downgrade(self);
+            let id = self.id.clone();
+            let published = self.bus.clone().map(|bus| (bus, update.clone()));
+            self.store.append_numbered(
+                &self.id,
+                update,
+                Box::new(move |seq| {
+                    let Ok(seq) = seq else { return };
+                    if let Some((bus, update)) = &published {
+                        bus.publish_update(&id, seq, update);
+                    }
+                    if let Some(room) = room.upgrade() {
+                        room.committed(seq);
+                    }
+                }),
+            )?
+        } else {
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            self.store.append(&self.id, seq, update)?
+        };
         if state.log_updates >= self.compact_after_updates
             || state.log_bytes - state.log_bytes_kept >= self.compact_after_bytes
         {
-            self.compact(state, seq)?;
+            let upto = state.covered();
+            self.compact(state, upto)?;
         }
         Ok(saved)
+    }
+
+    /// This node's update was committed under `seq` (storage's writer
+    /// thread calls this). When updates of other nodes came in between,
+    /// the room reads them from storage unless the bus brings them first.
+    fn committed(self: &Arc<Self>, seq: u64) {
+        let gap = {
+            let mut state = self.state.lock();
+            if seq == state.applied + 1 {
+                state.applied = seq;
+                false
+            } else {
+                seq > state.applied + 1
+            }
+        };
+        if gap {
+            self.catch_up();
+        }
+    }
+
+    /// Another node's update committed under `seq`: applied and relayed
+    /// when it is the next one the room lacks, ignored when the room has
+    /// it, and otherwise the room reads everything it lacks from storage.
+    pub fn apply_remote(self: &Arc<Self>, seq: u64, update: Vec<u8>) {
+        let outcome = {
+            let mut state = self.state.lock();
+            if state.poisoned || seq <= state.applied {
+                return;
+            }
+            if seq > state.applied + 1 {
+                None
+            } else {
+                Some(self.integrate_remote(&mut state, None, vec![(seq, update)]))
+            }
+        };
+        match outcome {
+            None => self.catch_up(),
+            Some(Ok(())) => {}
+            Some(Err(why)) => self.remote_refused(&why),
+        }
+    }
+
+    /// Reads what the room lacks from storage and applies it, one catch-up
+    /// at a time per room (a request made meanwhile runs once more after).
+    pub fn catch_up(self: &Arc<Self>) {
+        {
+            let mut state = self.state.lock();
+            if state.catching_up {
+                state.catch_up_again = true;
+                return;
+            }
+            state.catching_up = true;
+        }
+        let room = self.clone();
+        self.runtime.spawn(async move {
+            loop {
+                let after = room.state.lock().applied;
+                let store = room.store.clone();
+                let id = room.id.clone();
+                let read = tokio::task::spawn_blocking(move || store.doc_after(&id, after)).await;
+                METRICS.catch_ups.inc();
+                let mut state = room.state.lock();
+                let again = std::mem::take(&mut state.catch_up_again);
+                match read {
+                    Ok(Ok((snapshot, updates))) if !state.poisoned => {
+                        if let Err(why) = room.integrate_remote(&mut state, snapshot, updates) {
+                            state.catching_up = false;
+                            drop(state);
+                            room.remote_refused(&why);
+                            return;
+                        }
+                    }
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => {
+                        tracing::debug!(incident = %room.id, %error, "cannot catch up from storage now; the next check tries again");
+                    }
+                    Err(error) => {
+                        tracing::error!(incident = %room.id, %error, "catching up from storage panicked");
+                    }
+                }
+                if !again {
+                    state.catching_up = false;
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Applies committed updates (and a snapshot) of other nodes that the
+    /// room lacks, each in a transaction of its own as a load does, and
+    /// relays what changed to this node's connections as one update.
+    fn integrate_remote(
+        self: &Arc<Self>,
+        state: &mut RoomState,
+        snapshot: Option<(u64, Vec<u8>)>,
+        updates: Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), String> {
+        let doc = state.awareness.doc().clone();
+        let before = doc.transact().state_vector();
+        let had = state.applied;
+        let mut applied = had;
+        let mut bytes = 0;
+        let parts = snapshot
+            .filter(|(upto, _)| *upto > had)
+            .into_iter()
+            .chain(updates.into_iter().filter(|(seq, _)| *seq > had));
+        for (seq, update) in parts {
+            let decoded = decode_stored(&update).map_err(|why| format!("update {seq}: {why}"))?;
+            let mut txn = doc.transact_mut();
+            if let Err(why) = integrate(&mut txn, decoded) {
+                discard(txn);
+                state.poisoned = true;
+                return Err(format!("update {seq}: {why}"));
+            }
+            if catch_unwind(AssertUnwindSafe(move || drop(txn))).is_err() {
+                state.poisoned = true;
+                return Err(format!("update {seq}: committing it panicked"));
+            }
+            applied = applied.max(seq);
+            bytes += update.len() as u64;
+            state.log_updates += 1;
+        }
+        if applied == state.applied {
+            return Ok(());
+        }
+        state.applied = applied;
+        state.log_bytes += bytes;
+        let changed = doc.transact().encode_state_as_update_v1(&before);
+        // Two bytes: an empty update (the room had it all already).
+        if changed.len() > 2 {
+            state.full_sync = None;
+            self.relay_update(state, EVERYONE, changed);
+        }
+        Ok(())
+    }
+
+    /// An update another node committed does not apply here: the room is
+    /// replaced by a fresh load from storage.
+    fn remote_refused(self: &Arc<Self>, why: &str) {
+        tracing::error!(incident = %self.id, %why, "an update committed by another node does not apply to the live document; reloading the room from storage");
+        match self.rooms.upgrade() {
+            Some(inner) => Rooms { inner }.evict(self),
+            None => self.closing.cancel(),
+        }
     }
 
     /// Replaces the log up to `upto` with a snapshot of the live document,
@@ -220,7 +415,7 @@ impl Room {
         }
         state.limit_compacted_at = Some(now);
         let before = state.stored_bytes();
-        let upto = state.next_seq - 1;
+        let upto = state.covered();
         let compacted = self.compact(state, upto)?;
         if compacted {
             crate::metrics::METRICS.limit_compactions.inc();
@@ -675,7 +870,16 @@ struct RoomsInner {
     /// Called with the incident's id each time its room is loaded
     /// ([`Rooms::on_load`]).
     on_load: parking_lot::RwLock<Vec<LoadListener>>,
+    /// The cluster bus, when this node is one of several
+    /// ([`Rooms::join_cluster`]).
+    bus: std::sync::OnceLock<crate::cluster::Bus>,
 }
+
+/// How often rooms read what they lack from storage while the cluster bus
+/// is down (other nodes' edits then arrive within about this long), and
+/// while it is up (for a message the bus lost).
+const CATCH_UP_BUS_DOWN: Duration = Duration::from_millis(250);
+const CATCH_UP_BUS_UP: Duration = Duration::from_secs(2);
 
 /// What [`Rooms::on_load`] registers: it runs on the loading task, so it
 /// must only hand work off (spawn), never block or join the room itself.
@@ -965,8 +1169,76 @@ impl Rooms {
                 store,
                 config,
                 on_load: parking_lot::RwLock::new(Vec::new()),
+                bus: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Makes this node one of a cluster: committed updates go out on
+    /// `bus`, other nodes' updates from `deliveries` are applied to the
+    /// loaded rooms, and every loaded room reads what it lacks from storage
+    /// after the bus (re)connects and every [`CATCH_UP_BUS_UP`] (every
+    /// [`CATCH_UP_BUS_DOWN`] while the bus is down). Runs until `shutdown`.
+    pub fn join_cluster(
+        &self,
+        bus: crate::cluster::Bus,
+        mut deliveries: tokio::sync::mpsc::UnboundedReceiver<crate::cluster::Delivery>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        if self.inner.bus.set(bus.clone()).is_err() {
+            return;
+        }
+        let rooms = self.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(CATCH_UP_BUS_DOWN);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_check = Instant::now();
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    delivery = deliveries.recv() => match delivery {
+                        Some(crate::cluster::Delivery::Update { incident, seq, update }) => {
+                            if let Some(room) = rooms.loaded(&incident) {
+                                room.apply_remote(seq, update);
+                            }
+                        }
+                        Some(crate::cluster::Delivery::Resubscribed) => {
+                            for room in rooms.loaded_rooms() {
+                                room.catch_up();
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = ticks.tick() => {
+                        let every = if bus.connected() { CATCH_UP_BUS_UP } else { CATCH_UP_BUS_DOWN };
+                        if last_check.elapsed() >= every {
+                            last_check = Instant::now();
+                            for room in rooms.loaded_rooms() {
+                                room.catch_up();
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    /// The incident's room if it is loaded.
+    fn loaded(&self, id: &IncidentId) -> Option<Arc<Room>> {
+        self.inner
+            .slots
+            .lock()
+            .get(id)
+            .and_then(|slot| slot.get().cloned())
+    }
+
+    fn loaded_rooms(&self) -> Vec<Arc<Room>> {
+        self.inner
+            .slots
+            .lock()
+            .values()
+            .filter_map(|slot| slot.get().cloned())
+            .collect()
     }
 
     /// Registers `listener` to be told each time a room is loaded (after it
@@ -1009,6 +1281,11 @@ impl Rooms {
                 .await?
                 .clone();
             if loaded_now {
+                // What other nodes committed between the load's read and
+                // the room being in place.
+                if room.bus.is_some() {
+                    room.catch_up();
+                }
                 let listeners = self.inner.on_load.read().clone();
                 for listener in listeners {
                     listener(id);
@@ -1187,6 +1464,10 @@ impl Rooms {
             state: parking_lot::Mutex::new(RoomState {
                 awareness,
                 next_seq,
+                applied: next_seq - 1,
+                numbered: self.inner.store.numbers_updates(),
+                catching_up: false,
+                catch_up_again: false,
                 log_updates,
                 log_bytes,
                 log_bytes_kept: 0,
@@ -1210,6 +1491,9 @@ impl Rooms {
             fanout_window_per_1000: self.inner.config.fanout_window_per_1000,
             fanout_window_max: self.inner.config.fanout_window_max,
             fanout_window_min: self.inner.config.fanout_window_min,
+            bus: self.inner.bus.get().cloned(),
+            runtime: tokio::runtime::Handle::current(),
+            rooms: Arc::downgrade(&self.inner),
         }))
     }
 
@@ -1231,7 +1515,7 @@ impl Rooms {
             if state.poisoned || state.log_updates == 0 {
                 continue;
             }
-            let upto = state.next_seq - 1;
+            let upto = state.covered();
             if room.compact(&mut state, upto)? {
                 compacted += 1;
             }

@@ -68,6 +68,16 @@ impl Server {
         )?;
         let store = open_store(&location, &config)?;
         let rooms = Rooms::new(store.clone(), config.clone());
+        let shutdown = CancellationToken::new();
+        if let Some(url) = &config.redis {
+            anyhow::ensure!(
+                store.numbers_updates(),
+                "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
+                 database: add --store postgres://... (sled is one process's store)"
+            );
+            let (bus, deliveries) = crate::cluster::Bus::start(url)?;
+            rooms.join_cluster(bus, deliveries, shutdown.clone());
+        }
         let handoff_ttl =
             chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
         anyhow::ensure!(
@@ -92,7 +102,7 @@ impl Server {
                 store,
                 rooms,
                 keys,
-                shutdown: CancellationToken::new(),
+                shutdown,
                 tasks: TaskTracker::new(),
                 sidecars,
                 revocations,
