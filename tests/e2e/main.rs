@@ -22,6 +22,7 @@ mod auth;
 mod bad_input;
 mod cli;
 mod cli_incident;
+mod cluster;
 mod cluster_harness;
 mod convergence;
 mod crashloop;

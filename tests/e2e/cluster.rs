@@ -1,0 +1,312 @@
+//! Cluster mode with real engines: `commandpost` nodes on distinct loopback
+//! addresses sharing one PostgreSQL database and one Redis (`--redis`), an
+//! HAProxy in front of them. Faults are real: `kill -9` of a node, of
+//! Redis. Every wait is for a condition, bounded by `support::WAIT`.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use commandpost_shared::AccessRole;
+
+use crate::support::haproxy::HaProxy;
+use crate::support::node::NodeClient;
+use crate::support::redis::RedisServer;
+use crate::support::yclient::{Connect, YClient};
+use crate::support::{TestServer, WAIT, test_postgres};
+
+const SAVED: Connect = Connect {
+    saved_acks: true,
+    client_id: None,
+};
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// `count` nodes on 127.0.0.2, .3, … on a fresh database and `redis`.
+fn nodes(count: u8, redis: &RedisServer) -> Vec<TestServer> {
+    let database = test_postgres::fresh_database();
+    let first = TestServer::start_on_url_at(loopback(2), &database, &["--redis", &redis.url()]);
+    let mut nodes = vec![first];
+    for n in 1..count {
+        let peer = nodes[0].start_peer_at(loopback(2 + n));
+        nodes.push(peer);
+    }
+    nodes
+}
+
+/// A counter of a node's `/metrics`.
+async fn metric(node: &TestServer, name: &str) -> f64 {
+    let text = reqwest::get(node.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|line| {
+            let (key, value) = line.split_once(' ')?;
+            (key == format!("commandpost_{name}_total") || key == format!("commandpost_{name}"))
+                .then(|| value.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+}
+
+/// Waits until every client's text contains every one of `chunks`, and
+/// all texts are equal; returns the text.
+async fn wait_all_hold(clients: &[&YClient], chunks: &[String]) -> String {
+    let started = std::time::Instant::now();
+    loop {
+        let texts: Vec<String> = clients.iter().map(|client| client.read()).collect();
+        if texts.iter().all(|text| text == &texts[0])
+            && chunks.iter().all(|chunk| texts[0].contains(chunk.as_str()))
+        {
+            return texts[0].clone();
+        }
+        if started.elapsed() > WAIT {
+            let missing: Vec<&String> = chunks
+                .iter()
+                .filter(|chunk| !texts[0].contains(chunk.as_str()))
+                .collect();
+            panic!("the clients did not converge; missing {missing:?}; texts:\n{texts:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Types `count` tagged chunks at the end of the document, waiting for each
+/// to be saved; returns them.
+async fn type_saved(client: &YClient, tag: &str, count: usize) -> Vec<String> {
+    let mut chunks = Vec::new();
+    for n in 0..count {
+        let chunk = format!("[{tag}{n}]");
+        client.push(&chunk);
+        client.wait_saved().await;
+        chunks.push(chunk);
+    }
+    chunks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stock_clients_on_two_nodes_converge_and_a_viewer_on_a_third_follows() {
+    // Redis with a password: AUTH through the URL.
+    let redis = RedisServer::start_with_password();
+    let cluster = nodes(3, &redis);
+    let proxy = HaProxy::start(&cluster.iter().map(|node| node.addr).collect::<Vec<_>>());
+    proxy.wait_all_up().await;
+    let (a, b, c) = (&cluster[0], &cluster[1], &cluster[2]);
+    let incident = a.create_incident("Across nodes").await;
+    let room = incident.to_string();
+
+    let mut nia = NodeClient::spawn().await;
+    nia.connect(&a.ws_base(), &room, &a.token(AccessRole::Responder, "Nia"))
+        .await;
+    let mut noor = NodeClient::spawn().await;
+    noor.connect(&b.ws_base(), &room, &b.token(AccessRole::Responder, "Noor"))
+        .await;
+    let viewer = YClient::connect(&c.ws_url(&incident, &c.token(AccessRole::Viewer, "Vic"))).await;
+
+    // Both type at once, at the start (which no remote edit can move into
+    // the middle of a chunk).
+    let mut typed = Vec::new();
+    for n in 0..25 {
+        for (name, client) in [("nia", &mut nia), ("noor", &mut noor)] {
+            let chunk = format!("<{name}{n}>");
+            client.insert(0, &chunk).await;
+            typed.push(chunk);
+        }
+    }
+    let started = std::time::Instant::now();
+    let text = loop {
+        let (one, two) = (nia.text().await, noor.text().await);
+        if one == two && typed.iter().all(|chunk| one.contains(chunk.as_str())) {
+            break one;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the stock clients did not converge:\n{one:?}\n{two:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    // The viewer on the third node follows live, and so does a late
+    // joiner through the load balancer, wherever it lands.
+    viewer.wait_text(&text).await;
+    let late =
+        YClient::connect(&proxy.ws_url(&incident, &a.token(AccessRole::Viewer, "Late"))).await;
+    late.wait_text(&text).await;
+    // The edits crossed on the bus, not only through storage.
+    assert!(metric(c, "bus_received").await > 0.0);
+    assert!(metric(a, "bus_published").await > 0.0);
+    nia.quit().await;
+    noor.quit().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_mid_burst_loses_nothing_acknowledged_and_its_clients_move_through_haproxy() {
+    let redis = RedisServer::start();
+    let mut cluster = nodes(3, &redis);
+    let proxy = HaProxy::start(&cluster.iter().map(|node| node.addr).collect::<Vec<_>>());
+    proxy.wait_all_up().await;
+    let incident = cluster[0].create_incident("Kill a node").await;
+    let token = cluster[0].token(AccessRole::Responder, "Ed");
+
+    // One saving editor per node, and stock clients through the proxy.
+    let mut editors = Vec::new();
+    for node in &cluster {
+        editors.push(YClient::connect_with(&node.ws_url(&incident, &token), SAVED).await);
+    }
+    let mut stock = Vec::new();
+    for name in ["Sam", "Sol", "Sid"] {
+        let mut client = NodeClient::spawn().await;
+        let base = format!("ws://{}/ws", proxy.addr());
+        client
+            .connect(
+                &base,
+                &incident.to_string(),
+                &cluster[0].token(AccessRole::Responder, name),
+            )
+            .await;
+        stock.push(client);
+    }
+
+    // A burst from every editor; node 2 dies in the middle of it.
+    let mut acknowledged = Vec::new();
+    for (i, editor) in editors.iter().enumerate() {
+        acknowledged.extend(type_saved(editor, &format!("e{i}n"), 10).await);
+    }
+    // The dead node's editor: each chunk with its change number, which
+    // "saved up to n" acknowledges.
+    let mut on_dead = Vec::new();
+    for n in 0..20 {
+        for (i, editor) in editors.iter().enumerate() {
+            let chunk = format!("[burst{i}n{n}]");
+            editor.push(&chunk);
+            if i == 1 {
+                on_dead.push((chunk, editor.changes_sent()));
+            } else {
+                acknowledged.push(chunk);
+            }
+        }
+    }
+    cluster[1].kill9();
+    let killed = cluster[1].addr;
+    // What the dead node's editor had acknowledged before it died counts;
+    // the rest was never acknowledged.
+    for (i, editor) in editors.iter().enumerate() {
+        if i != 1 {
+            editor.wait_saved().await;
+        }
+    }
+    let saved_on_dead = editors[1].saved();
+    acknowledged.extend(
+        on_dead
+            .into_iter()
+            .filter(|(_, change)| *change <= saved_on_dead)
+            .map(|(chunk, _)| chunk),
+    );
+    proxy.wait_down(killed).await;
+
+    // Every acknowledged update is on every surviving node, in what a
+    // fresh client loads through the proxy, and in PostgreSQL (a node
+    // started afterwards loads it).
+    let viewer_token = cluster[0].token(AccessRole::Viewer, "Vic");
+    let on_a = YClient::connect(&cluster[0].ws_url(&incident, &viewer_token)).await;
+    let on_c = YClient::connect(&cluster[2].ws_url(&incident, &viewer_token)).await;
+    let through = YClient::connect(&proxy.ws_url(&incident, &viewer_token)).await;
+    let fresh = cluster[0].start_peer_at(loopback(9));
+    let from_storage = YClient::connect(&fresh.ws_url(&incident, &viewer_token)).await;
+    wait_all_hold(
+        &[
+            &on_a,
+            &on_c,
+            &through,
+            &from_storage,
+            &editors[0],
+            &editors[2],
+        ],
+        &acknowledged,
+    )
+    .await;
+
+    // The stock clients that were on the dead node reconnected through the
+    // proxy by themselves; everyone converges on one text.
+    let started = std::time::Instant::now();
+    loop {
+        let mut texts = Vec::new();
+        for client in &mut stock {
+            texts.push(client.text().await);
+        }
+        let reference = on_a.read();
+        if texts.iter().all(|t| *t == reference)
+            && acknowledged.iter().all(|c| reference.contains(c.as_str()))
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the stock clients did not reconverge:\n{texts:#?}\n{reference:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for client in stock {
+        client.quit().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_mid_burst_loses_nothing_and_the_relay_resumes() {
+    let mut redis = RedisServer::start();
+    let cluster = nodes(2, &redis);
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let incident = a.create_incident("Redis dies").await;
+    let token = a.token(AccessRole::Responder, "Ed");
+    let on_a = YClient::connect_with(&a.ws_url(&incident, &token), SAVED).await;
+    let on_b = YClient::connect_with(&b.ws_url(&incident, &token), SAVED).await;
+
+    let mut acknowledged = type_saved(&on_a, "before", 5).await;
+    acknowledged.extend(type_saved(&on_b, "beforeb", 5).await);
+    wait_all_hold(&[&on_a, &on_b], &acknowledged).await;
+
+    // Redis dies in the middle of a burst; it had no persistence.
+    for n in 0..10 {
+        on_a.push(&format!("[burst{n}]"));
+        acknowledged.push(format!("[burst{n}]"));
+    }
+    redis.kill9();
+    on_a.wait_saved().await;
+    // Without Redis the nodes keep serving, and each other's edits still
+    // arrive (read from PostgreSQL).
+    acknowledged.extend(type_saved(&on_b, "during", 5).await);
+    acknowledged.extend(type_saved(&on_a, "duringa", 5).await);
+    wait_all_hold(&[&on_a, &on_b], &acknowledged).await;
+    assert_eq!(
+        reqwest::get(a.url("/readyz")).await.unwrap().status(),
+        200,
+        "a node without Redis is still ready"
+    );
+
+    // Redis returns, empty; the relay resumes without restarting a node.
+    redis.restart();
+    let received = metric(b, "bus_received").await;
+    let started = std::time::Instant::now();
+    let mut n = 0;
+    loop {
+        let chunk = format!("[after{n}]");
+        on_a.push(&chunk);
+        on_a.wait_saved().await;
+        acknowledged.push(chunk);
+        n += 1;
+        if metric(b, "bus_received").await > received {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the relay over Redis did not resume"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_all_hold(&[&on_a, &on_b], &acknowledged).await;
+    let fresh = a.start_peer_at(loopback(9));
+    let loaded = YClient::connect(&fresh.ws_url(&incident, &token)).await;
+    wait_all_hold(&[&on_a, &loaded], &acknowledged).await;
+}
