@@ -34,14 +34,42 @@ use tokio::sync::mpsc;
 /// then find the update in PostgreSQL).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// What travels on the bus, one channel pattern each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A committed document update (v1) and its seq.
+    Update,
+    /// Committed sidecar events (a JSON array) and the seq of the first.
+    Events,
+    /// An awareness update (y-protocols encoding) of this node's editors;
+    /// the seq is unused (0).
+    Awareness,
+}
+
+impl Kind {
+    const ALL: [Kind; 3] = [Kind::Update, Kind::Events, Kind::Awareness];
+
+    fn channel(self) -> &'static str {
+        match self {
+            Kind::Update => "doc",
+            Kind::Events => "ev",
+            Kind::Awareness => "aw",
+        }
+    }
+}
+
 /// What the bus hands to this node.
 #[derive(Debug)]
 pub enum Delivery {
-    /// A document update another node committed under `seq`.
-    Update {
+    /// Something another node published about `incident`.
+    Message {
+        kind: Kind,
         incident: IncidentId,
+        /// The node that published it (to tell nodes apart, e.g. for
+        /// awareness).
+        node: [u8; 16],
         seq: u64,
-        update: Vec<u8>,
+        payload: Vec<u8>,
     },
     /// The subscription was (re)established: anything published meanwhile
     /// was missed, and every room should catch up from storage.
@@ -129,12 +157,28 @@ impl Bus {
     /// Publishes a committed update of `incident` under `seq`. Never
     /// blocks; dropped when Redis is down (the others read storage).
     pub fn publish_update(&self, incident: &IncidentId, seq: u64, update: &[u8]) {
-        let mut payload = Vec::with_capacity(24 + update.len());
-        payload.extend_from_slice(&self.inner.node);
-        payload.extend_from_slice(&seq.to_be_bytes());
-        payload.extend_from_slice(update);
-        let channel = format!("{}doc:{}", self.inner.prefix, incident.number());
-        let _ = self.inner.outgoing.send((channel, payload));
+        self.publish(Kind::Update, incident, seq, update);
+    }
+
+    /// Publishes `payload` of `kind` about `incident`, in order with this
+    /// node's other messages. Never blocks; dropped when Redis is down.
+    pub fn publish(&self, kind: Kind, incident: &IncidentId, seq: u64, payload: &[u8]) {
+        let mut message = Vec::with_capacity(24 + payload.len());
+        message.extend_from_slice(&self.inner.node);
+        message.extend_from_slice(&seq.to_be_bytes());
+        message.extend_from_slice(payload);
+        let channel = format!(
+            "{}{}:{}",
+            self.inner.prefix,
+            kind.channel(),
+            incident.number()
+        );
+        let _ = self.inner.outgoing.send((channel, message));
+    }
+
+    /// This node's id on the bus.
+    pub fn node(&self) -> [u8; 16] {
+        self.inner.node
     }
 
     /// Publishes in order, one at a time, from one task.
@@ -167,7 +211,10 @@ impl Bus {
     fn spawn_subscriber(&self, deliver: mpsc::UnboundedSender<Delivery>) {
         let bus = self.clone();
         let subscriber = self.inner.subscriber.clone();
-        let pattern = format!("{}doc:*", self.inner.prefix);
+        let patterns: Vec<String> = Kind::ALL
+            .iter()
+            .map(|kind| format!("{}{}:*", self.inner.prefix, kind.channel()))
+            .collect();
         let mut messages = subscriber.message_rx();
         let mut reconnects = subscriber.reconnect_rx();
         let mut errors = subscriber.error_rx();
@@ -180,7 +227,7 @@ impl Bus {
                 // The first subscription (retried until Redis answers);
                 // later ones are the resubscriber's.
                 loop {
-                    match subscriber.psubscribe(pattern.clone()).await {
+                    match subscriber.psubscribe(patterns.clone()).await {
                         Ok(()) => {
                             tracing::info!("cluster bus: subscribed");
                             let _ = deliver.send(Delivery::Resubscribed);
@@ -240,20 +287,19 @@ impl Bus {
 
     /// A message of another node, or `None` (this node's own, or not ours).
     fn decode(&self, channel: &str, value: fred::types::Value) -> Option<Delivery> {
-        let number: u64 = channel
-            .strip_prefix(&self.inner.prefix)?
-            .strip_prefix("doc:")?
-            .parse()
-            .ok()?;
-        let payload = value.as_bytes()?;
-        if payload.len() < 24 || payload[..16] == self.inner.node {
+        let (kind_name, number) = channel.strip_prefix(&self.inner.prefix)?.split_once(':')?;
+        let kind = *Kind::ALL.iter().find(|kind| kind.channel() == kind_name)?;
+        let number: u64 = number.parse().ok()?;
+        let message = value.as_bytes()?;
+        if message.len() < 24 || message[..16] == self.inner.node {
             return None;
         }
-        let seq = u64::from_be_bytes(payload[16..24].try_into().ok()?);
-        Some(Delivery::Update {
+        Some(Delivery::Message {
+            kind,
             incident: IncidentId::new(number),
-            seq,
-            update: payload[24..].to_vec(),
+            node: message[..16].try_into().ok()?,
+            seq: u64::from_be_bytes(message[16..24].try_into().ok()?),
+            payload: message[24..].to_vec(),
         })
     }
 }

@@ -1175,14 +1175,14 @@ impl Rooms {
     }
 
     /// Makes this node one of a cluster: committed updates go out on
-    /// `bus`, other nodes' updates from `deliveries` are applied to the
-    /// loaded rooms, and every loaded room reads what it lacks from storage
-    /// after the bus (re)connects and every [`CATCH_UP_BUS_UP`] (every
-    /// [`CATCH_UP_BUS_DOWN`] while the bus is down). Runs until `shutdown`.
+    /// `bus`, other nodes' updates handed to [`Rooms::deliver`] are applied
+    /// to the loaded rooms, and every loaded room reads what it lacks from
+    /// storage after the bus (re)connects and every [`CATCH_UP_BUS_UP`]
+    /// (every [`CATCH_UP_BUS_DOWN`] while the bus is down). Runs until
+    /// `shutdown`.
     pub fn join_cluster(
         &self,
         bus: crate::cluster::Bus,
-        mut deliveries: tokio::sync::mpsc::UnboundedReceiver<crate::cluster::Delivery>,
         shutdown: tokio_util::sync::CancellationToken,
     ) {
         if self.inner.bus.set(bus.clone()).is_err() {
@@ -1196,19 +1196,6 @@ impl Rooms {
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
-                    delivery = deliveries.recv() => match delivery {
-                        Some(crate::cluster::Delivery::Update { incident, seq, update }) => {
-                            if let Some(room) = rooms.loaded(&incident) {
-                                room.apply_remote(seq, update);
-                            }
-                        }
-                        Some(crate::cluster::Delivery::Resubscribed) => {
-                            for room in rooms.loaded_rooms() {
-                                room.catch_up();
-                            }
-                        }
-                        None => return,
-                    },
                     _ = ticks.tick() => {
                         let every = if bus.connected() { CATCH_UP_BUS_UP } else { CATCH_UP_BUS_DOWN };
                         if last_check.elapsed() >= every {
@@ -1221,6 +1208,31 @@ impl Rooms {
                 }
             }
         });
+    }
+
+    /// What another node published about a document (an update, an
+    /// awareness change), or that the bus (re)subscribed.
+    pub fn deliver(&self, delivery: &crate::cluster::Delivery) {
+        use crate::cluster::{Delivery, Kind};
+        match delivery {
+            Delivery::Message {
+                kind: Kind::Update,
+                incident,
+                seq,
+                payload,
+                ..
+            } => {
+                if let Some(room) = self.loaded(incident) {
+                    room.apply_remote(*seq, payload.clone());
+                }
+            }
+            Delivery::Message { .. } => {}
+            Delivery::Resubscribed => {
+                for room in self.loaded_rooms() {
+                    room.catch_up();
+                }
+            }
+        }
     }
 
     /// The incident's room if it is loaded.

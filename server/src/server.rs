@@ -75,8 +75,14 @@ impl Server {
                 "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
                  database: add --store postgres://... (sled is one process's store)"
             );
-            let (bus, deliveries) = crate::cluster::Bus::start(url)?;
-            rooms.join_cluster(bus, deliveries, shutdown.clone());
+            let (bus, mut deliveries) = crate::cluster::Bus::start(url)?;
+            rooms.join_cluster(bus, shutdown.clone());
+            let rooms = rooms.clone();
+            tokio::spawn(async move {
+                while let Some(delivery) = deliveries.recv().await {
+                    rooms.deliver(&delivery);
+                }
+            });
         }
         let handoff_ttl =
             chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
