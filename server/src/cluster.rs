@@ -41,19 +41,23 @@ pub enum Kind {
     Update,
     /// Committed sidecar events (a JSON array) and the seq of the first.
     Events,
-    /// An awareness update (y-protocols encoding) of this node's editors;
-    /// the seq is unused (0).
+    /// Awareness messages (y-protocols frames, each length-prefixed) of
+    /// this node's editors, coalesced per room; the seq is unused (0).
     Awareness,
+    /// This node's connection counts for a document (editors, viewers:
+    /// two big-endian u32); the seq is unused (0).
+    Presence,
 }
 
 impl Kind {
-    const ALL: [Kind; 3] = [Kind::Update, Kind::Events, Kind::Awareness];
+    const ALL: [Kind; 4] = [Kind::Update, Kind::Events, Kind::Awareness, Kind::Presence];
 
     fn channel(self) -> &'static str {
         match self {
             Kind::Update => "doc",
             Kind::Events => "ev",
             Kind::Awareness => "aw",
+            Kind::Presence => "pr",
         }
     }
 }

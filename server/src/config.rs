@@ -162,6 +162,11 @@ pub struct ServerConfig {
     /// durable (what it loses, nodes read from PostgreSQL).
     #[arg(long, value_name = "URL", env = "COMMANDPOST_REDIS")]
     pub redis: Option<String>,
+    /// In a cluster: how long another node's editor's cursor stays without
+    /// a renewal (clients renew every 15 s) before this node drops it, e.g.
+    /// after that node died. y-protocols' own timeout by default.
+    #[arg(long, env = "COMMANDPOST_CLUSTER_AWARENESS_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub cluster_awareness_timeout: Duration,
 }
 
 /// Where the store is: a sled data directory or a PostgreSQL URL.

@@ -59,6 +59,10 @@ pub struct RoomState {
     /// A catch-up from storage is running; another was asked for meanwhile.
     catching_up: bool,
     catch_up_again: bool,
+    /// Awareness states of other nodes' editors and when each was last
+    /// renewed: one not renewed within `--cluster-awareness-timeout` (its
+    /// node died, or the bus lost the removal) is removed here.
+    remote_awareness: HashMap<yrs::block::ClientID, Instant>,
     /// Updates and bytes in the log since the last snapshot.
     log_updates: u64,
     log_bytes: u64,
@@ -159,6 +163,11 @@ pub struct Room {
     runtime: tokio::runtime::Handle,
     /// The registry, for eviction from tasks the room starts.
     rooms: std::sync::Weak<RoomsInner>,
+    /// Awareness messages of this node's connections not yet published to
+    /// the other nodes (coalesced, see [`AWARENESS_PUBLISH_EVERY`]).
+    awareness_out: parking_lot::Mutex<Vec<Bytes>>,
+    /// The counts last published to the other nodes, and when.
+    presence_published: parking_lot::Mutex<Option<(Presence, Instant)>>,
 }
 
 impl Room {
@@ -178,6 +187,111 @@ impl Room {
     pub fn broadcast(&self, from: u64, bytes: Bytes) {
         // An error only means nobody is subscribed.
         let _ = self.sender.send(Outbound { from, bytes });
+    }
+
+    /// Sends an awareness message of this node's connections to every
+    /// subscribed connection and, in a cluster, to the other nodes.
+    pub fn broadcast_awareness(&self, from: u64, bytes: Bytes) {
+        if self.bus.is_some() {
+            self.awareness_out.lock().push(bytes.clone());
+        }
+        self.broadcast(from, bytes);
+    }
+
+    /// Publishes the awareness messages gathered since the last time, as
+    /// one bus message.
+    fn publish_awareness(&self) {
+        let Some(bus) = &self.bus else { return };
+        let frames = std::mem::take(&mut *self.awareness_out.lock());
+        if frames.is_empty() {
+            return;
+        }
+        let mut payload = Vec::new();
+        for frame in &frames {
+            payload.extend_from_slice(&(frame.len() as u32).to_be_bytes());
+            payload.extend_from_slice(frame);
+        }
+        bus.publish(crate::cluster::Kind::Awareness, &self.id, 0, &payload);
+    }
+
+    /// Publishes this node's counts when they changed, and at least every
+    /// `renew` while nonzero (others forget counts not renewed in time).
+    fn publish_presence(&self, renew: Duration) {
+        let Some(bus) = &self.bus else { return };
+        let now = self.presence();
+        let mut published = self.presence_published.lock();
+        let due = match *published {
+            None => now != Presence::default(),
+            Some((last, at)) => {
+                last != now || (now != Presence::default() && at.elapsed() >= renew)
+            }
+        };
+        if due {
+            *published = Some((now, Instant::now()));
+            let mut payload = Vec::with_capacity(8);
+            payload.extend_from_slice(&now.editors.to_be_bytes());
+            payload.extend_from_slice(&now.viewers.to_be_bytes());
+            bus.publish(crate::cluster::Kind::Presence, &self.id, 0, &payload);
+        }
+    }
+
+    /// Applies awareness messages another node's editors sent and relays
+    /// them to this node's connections.
+    fn apply_remote_awareness(&self, payload: &[u8]) {
+        let mut state = self.state.lock();
+        let mut rest = payload;
+        while rest.len() >= 4 {
+            let length = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+            let Some(frame) = rest.get(4..4 + length) else {
+                break;
+            };
+            rest = &rest[4 + length..];
+            let decoded = catch_unwind(AssertUnwindSafe(|| {
+                <yrs::sync::Message as Decode>::decode_v1(frame)
+            }));
+            let Ok(Ok(yrs::sync::Message::Awareness(update))) = decoded else {
+                tracing::warn!(incident = %self.id, "ignored an awareness message from another node that does not decode");
+                continue;
+            };
+            let now = Instant::now();
+            for (client, entry) in &update.clients {
+                if entry.json.as_ref() == "null" {
+                    state.remote_awareness.remove(client);
+                } else {
+                    state.remote_awareness.insert(*client, now);
+                }
+            }
+            if state.awareness.apply_update(update).is_ok() {
+                self.broadcast(EVERYONE, Bytes::copy_from_slice(frame));
+            }
+        }
+    }
+
+    /// Removes other nodes' awareness states not renewed within `timeout`
+    /// (y-protocols' own, 30 s, by default, so a dead node's cursors go
+    /// away everywhere as a dead client's would), telling this node's
+    /// connections.
+    fn expire_remote_awareness(&self, timeout: Duration) {
+        let mut state = self.state.lock();
+        let expired: Vec<yrs::block::ClientID> = state
+            .remote_awareness
+            .iter()
+            .filter(|(_, renewed)| renewed.elapsed() >= timeout)
+            .map(|(client, _)| *client)
+            .collect();
+        if expired.is_empty() {
+            return;
+        }
+        for client in &expired {
+            state.remote_awareness.remove(client);
+            state.awareness.remove_state(*client);
+        }
+        if let Ok(update) = state.awareness.update_with_clients(expired) {
+            self.broadcast(
+                EVERYONE,
+                crate::protocol::encode(&yrs::sync::Message::Awareness(update)),
+            );
+        }
     }
 
     /// Assigns the next log sequence number and queues the update for
@@ -873,6 +987,11 @@ struct RoomsInner {
     /// The cluster bus, when this node is one of several
     /// ([`Rooms::join_cluster`]).
     bus: std::sync::OnceLock<crate::cluster::Bus>,
+    /// Other nodes' connection counts per document, by node, with when
+    /// each was last renewed.
+    #[allow(clippy::type_complexity, reason = "a two-level table")]
+    remote_presence:
+        parking_lot::Mutex<HashMap<IncidentId, HashMap<[u8; 16], (Presence, Instant)>>>,
 }
 
 /// How often rooms read what they lack from storage while the cluster bus
@@ -880,6 +999,13 @@ struct RoomsInner {
 /// while it is up (for a message the bus lost).
 const CATCH_UP_BUS_DOWN: Duration = Duration::from_millis(250);
 const CATCH_UP_BUS_UP: Duration = Duration::from_secs(2);
+/// How often a node publishes its editors' awareness changes: one bus
+/// message per room per period, however many editors it has.
+const AWARENESS_PUBLISH_EVERY: Duration = Duration::from_millis(50);
+/// Presence counts are renewed at least this often, and a third of
+/// `--cluster-awareness-timeout`, after which other nodes forget counts not
+/// renewed (a node that died stops counting).
+const PRESENCE_RENEW_EVERY: Duration = Duration::from_secs(5);
 
 /// What [`Rooms::on_load`] registers: it runs on the loading task, so it
 /// must only hand work off (spawn), never block or join the room itself.
@@ -1019,8 +1145,8 @@ impl RoomGuard {
                     tracing::trace!(?effect, "effect");
                     match effect {
                         Effect::Reply(bytes) => handled.replies.push(bytes),
-                        Effect::Broadcast(bytes) => self.broadcast(connection, bytes),
-                        Effect::BroadcastAll(bytes) => self.broadcast(EVERYONE, bytes),
+                        Effect::Broadcast(bytes) => self.broadcast_awareness(connection, bytes),
+                        Effect::BroadcastAll(bytes) => self.broadcast_awareness(EVERYONE, bytes),
                         Effect::Commit { update, change } => {
                             METRICS.updates.inc();
                             if session.last_commit_deleted() {
@@ -1170,6 +1296,7 @@ impl Rooms {
                 config,
                 on_load: parking_lot::RwLock::new(Vec::new()),
                 bus: std::sync::OnceLock::new(),
+                remote_presence: parking_lot::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -1190,13 +1317,30 @@ impl Rooms {
         }
         let rooms = self.clone();
         tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(CATCH_UP_BUS_DOWN);
+            let mut ticks = tokio::time::interval(AWARENESS_PUBLISH_EVERY);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut last_check = Instant::now();
+            let mut last_sweep = Instant::now();
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     _ = ticks.tick() => {
+                        for room in rooms.loaded_rooms() {
+                            room.publish_awareness();
+                        }
+                        let timeout = rooms.inner.config.cluster_awareness_timeout;
+                        if last_sweep.elapsed() >= (timeout / 10).min(Duration::from_secs(1)) {
+                            last_sweep = Instant::now();
+                            let renew = (timeout / 3).min(PRESENCE_RENEW_EVERY);
+                            for room in rooms.loaded_rooms() {
+                                room.publish_presence(renew);
+                                room.expire_remote_awareness(timeout);
+                            }
+                            rooms.inner.remote_presence.lock().retain(|_, nodes| {
+                                nodes.retain(|_, (_, at)| at.elapsed() < timeout);
+                                !nodes.is_empty()
+                            });
+                        }
                         let every = if bus.connected() { CATCH_UP_BUS_UP } else { CATCH_UP_BUS_DOWN };
                         if last_check.elapsed() >= every {
                             last_check = Instant::now();
@@ -1224,6 +1368,37 @@ impl Rooms {
             } => {
                 if let Some(room) = self.loaded(incident) {
                     room.apply_remote(*seq, payload.clone());
+                }
+            }
+            Delivery::Message {
+                kind: Kind::Awareness,
+                incident,
+                payload,
+                ..
+            } => {
+                if let Some(room) = self.loaded(incident) {
+                    room.apply_remote_awareness(payload);
+                }
+            }
+            Delivery::Message {
+                kind: Kind::Presence,
+                incident,
+                node,
+                payload,
+                ..
+            } => {
+                if let (Some(editors), Some(viewers)) = (payload.get(..4), payload.get(4..8)) {
+                    let counts = Presence {
+                        editors: u32::from_be_bytes(editors.try_into().unwrap_or_default()),
+                        viewers: u32::from_be_bytes(viewers.try_into().unwrap_or_default()),
+                    };
+                    let mut remote = self.inner.remote_presence.lock();
+                    let nodes = remote.entry(incident.clone()).or_default();
+                    if counts == Presence::default() {
+                        nodes.remove(node);
+                    } else {
+                        nodes.insert(*node, (counts, Instant::now()));
+                    }
                 }
             }
             Delivery::Message { .. } => {}
@@ -1387,11 +1562,23 @@ impl Rooms {
         Ok(true)
     }
 
-    /// Live presence of an incident (zero when its room is not loaded).
+    /// Live presence of an incident: this node's connections (none when
+    /// its room is not loaded) and, in a cluster, the other nodes' counts.
     pub fn presence(&self, id: &IncidentId) -> Presence {
         let slot = self.inner.slots.lock().get(id).cloned();
-        slot.and_then(|slot| slot.get().map(|room| room.presence()))
-            .unwrap_or_default()
+        let mut presence = slot
+            .and_then(|slot| slot.get().map(|room| room.presence()))
+            .unwrap_or_default();
+        let timeout = self.inner.config.cluster_awareness_timeout;
+        if let Some(nodes) = self.inner.remote_presence.lock().get(id) {
+            for (counts, at) in nodes.values() {
+                if at.elapsed() < timeout {
+                    presence.editors += counts.editors;
+                    presence.viewers += counts.viewers;
+                }
+            }
+        }
+        presence
     }
 
     /// The document's `body` text: from the live room when loaded (it may
@@ -1480,6 +1667,7 @@ impl Rooms {
                 numbered: self.inner.store.numbers_updates(),
                 catching_up: false,
                 catch_up_again: false,
+                remote_awareness: HashMap::new(),
                 log_updates,
                 log_bytes,
                 log_bytes_kept: 0,
@@ -1506,6 +1694,8 @@ impl Rooms {
             bus: self.inner.bus.get().cloned(),
             runtime: tokio::runtime::Handle::current(),
             rooms: Arc::downgrade(&self.inner),
+            awareness_out: parking_lot::Mutex::new(Vec::new()),
+            presence_published: parking_lot::Mutex::new(None),
         }))
     }
 

@@ -142,7 +142,7 @@ async fn serve_connection(
         // Leaving: remove this connection's awareness states and tell the rest.
         room.with_state(|state| {
             if let Some(message) = session.leave(&state.awareness) {
-                room.broadcast(connection, message);
+                room.broadcast_awareness(connection, message);
             }
         });
         match outcome {
@@ -334,7 +334,7 @@ async fn run(
                 let now = started.elapsed();
                 room.with_state(|state| {
                     if let Some(message) = session.flush_awareness(&state.awareness, now) {
-                        room.broadcast(crate::rooms::EVERYONE, message);
+                        room.broadcast_awareness(crate::rooms::EVERYONE, message);
                     }
                 });
                 if let Some(due) = session.awareness_due() {

@@ -25,8 +25,16 @@ fn loopback(last: u8) -> IpAddr {
 
 /// `count` nodes on 127.0.0.2, .3, … on a fresh database and `redis`.
 fn nodes(count: u8, redis: &RedisServer) -> Vec<TestServer> {
+    nodes_with(count, redis, &[])
+}
+
+/// [`nodes`] with extra `serve` arguments.
+fn nodes_with(count: u8, redis: &RedisServer, args: &[&str]) -> Vec<TestServer> {
     let database = test_postgres::fresh_database();
-    let first = TestServer::start_on_url_at(loopback(2), &database, &["--redis", &redis.url()]);
+    let url = redis.url();
+    let mut all = vec!["--redis", url.as_str()];
+    all.extend_from_slice(args);
+    let first = TestServer::start_on_url_at(loopback(2), &database, &all);
     let mut nodes = vec![first];
     for n in 1..count {
         let peer = nodes[0].start_peer_at(loopback(2 + n));
@@ -309,4 +317,94 @@ async fn redis_killed_and_restarted_mid_burst_loses_nothing_and_the_relay_resume
     let fresh = a.start_peer_at(loopback(9));
     let loaded = YClient::connect(&fresh.ws_url(&incident, &token)).await;
     wait_all_hold(&[&on_a, &loaded], &acknowledged).await;
+}
+
+/// The presence counts a node reports for an incident.
+async fn presence(node: &TestServer, incident: &commandpost_shared::IncidentId) -> (u64, u64) {
+    let (status, body) = node
+        .get_json(
+            &format!("/api/incidents/{incident}"),
+            &node.token(AccessRole::Viewer, "Peek"),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    (
+        body["presence"]["editors"].as_u64().unwrap(),
+        body["presence"]["viewers"].as_u64().unwrap(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cursors_and_presence_cross_nodes_and_a_dead_nodes_cursors_expire() {
+    let redis = RedisServer::start();
+    // A short awareness timeout, so a dead node's cursor goes quickly.
+    let mut cluster = nodes_with(3, &redis, &["--cluster-awareness-timeout", "3s"]);
+    let incident = cluster[0].create_incident("Cursors").await;
+    let ada = YClient::connect(
+        &cluster[0].ws_url(&incident, &cluster[0].token(AccessRole::Responder, "Ada")),
+    )
+    .await;
+    let bo = YClient::connect(
+        &cluster[1].ws_url(&incident, &cluster[1].token(AccessRole::Responder, "Bo")),
+    )
+    .await;
+    let vic = YClient::connect(
+        &cluster[2].ws_url(&incident, &cluster[2].token(AccessRole::Viewer, "Vic")),
+    )
+    .await;
+
+    // Ada's cursor on node A reaches the editor on B and the viewer on C,
+    // named by the server from her token.
+    ada.send_awareness(424_242, 1, r#"{"cursor":{"anchor":3}}"#);
+    for (who, client) in [("Bo", &bo), ("Vic", &vic)] {
+        let seen = client.seen.clone();
+        crate::support::wait_until(&format!("Ada's cursor at {who}"), || {
+            seen.lock()
+                .awareness
+                .get(&424_242)
+                .is_some_and(|json| json.contains("\"Ada\""))
+        })
+        .await;
+    }
+    // A viewer's awareness never leaves its node.
+    vic.send_awareness(515_151, 1, r#"{"cursor":{"anchor":1}}"#);
+
+    // Presence is cluster-wide: two editors and a viewer, on any node.
+    for node in &cluster {
+        let started = std::time::Instant::now();
+        while presence(node, &incident).await != (2, 1) {
+            assert!(
+                started.elapsed() < WAIT,
+                "presence on {} never reached 2 editors and 1 viewer",
+                node.addr
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    assert!(
+        bo.awareness_state(515_151).is_none(),
+        "a viewer's awareness was relayed"
+    );
+
+    // Node A dies without a goodbye: Ada's cursor goes away on B and C
+    // within the awareness timeout, and she no longer counts.
+    cluster[0].kill9();
+    for (who, client) in [("Bo", &bo), ("Vic", &vic)] {
+        let seen = client.seen.clone();
+        crate::support::wait_until(&format!("Ada's cursor removed at {who}"), || {
+            seen.lock()
+                .awareness
+                .get(&424_242)
+                .is_some_and(|json| json == "null")
+        })
+        .await;
+    }
+    let started = std::time::Instant::now();
+    while presence(&cluster[2], &incident).await != (1, 1) {
+        assert!(
+            started.elapsed() < WAIT,
+            "the dead node's editor still counts"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
