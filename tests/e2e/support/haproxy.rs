@@ -41,7 +41,7 @@ use super::engine::{self, Watchdog};
 /// The response header naming the backend (its address) that answered.
 pub const SERVED_BY: &str = "x-served-by";
 /// The HAProxy backend holding the nodes.
-const BACKEND: &str = "nodes";
+const BACKEND: &str = "commandpost_nodes";
 
 /// A backend as HAProxy's runtime API reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,37 +137,14 @@ impl HaProxy {
             .iter()
             .map(|addr| format!("    server {addr} {addr} check\n"))
             .collect();
-        format!(
-            "global\n\
-             \x20   stats socket {socket} mode 600 level admin\n\
-             \x20   log stderr format raw local0\n\
-             \x20   maxconn 4096\n\
-             defaults\n\
-             \x20   mode http\n\
-             \x20   log global\n\
-             \x20   option httplog\n\
-             \x20   option redispatch\n\
-             \x20   retries 3\n\
-             \x20   timeout connect 5s\n\
-             \x20   timeout client 1h\n\
-             \x20   timeout server 1h\n\
-             \x20   timeout tunnel 1h\n\
-             \x20   timeout http-request 30s\n\
-             \x20   timeout queue 30s\n\
-             \x20   timeout check 5s\n\
-             frontend commandpost\n\
-             \x20   bind 127.0.0.1:{port}\n\
-             \x20   default_backend {BACKEND}\n\
-             backend {BACKEND}\n\
-             \x20   balance roundrobin\n\
-             \x20   option httpchk GET /readyz\n\
-             \x20   http-check expect status 200\n\
-             \x20   http-response set-header {SERVED_BY} %s\n\
-             \x20   default-server inter 500ms fall 2 rise 1\n\
-             {servers}",
-            socket = self.socket_path().display(),
-            port = self.port,
-        )
+        // The configuration the README documents, with this run's values.
+        include_str!("../../../docs/cluster/haproxy.cfg")
+            .replace(
+                "{{STATS_SOCKET}}",
+                &self.socket_path().display().to_string(),
+            )
+            .replace("{{BIND}}", &format!("127.0.0.1:{}", self.port))
+            .replace("{{SERVERS}}", servers.trim_end())
     }
 
     /// Writes the configuration and starts a process (`-sf old` when it
