@@ -235,6 +235,9 @@ pub fn check_incident_scope(claims: &TokenClaims, incident: &IncidentId) -> Resu
 pub struct Revocations {
     ids: Arc<parking_lot::RwLock<std::collections::HashSet<String>>>,
     live: tokio::sync::broadcast::Sender<String>,
+    /// In a cluster, revocations made here are announced to the other
+    /// nodes (which also read storage every second).
+    bus: Arc<std::sync::OnceLock<crate::cluster::Bus>>,
 }
 
 impl Revocations {
@@ -242,7 +245,14 @@ impl Revocations {
         Self {
             ids: Arc::new(parking_lot::RwLock::new(ids.into_iter().collect())),
             live: tokio::sync::broadcast::channel(256).0,
+            bus: Arc::new(std::sync::OnceLock::new()),
         }
+    }
+
+    /// Announces the revocations made on this node to the other nodes of
+    /// a cluster from now on.
+    pub fn join_cluster(&self, bus: crate::cluster::Bus) {
+        let _ = self.bus.set(bus);
     }
 
     /// Whether the token with id `jti` was revoked itself. Use
@@ -267,6 +277,20 @@ impl Revocations {
     /// the announcement (a lagging receiver checks [`Self::is_revoked`])
     /// still closes; after a restart their `lineage` refuses them.
     pub fn add(&self, jti: String, descendants: impl IntoIterator<Item = String>) {
+        if let Some(bus) = self.bus.get() {
+            bus.publish(
+                crate::cluster::Kind::Revocation,
+                &commandpost_shared::IncidentId::new(0),
+                0,
+                jti.as_bytes(),
+            );
+        }
+        self.add_known(jti, descendants);
+    }
+
+    /// [`Revocations::add`] for a revocation made elsewhere (another node
+    /// announced it, or it was found in storage): not announced again.
+    pub fn add_known(&self, jti: String, descendants: impl IntoIterator<Item = String>) {
         let mut announced = vec![jti];
         announced.extend(descendants);
         self.ids.write().extend(announced.iter().cloned());

@@ -47,10 +47,19 @@ pub enum Kind {
     /// This node's connection counts for a document (editors, viewers:
     /// two big-endian u32); the seq is unused (0).
     Presence,
+    /// A token revoked on this node: its id (UTF-8). The incident is
+    /// unused (0), as is the seq.
+    Revocation,
 }
 
 impl Kind {
-    const ALL: [Kind; 4] = [Kind::Update, Kind::Events, Kind::Awareness, Kind::Presence];
+    const ALL: [Kind; 5] = [
+        Kind::Update,
+        Kind::Events,
+        Kind::Awareness,
+        Kind::Presence,
+        Kind::Revocation,
+    ];
 
     fn channel(self) -> &'static str {
         match self {
@@ -58,6 +67,7 @@ impl Kind {
             Kind::Events => "ev",
             Kind::Awareness => "aw",
             Kind::Presence => "pr",
+            Kind::Revocation => "rv",
         }
     }
 }

@@ -69,29 +69,6 @@ impl Server {
         let store = open_store(&location, &config)?;
         let rooms = Rooms::new(store.clone(), config.clone());
         let shutdown = CancellationToken::new();
-        if let Some(url) = &config.redis {
-            anyhow::ensure!(
-                store.numbers_updates(),
-                "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
-                 database: add --store postgres://... (sled is one process's store)"
-            );
-            let (bus, mut deliveries) = crate::cluster::Bus::start(url)?;
-            rooms.join_cluster(bus, shutdown.clone());
-            let rooms = rooms.clone();
-            tokio::spawn(async move {
-                while let Some(delivery) = deliveries.recv().await {
-                    rooms.deliver(&delivery);
-                }
-            });
-        }
-        let handoff_ttl =
-            chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
-        anyhow::ensure!(
-            handoff_ttl > chrono::Duration::zero(),
-            "--handoff-ttl must be longer than zero"
-        );
-        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
-        crate::doc_sync::keep_exit_criteria_in_step(&sidecars, &rooms);
         let revocations = crate::auth::Revocations::new(
             store
                 .revocations()
@@ -101,6 +78,31 @@ impl Server {
         );
         let tokens = crate::auth::TokenRegistry::load(store.clone())
             .context("cannot read the token registry")?;
+        if let Some(url) = &config.redis {
+            anyhow::ensure!(
+                store.numbers_updates(),
+                "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
+                 database: add --store postgres://... (sled is one process's store)"
+            );
+            let (bus, deliveries) = crate::cluster::Bus::start(url)?;
+            rooms.join_cluster(bus.clone(), shutdown.clone());
+            revocations.join_cluster(bus);
+            Cluster {
+                rooms: rooms.clone(),
+                revocations: revocations.clone(),
+                tokens: tokens.clone(),
+                store: store.clone(),
+            }
+            .run(deliveries, shutdown.clone());
+        }
+        let handoff_ttl =
+            chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
+        anyhow::ensure!(
+            handoff_ttl > chrono::Duration::zero(),
+            "--handoff-ttl must be longer than zero"
+        );
+        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
+        crate::doc_sync::keep_exit_criteria_in_step(&sidecars, &rooms);
         Ok(Self {
             state: AppState {
                 tokens,
@@ -329,5 +331,83 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!("some HTTP requests did not finish within {SHUTDOWN_GRACE:?}");
+    }
+}
+
+/// What a node of a cluster does with what the other nodes publish, and
+/// its checks of storage for what the bus may have lost.
+struct Cluster {
+    rooms: Rooms,
+    revocations: crate::auth::Revocations,
+    tokens: crate::auth::TokenRegistry,
+    store: crate::store::Store,
+}
+
+/// How often a node of a cluster reads the revocations from storage, for
+/// one the bus lost (revoked sockets close everywhere within about this).
+const REVOCATIONS_EVERY: Duration = Duration::from_secs(1);
+
+impl Cluster {
+    fn run(
+        self,
+        mut deliveries: tokio::sync::mpsc::UnboundedReceiver<crate::cluster::Delivery>,
+        shutdown: CancellationToken,
+    ) {
+        tokio::spawn(async move {
+            let mut revocations_check = tokio::time::interval(REVOCATIONS_EVERY);
+            revocations_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    delivery = deliveries.recv() => {
+                        let Some(delivery) = delivery else { return };
+                        self.deliver(delivery);
+                    }
+                    _ = revocations_check.tick() => self.read_revocations().await,
+                }
+            }
+        });
+    }
+
+    fn deliver(&self, delivery: crate::cluster::Delivery) {
+        use crate::cluster::{Delivery, Kind};
+        match &delivery {
+            Delivery::Message {
+                kind: Kind::Revocation,
+                payload,
+                ..
+            } => {
+                if let Ok(jti) = String::from_utf8(payload.clone()) {
+                    let (revocations, tokens) = (self.revocations.clone(), self.tokens.clone());
+                    tokio::spawn(async move {
+                        let descendants = tokens.descendants(&jti).await.unwrap_or_default();
+                        revocations.add_known(jti, descendants);
+                    });
+                }
+            }
+            _ => self.rooms.deliver(&delivery),
+        }
+    }
+
+    /// Adds the revocations in storage this node does not know yet.
+    async fn read_revocations(&self) {
+        let stored = match self.store.read(|store| store.revocations()).await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::debug!(%error, "cannot read the revocations now; the next check tries again");
+                return;
+            }
+        };
+        for revocation in stored {
+            if !self.revocations.is_revoked(&revocation.jti) {
+                let descendants = self
+                    .tokens
+                    .descendants(&revocation.jti)
+                    .await
+                    .unwrap_or_default();
+                tracing::info!(jti = %revocation.jti, "revocation made on another node");
+                self.revocations.add_known(revocation.jti, descendants);
+            }
+        }
     }
 }

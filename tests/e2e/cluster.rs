@@ -408,3 +408,67 @@ async fn cursors_and_presence_cross_nodes_and_a_dead_nodes_cursors_expire() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_on_one_node_closes_sockets_on_another_with_and_without_redis() {
+    let mut redis = RedisServer::start();
+    let cluster = nodes(3, &redis);
+    let (a, c) = (&cluster[0], &cluster[2]);
+    let incident = a.create_incident("Revoked elsewhere").await;
+    let admin = a.token(AccessRole::Admin, "Admin");
+    let revoke = |token: &str| {
+        let id = a.keys().verify(token).unwrap().jti;
+        let admin = admin.clone();
+        async move {
+            let (status, body) = a
+                .post_json(
+                    &format!("/api/tokens/{id}/revoke"),
+                    &admin,
+                    &serde_json::json!({}),
+                )
+                .await;
+            assert_eq!(status, 200, "{body}");
+        }
+    };
+
+    // Over the bus.
+    let vic = a.token(AccessRole::Viewer, "Vic");
+    let bystander =
+        YClient::connect(&c.ws_url(&incident, &a.token(AccessRole::Viewer, "Val"))).await;
+    let on_c = YClient::connect(&c.ws_url(&incident, &vic)).await;
+    let started = std::time::Instant::now();
+    revoke(&vic).await;
+    let (code, reason) = on_c.wait_closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    eprintln!(
+        "revocation on A closed a socket on C after {:?} (bus)",
+        started.elapsed()
+    );
+    assert!(
+        YClient::open(
+            &c.ws_url(&incident, &vic),
+            yrs::Doc::new(),
+            Connect::default()
+        )
+        .await
+        .is_err(),
+        "C accepts a revoked token"
+    );
+
+    // Without Redis: C finds it in storage.
+    redis.kill9();
+    let vera = a.token(AccessRole::Viewer, "Vera");
+    let on_c = YClient::connect(&c.ws_url(&incident, &vera)).await;
+    let started = std::time::Instant::now();
+    revoke(&vera).await;
+    let (code, reason) = on_c.wait_closed().await;
+    assert_eq!(code, 4401, "{reason}");
+    eprintln!(
+        "revocation on A closed a socket on C after {:?} (Redis down)",
+        started.elapsed()
+    );
+    assert!(
+        bystander.saved() == 0 && !bystander.read().is_empty(),
+        "the bystander stays"
+    );
+}
