@@ -472,3 +472,121 @@ async fn a_revocation_on_one_node_closes_sockets_on_another_with_and_without_red
         "a socket of another token closed"
     );
 }
+
+/// Cycles of the cluster crash loop (`COMMANDPOST_CLUSTER_CRASH_CYCLES`).
+fn crash_cycles() -> u32 {
+    std::env::var("COMMANDPOST_CLUSTER_CRASH_CYCLES")
+        .ok()
+        .map_or(20, |value| {
+            value.trim().parse().expect("a number of cycles")
+        })
+}
+
+/// Waits until every node serves the same document holding every one of
+/// `chunks`, read by a fresh viewer on each.
+async fn wait_nodes_agree(
+    cluster: &[TestServer],
+    incident: &commandpost_shared::IncidentId,
+    chunks: &[String],
+) {
+    let token = cluster[0].token(AccessRole::Viewer, "Checker");
+    let mut viewers = Vec::new();
+    for node in cluster {
+        viewers.push(YClient::connect(&node.ws_url(incident, &token)).await);
+    }
+    let refs: Vec<&YClient> = viewers.iter().collect();
+    wait_all_hold(&refs, chunks).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
+    use rand::{Rng, SeedableRng};
+    let seed: u64 = std::env::var("COMMANDPOST_CLUSTER_CRASH_SEED")
+        .ok()
+        .map_or_else(rand::random, |value| value.trim().parse().expect("a seed"));
+    let cycles = crash_cycles();
+    eprintln!(
+        "cluster crash loop: {cycles} cycles, seed {seed} (COMMANDPOST_CLUSTER_CRASH_SEED replays it)"
+    );
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut redis = RedisServer::start();
+    // A small compaction threshold, so kills also land around compactions
+    // made by several nodes.
+    let mut cluster = nodes_with(3, &redis, &["--compact-after-updates", "100"]);
+    let incident = cluster[0].create_incident("Cluster crash loop").await;
+    let token = cluster[0].token(AccessRole::Responder, "Ed");
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut kills = std::collections::BTreeMap::<String, u32>::new();
+
+    for cycle in 1..=cycles {
+        // Three editors, one per node, append tagged chunks as fast as
+        // their acknowledgements come.
+        let mut editors = Vec::new();
+        for node in &cluster {
+            editors.push(std::sync::Arc::new(
+                YClient::connect_with(&node.ws_url(&incident, &token), SAVED).await,
+            ));
+        }
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut writers = Vec::new();
+        for (i, editor) in editors.iter().enumerate() {
+            let (editor, stop) = (editor.clone(), stop.clone());
+            writers.push(tokio::spawn(async move {
+                let mut sent = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) && n < 400 {
+                    let chunk = format!("[c{cycle}e{i}n{n}]");
+                    editor.push(&chunk);
+                    sent.push((chunk, editor.changes_sent()));
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+                sent
+            }));
+        }
+        // The kill lands at a random moment once every editor has had
+        // something saved.
+        for editor in &editors {
+            let editor = editor.clone();
+            crate::support::wait_until("a first save this cycle", move || editor.saved() > 1).await;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..=200))).await;
+        let victim = rng.random_range(0..4usize);
+        if victim == 3 {
+            redis.kill9();
+            *kills.entry("redis".into()).or_default() += 1;
+        } else {
+            cluster[victim].kill9();
+            *kills.entry(format!("node {victim}")).or_default() += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.store(true, std::sync::atomic::Ordering::Release);
+        for (i, writer) in writers.into_iter().enumerate() {
+            let sent = writer.await.unwrap();
+            // The survivors' editors get every chunk they sent saved; the
+            // dead node's, only what it acknowledged before dying.
+            if victim != i {
+                editors[i].wait_saved().await;
+            }
+            let saved = editors[i].saved();
+            acknowledged.extend(
+                sent.into_iter()
+                    .filter(|(_, change)| *change <= saved)
+                    .map(|(chunk, _)| chunk),
+            );
+        }
+        drop(editors);
+        if victim == 3 {
+            redis.restart();
+        } else {
+            cluster[victim].restart();
+        }
+        // Every node, the restarted one included, serves one document
+        // holding everything acknowledged so far.
+        wait_nodes_agree(&cluster, &incident, &acknowledged).await;
+    }
+    eprintln!(
+        "cluster crash loop: {cycles} cycles, {} acknowledged updates all present on every node; kills: {kills:?}",
+        acknowledged.len()
+    );
+}
