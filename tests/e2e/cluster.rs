@@ -590,3 +590,89 @@ async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
         acknowledged.len()
     );
 }
+
+async fn ready(node: &TestServer) -> u16 {
+    reqwest::get(node.url("/readyz"))
+        .await
+        .map_or(0, |response| response.status().as_u16())
+}
+
+async fn wait_ready(node: &TestServer, status: u16) {
+    let started = std::time::Instant::now();
+    while ready(node).await != status {
+        assert!(
+            started.elapsed() < WAIT,
+            "/readyz of {} never answered {status}",
+            node.addr
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgresql_stopped_mid_burst_pauses_acknowledgements_on_every_node_and_loses_nothing() {
+    // A PostgreSQL of this test's own: it is stopped.
+    let database = test_postgres::PgServer::start().unwrap_or_else(|error| panic!("{error}"));
+    let url = database.create_database();
+    let redis = RedisServer::start();
+    let first = TestServer::start_on_url_at(
+        loopback(2),
+        &url,
+        &["--redis", &redis.url(), "--store-timeout", "2s"],
+    );
+    let cluster = vec![first.start_peer_at(loopback(3)), first];
+    let incident = cluster[0].create_incident("Database outage").await;
+    let token = cluster[0].token(AccessRole::Responder, "Ed");
+    let mut editors = Vec::new();
+    for node in &cluster {
+        editors.push(YClient::connect_with(&node.ws_url(&incident, &token), SAVED).await);
+    }
+    let mut acknowledged = Vec::new();
+    for (i, editor) in editors.iter().enumerate() {
+        acknowledged.extend(type_saved(editor, &format!("before{i}n"), 5).await);
+    }
+
+    // Mid-burst, PostgreSQL stops as if it crashed.
+    for (i, editor) in editors.iter().enumerate() {
+        for n in 0..10 {
+            editor.push(&format!("[burst{i}n{n}]"));
+        }
+    }
+    let saved_before: Vec<u64> = editors.iter().map(YClient::saved).collect();
+    database.stop_immediate();
+    for node in &cluster {
+        wait_ready(node, 503).await;
+    }
+    // Nothing typed now is acknowledged: the editors' rooms close with a
+    // retryable code.
+    for editor in &editors {
+        editor.push("[during]");
+        let (code, reason) = editor.wait_closed().await;
+        assert!(code == 1011 || code == 1012, "{code} {reason}");
+    }
+    // What was acknowledged before the stop counts.
+    for (i, editor) in editors.iter().enumerate() {
+        let saved = editor.saved();
+        assert!(saved >= saved_before[i]);
+        // Changes: the sync step, 5 chunks, then the burst.
+        for n in 0..10u64 {
+            if 7 + n <= saved {
+                acknowledged.push(format!("[burst{i}n{n}]"));
+            }
+        }
+    }
+    database.restart();
+    for node in &cluster {
+        wait_ready(node, 200).await;
+    }
+    // Acknowledgements resume on every node, and nothing acknowledged is
+    // missing anywhere.
+    let mut after = Vec::new();
+    for node in &cluster {
+        after.push(YClient::connect_with(&node.ws_url(&incident, &token), SAVED).await);
+    }
+    for (i, editor) in after.iter().enumerate() {
+        acknowledged.extend(type_saved(editor, &format!("after{i}n"), 3).await);
+    }
+    wait_nodes_agree(&cluster, &incident, &acknowledged).await;
+}
