@@ -112,13 +112,25 @@ impl Bus {
     /// a node whose Redis is down still serves (rooms catch up from storage
     /// more often meanwhile, see [`Bus::connected`]). Deliveries arrive on
     /// the returned receiver.
-    pub fn start(url: &str) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
-        let config = Config::from_url(url).map_err(|error| {
+    /// With `rediss://`, Redis's certificate is checked against the
+    /// system's certificate authorities, or those in the PEM file `ca`.
+    pub fn start(
+        url: &str,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<(Self, mpsc::UnboundedReceiver<Delivery>)> {
+        let mut config = Config::from_url(url).map_err(|error| {
             anyhow::anyhow!(
                 "--redis {}: {error} (expected redis://[user:password@]host:port[/db] or rediss://...)",
                 redacted(url)
             )
         })?;
+        if let Some(ca) = ca {
+            anyhow::ensure!(
+                config.tls.is_some(),
+                "--redis-ca is for TLS: use a rediss:// URL with it"
+            );
+            config.tls = Some(trusting(ca)?.into());
+        }
         let build = |config: Config| {
             let mut builder = fred::types::Builder::from_config(config);
             builder
@@ -239,7 +251,9 @@ impl Bus {
             let deliver = deliver.clone();
             async move {
                 // The first subscription (retried until Redis answers);
-                // later ones are the resubscriber's.
+                // later ones are the resubscriber's. Said once, then every
+                // 30 s while it fails.
+                let mut said: Option<std::time::Instant> = None;
                 loop {
                     match subscriber.psubscribe(patterns.clone()).await {
                         Ok(()) => {
@@ -248,7 +262,10 @@ impl Bus {
                             break;
                         }
                         Err(error) => {
-                            tracing::debug!(%error, "cluster bus: cannot subscribe yet");
+                            if said.is_none_or(|at| at.elapsed() >= Duration::from_secs(30)) {
+                                said = Some(std::time::Instant::now());
+                                tracing::warn!(%error, "cluster bus: cannot reach Redis; other nodes' edits arrive through storage meanwhile");
+                            }
                             tokio::time::sleep(Duration::from_millis(200)).await;
                         }
                     }
@@ -316,6 +333,36 @@ impl Bus {
             payload: message[24..].to_vec(),
         })
     }
+}
+
+/// A TLS client configuration trusting the certificate authorities in the
+/// PEM file `ca` (and only those).
+fn trusting(ca: &std::path::Path) -> anyhow::Result<rustls::ClientConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_file_iter(ca)
+        .map_err(|error| anyhow::anyhow!("--redis-ca {}: {error}", ca.display()))?
+    {
+        let certificate =
+            certificate.map_err(|error| anyhow::anyhow!("--redis-ca {}: {error}", ca.display()))?;
+        roots
+            .add(certificate)
+            .map_err(|error| anyhow::anyhow!("--redis-ca {}: {error}", ca.display()))?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "--redis-ca {}: no certificate in it (expected PEM)",
+        ca.display()
+    );
+    // ring, as for PostgreSQL (see postgres_backend.rs: aws-lc-rs's
+    // licence); deprecated only for its lack of post-quantum key exchange.
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// `url` without its password, for logs and errors.

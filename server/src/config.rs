@@ -162,6 +162,10 @@ pub struct ServerConfig {
     /// durable (what it loses, nodes read from PostgreSQL).
     #[arg(long, value_name = "URL", env = "COMMANDPOST_REDIS")]
     pub redis: Option<String>,
+    /// For `rediss://`: a PEM file of the certificate authorities to trust
+    /// for Redis's certificate, instead of the system's (a private CA).
+    #[arg(long, value_name = "FILE", env = "COMMANDPOST_REDIS_CA")]
+    pub redis_ca: Option<PathBuf>,
     /// In a cluster: how long another node's editor's cursor stays without
     /// a renewal (clients renew every 15 s) before this node drops it, e.g.
     /// after that node died. y-protocols' own timeout by default.

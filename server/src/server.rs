@@ -84,7 +84,7 @@ impl Server {
                 "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
                  database: add --store postgres://... (sled is one process's store)"
             );
-            let (bus, deliveries) = crate::cluster::Bus::start(url)?;
+            let (bus, deliveries) = crate::cluster::Bus::start(url, config.redis_ca.as_deref())?;
             rooms.join_cluster(bus.clone(), shutdown.clone());
             revocations.join_cluster(bus);
             Cluster {

@@ -676,3 +676,83 @@ async fn postgresql_stopped_mid_burst_pauses_acknowledgements_on_every_node_and_
     }
     wait_nodes_agree(&cluster, &incident, &acknowledged).await;
 }
+
+/// A throwaway CA and a certificate it signed for `localhost`: (CA PEM,
+/// certificate PEM, key PEM).
+fn certificates() -> (String, String, String) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.distinguished_name
+        .push(DnType::CommonName, "Command Post test CA");
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+    let issuer = Issuer::new(ca, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "localhost");
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let certificate = params.signed_by(&key, &issuer).unwrap().pem();
+    (ca_pem, certificate, key.serialize_pem())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_reach_redis_over_tls_with_a_private_ca() {
+    let (ca, certificate, key) = certificates();
+    let redis = RedisServer::start_tls(&certificate, &key, &ca);
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("redis-ca.pem");
+    std::fs::write(&ca_file, &ca).unwrap();
+    let database = test_postgres::fresh_database();
+    let url = redis.tls_url();
+    let first = TestServer::start_on_url_at(
+        loopback(2),
+        &database,
+        &["--redis", &url, "--redis-ca", ca_file.to_str().unwrap()],
+    );
+    let second = first.start_peer_at(loopback(3));
+    let incident = first.create_incident("Over TLS").await;
+    let token = first.token(AccessRole::Responder, "Ed");
+    let on_first = YClient::connect_with(&first.ws_url(&incident, &token), SAVED).await;
+    let on_second = YClient::connect_with(&second.ws_url(&incident, &token), SAVED).await;
+    // The edits cross on the bus over TLS: the second node receives them
+    // from Redis (not only from storage).
+    let started = std::time::Instant::now();
+    let mut chunks = Vec::new();
+    let mut n = 0;
+    while metric(&second, "bus_received").await == 0.0 {
+        chunks.extend(type_saved(&on_first, &format!("tls{n}n"), 1).await);
+        n += 1;
+        assert!(started.elapsed() < WAIT, "nothing arrived over the TLS bus");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_all_hold(&[&on_first, &on_second], &chunks).await;
+
+    // A node that does not trust the certificate never connects to the bus
+    // (and logs that it cannot reach Redis), but still serves.
+    let (other_ca, _, _) = certificates();
+    let other_file = dir.path().join("other-ca.pem");
+    std::fs::write(&other_file, other_ca).unwrap();
+    let distrustful = first.start_peer_with(
+        loopback(4),
+        &["--redis", &url, "--redis-ca", other_file.to_str().unwrap()],
+    );
+    let reader = YClient::connect(&distrustful.ws_url(&incident, &token)).await;
+    wait_all_hold(&[&reader, &on_first], &chunks).await;
+    let started = std::time::Instant::now();
+    while !distrustful.logs().contains("cannot reach Redis") {
+        assert!(
+            started.elapsed() < WAIT,
+            "no log line about Redis:\n{}",
+            distrustful.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric(&distrustful, "bus_received").await, 0.0);
+}

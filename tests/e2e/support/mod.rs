@@ -158,6 +158,20 @@ impl TestServer {
     /// either accepts the other's tokens, listening on a free port of
     /// `bind`. Its own data directory and log. For PostgreSQL servers:
     /// nodes on sled would not share data.
+    pub fn start_peer_with(&self, bind: IpAddr, args: &[&str]) -> Self {
+        let url = self.postgres_url().expect("a PostgreSQL server").to_owned();
+        let mut all = vec!["--store", url.as_str()];
+        all.extend_from_slice(args);
+        Self::start_full(
+            bind,
+            Some(self.secret.clone()),
+            &all,
+            self.log_level.clone(),
+        )
+    }
+
+    /// [`TestServer::start_peer_at`] with other `serve` arguments than this
+    /// server's (the store and secret are the same).
     pub fn start_peer_at(&self, bind: IpAddr) -> Self {
         assert!(
             self.postgres_url().is_some(),

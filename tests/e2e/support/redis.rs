@@ -56,6 +56,17 @@ pub struct RedisServer {
     dir: TempDir,
     /// Start-up count, so each run logs to its own file.
     runs: u32,
+    /// With TLS: the port TLS clients use (the plain `port` stays, for
+    /// redis-cli) and the certificate, key and CA files.
+    tls: Option<Tls>,
+}
+
+/// A TLS listener's port and files.
+struct Tls {
+    port: u16,
+    cert: PathBuf,
+    key: PathBuf,
+    ca: PathBuf,
 }
 
 impl RedisServer {
@@ -78,8 +89,25 @@ impl RedisServer {
         })
     }
 
+    /// Starts a server without authentication that also listens for TLS
+    /// clients ([`RedisServer::tls_url`]) with `cert` and `key` (PEM),
+    /// signed by `ca`.
+    pub fn start_tls(cert: &str, key: &str, ca: &str) -> Self {
+        Self::start_inner(RedisAuth::None, Some((cert, key, ca)))
+    }
+
+    /// `rediss://localhost:PORT`, the TLS listener.
+    pub fn tls_url(&self) -> String {
+        let tls = self.tls.as_ref().expect("a TLS server");
+        format!("rediss://localhost:{}", tls.port)
+    }
+
     /// Starts a server with the given authentication.
     pub fn start_auth(auth: RedisAuth) -> Self {
+        Self::start_inner(auth, None)
+    }
+
+    fn start_inner(auth: RedisAuth, tls: Option<(&str, &str, &str)>) -> Self {
         let server = engine::find_program(
             "redis-server",
             DIRS,
@@ -106,7 +134,21 @@ impl RedisServer {
             watchdog,
             dir,
             runs: 0,
+            tls: None,
         };
+        if let Some((cert, key, ca)) = tls {
+            let file = |name: &str, pem: &str| {
+                let path = redis.dir.path().join(name);
+                std::fs::write(&path, pem).unwrap();
+                path
+            };
+            redis.tls = Some(Tls {
+                port: engine::free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+                cert: file("tls.crt", cert),
+                key: file("tls.key", key),
+                ca: file("ca.crt", ca),
+            });
+        }
         // The free port may be taken before redis-server binds it: retry
         // with another.
         let mut failures = Vec::new();
@@ -126,6 +168,15 @@ impl RedisServer {
         self.runs += 1;
         let log = self.log_path(self.runs);
         let config = self.dir.path().join("redis.conf");
+        let tls = self.tls.as_ref().map_or_else(String::new, |tls| {
+            format!(
+                "tls-port {}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n",
+                tls.port,
+                tls.cert.display(),
+                tls.key.display(),
+                tls.ca.display()
+            )
+        });
         let users = match &self.auth {
             RedisAuth::None => String::new(),
             RedisAuth::Password(password) => format!("requirepass {password}\n"),
@@ -144,7 +195,7 @@ impl RedisServer {
                  save \"\"\n\
                  appendonly no\n\
                  protected-mode yes\n\
-                 {users}",
+                 {tls}{users}",
                 port = self.port,
                 dir = self.dir.path().display(),
                 log = log.display(),
