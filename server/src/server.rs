@@ -69,21 +69,6 @@ impl Server {
         let store = open_store(&location, &config)?;
         let rooms = Rooms::new(store.clone(), config.clone());
         let shutdown = CancellationToken::new();
-        if let Some(url) = &config.redis {
-            anyhow::ensure!(
-                store.numbers_updates(),
-                "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
-                 database: add --store postgres://... (sled is one process's store)"
-            );
-            let (bus, mut deliveries) = crate::cluster::Bus::start(url)?;
-            rooms.join_cluster(bus, shutdown.clone());
-            let rooms = rooms.clone();
-            tokio::spawn(async move {
-                while let Some(delivery) = deliveries.recv().await {
-                    rooms.deliver(&delivery);
-                }
-            });
-        }
         let handoff_ttl =
             chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
         anyhow::ensure!(
@@ -91,6 +76,24 @@ impl Server {
             "--handoff-ttl must be longer than zero"
         );
         let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
+        if let Some(url) = &config.redis {
+            anyhow::ensure!(
+                store.numbers_updates(),
+                "--redis makes this node one of a cluster, whose nodes share one PostgreSQL \
+                 database: add --store postgres://... (sled is one process's store)"
+            );
+            let (bus, mut deliveries) = crate::cluster::Bus::start(url)?;
+            rooms.join_cluster(bus.clone(), shutdown.clone());
+            sidecars.join_cluster(bus, shutdown.clone());
+            let rooms = rooms.clone();
+            let sidecars = sidecars.clone();
+            tokio::spawn(async move {
+                while let Some(delivery) = deliveries.recv().await {
+                    rooms.deliver(&delivery);
+                    sidecars.deliver(&delivery);
+                }
+            });
+        }
         crate::doc_sync::keep_exit_criteria_in_step(&sidecars, &rooms);
         let revocations = crate::auth::Revocations::new(
             store
