@@ -1213,6 +1213,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn in_a_cluster_a_refusal_is_only_final_after_catching_up_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let store = Store::open(dir.path()).unwrap();
+        let one = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let two = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        // A bus whose Redis never answers, and no periodic catch-up (shut
+        // down at once): `two` hears nothing from `one` by itself.
+        let (bus, _deliveries) = Bus::start("redis://127.0.0.1:1").unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        shutdown.cancel();
+        two.join_cluster(bus, shutdown);
+        let id = declared(&one, "Handoff").await;
+        two.state(&id).await.unwrap();
+        let bob = Caller::new(
+            Actor {
+                id: UserId("bob".into()),
+                name: "Bob".into(),
+            },
+            AccessRole::Responder,
+        );
+        let offer = Command::OfferHandoff {
+            role: commandpost_shared::incident::Role::IncidentCommander,
+            to: bob.actor.clone(),
+            notes: "yours".into(),
+        };
+        let offered = one.execute(&id, &offer, &ada()).await.unwrap();
+        let EventKind::HandoffOffered { handoff, .. } = offered[0].kind else {
+            panic!("{offered:?}");
+        };
+        // `two` has not heard of the offer: it looks in storage before
+        // refusing, and accepts.
+        assert!(two.state(&id).await.unwrap().pending_handoffs.is_empty());
+        let accepted = two
+            .execute(&id, &Command::AcceptHandoff { handoff }, &bob)
+            .await
+            .unwrap();
+        assert_eq!(seqs(&accepted), [3]);
+        assert!(matches!(
+            accepted[0].kind,
+            EventKind::HandoffAccepted { .. }
+        ));
+        // `one` still sees the offer pending: its acceptance conflicts,
+        // catches up, and is refused against the new state.
+        let again = one
+            .execute(&id, &Command::AcceptHandoff { handoff }, &bob)
+            .await;
+        assert!(matches!(again, Err(SidecarError::Refused(_))), "{again:?}");
+        assert_eq!(
+            seqs(&one.events_after(&id, 0, usize::MAX).await.unwrap()),
+            [1, 2, 3]
+        );
+    }
+
+    #[tokio::test]
     async fn an_incident_whose_declaration_does_not_load_starts_from_its_record() {
         let dir = tempfile::tempdir().unwrap();
         let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();

@@ -316,3 +316,67 @@ async fn an_overdue_reminder_fires_once_with_three_nodes_running() {
     );
     assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_reach_every_node_while_redis_is_down_and_after_it_returns() {
+    let mut redis = RedisServer::start();
+    let cluster = nodes(2, &redis, &[]);
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let alice = a.token(AccessRole::Responder, "Alice");
+    let incident = declare(a, &alice, "Redis down").await;
+    let on_a = EventStream::open(&events_url(a, &incident, &alice)).await;
+    let on_b = EventStream::open(&events_url(b, &incident, &alice)).await;
+
+    // Redis gone: nothing is relayed, every node reads storage instead.
+    redis.kill9();
+    let mut last = 0;
+    for n in 0..5 {
+        for node in [a, b] {
+            let noted = ok(
+                node,
+                &incident,
+                &alice,
+                "post_note",
+                json!({ "text": format!("down {n}") }),
+            )
+            .await;
+            last = noted["events"][0]["seq"].as_u64().unwrap();
+        }
+    }
+    for stream in [&on_a, &on_b] {
+        wait_until("the streams have every note of the outage", || {
+            stream.seqs().contains(&last)
+        })
+        .await;
+    }
+    // Back: the relay resumes.
+    redis.restart();
+    for n in 0..5 {
+        for node in [b, a] {
+            let noted = ok(
+                node,
+                &incident,
+                &alice,
+                "post_note",
+                json!({ "text": format!("up {n}") }),
+            )
+            .await;
+            last = noted["events"][0]["seq"].as_u64().unwrap();
+        }
+    }
+    for stream in [&on_a, &on_b] {
+        wait_until("the streams have every note", || {
+            stream.seqs().contains(&last)
+        })
+        .await;
+        assert_eq!(
+            stream.seqs(),
+            (1..=last).collect::<Vec<_>>(),
+            "once each, in order"
+        );
+    }
+    assert_eq!(
+        seqs(&timeline(b, &incident, &alice).await),
+        (1..=last).collect::<Vec<_>>()
+    );
+}
