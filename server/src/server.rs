@@ -69,6 +69,13 @@ impl Server {
         let store = open_store(&location, &config)?;
         let rooms = Rooms::new(store.clone(), config.clone());
         let shutdown = CancellationToken::new();
+        let handoff_ttl =
+            chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
+        anyhow::ensure!(
+            handoff_ttl > chrono::Duration::zero(),
+            "--handoff-ttl must be longer than zero"
+        );
+        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
         let revocations = crate::auth::Revocations::new(
             store
                 .revocations()
@@ -86,22 +93,17 @@ impl Server {
             );
             let (bus, deliveries) = crate::cluster::Bus::start(url, config.redis_ca.as_deref())?;
             rooms.join_cluster(bus.clone(), shutdown.clone());
+            sidecars.join_cluster(bus.clone(), shutdown.clone());
             revocations.join_cluster(bus);
             Cluster {
                 rooms: rooms.clone(),
+                sidecars: sidecars.clone(),
                 revocations: revocations.clone(),
                 tokens: tokens.clone(),
                 store: store.clone(),
             }
             .run(deliveries, shutdown.clone());
         }
-        let handoff_ttl =
-            chrono::Duration::from_std(config.handoff_ttl).context("--handoff-ttl is too long")?;
-        anyhow::ensure!(
-            handoff_ttl > chrono::Duration::zero(),
-            "--handoff-ttl must be longer than zero"
-        );
-        let sidecars = Sidecars::new(store.clone(), Arc::new(SystemClock), Rules { handoff_ttl });
         crate::doc_sync::keep_exit_criteria_in_step(&sidecars, &rooms);
         Ok(Self {
             state: AppState {
@@ -338,6 +340,7 @@ async fn accept_loop(
 /// its checks of storage for what the bus may have lost.
 struct Cluster {
     rooms: Rooms,
+    sidecars: Sidecars,
     revocations: crate::auth::Revocations,
     tokens: crate::auth::TokenRegistry,
     store: crate::store::Store,
@@ -385,7 +388,10 @@ impl Cluster {
                     });
                 }
             }
-            _ => self.rooms.deliver(&delivery),
+            _ => {
+                self.rooms.deliver(&delivery);
+                self.sidecars.deliver(&delivery);
+            }
         }
     }
 

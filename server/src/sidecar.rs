@@ -10,6 +10,18 @@
 //!   the event is on disk;
 //! - deadlines (offer expiry, overdue status updates) are derived from the
 //!   durable state, so the timer re-arms itself after any restart.
+//!
+//! Across the nodes of a cluster (one PostgreSQL store, one Redis bus), the
+//! next seq is claimed optimistically: the store appends events insert-only,
+//! and an append whose seq another node took first writes nothing
+//! ([`EventsAppend::SeqTaken`]). The sidecar then reads the events it lacks
+//! from storage, applies them (its subscribers hear of them in order),
+//! validates the command again against that state and retries, at most
+//! [`MAX_ATTEMPTS`] times. Committed events go out on the bus
+//! ([`Kind::Events`]); other nodes apply the next ones they lack and
+//! otherwise catch up from storage, also periodically (for messages the bus
+//! lost). Timers may fire on every node: the second Tick conflicts, catches
+//! up, and finds nothing left to do (deadlines are derived from state).
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
@@ -20,8 +32,9 @@ use commandpost_shared::machine::{self, Rules};
 use commandpost_shared::{Actor, CreateIncident, IncidentId, UserId, limits};
 use tokio::sync::{Notify, broadcast};
 
+use crate::cluster::{Bus, Delivery, Kind};
 use crate::quarantine::QuarantineKind;
-use crate::store::{IncidentRecord, InitialContent, Store, StoreError};
+use crate::store::{EventsAppend, IncidentRecord, InitialContent, Store, StoreError};
 use crate::template;
 
 /// Where time comes from; injectable so timers are deterministic in tests.
@@ -85,7 +98,19 @@ pub enum SidecarError {
     Store(#[from] StoreError),
     #[error("a stored event of {0} does not decode: {1}")]
     Corrupt(IncidentId, String),
+    /// Other nodes took the next seq [`MAX_ATTEMPTS`] times in a row.
+    #[error("{0} is too busy: other servers kept appending first; try again")]
+    Contended(IncidentId),
 }
+
+/// How many times a command is validated and appended before it gives up
+/// because other nodes keep taking the next seq first.
+pub const MAX_ATTEMPTS: usize = 10;
+
+/// How often loaded sidecars read storage for events the bus did not bring.
+const CATCH_UP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+/// The same while the bus is down.
+const CATCH_UP_OFFLINE: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// One incident's sidecar: its state and its live subscribers.
 struct Sidecar {
@@ -142,6 +167,8 @@ struct Inner {
     /// Called with each command's events once they are durable and
     /// published ([`Sidecars::on_events`]).
     listeners: parking_lot::RwLock<Vec<Listener>>,
+    /// The cluster bus, when this node is one of a cluster.
+    bus: std::sync::OnceLock<Bus>,
 }
 
 /// What [`Sidecars::on_events`] registers: it runs on the command's task,
@@ -159,6 +186,7 @@ impl Sidecars {
                 deadlines: parking_lot::Mutex::new(BTreeSet::new()),
                 deadlines_changed: Notify::new(),
                 listeners: parking_lot::RwLock::new(Vec::new()),
+                bus: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -216,6 +244,8 @@ impl Sidecars {
             })
             .await?;
         self.schedule(&record.id, &state);
+        // Other nodes load the new incident (and arm its deadlines).
+        self.publish(&record.id, &events);
         Ok((record, events))
     }
 
@@ -230,9 +260,11 @@ impl Sidecars {
     ) -> Result<Vec<Event>, SidecarError> {
         let sidecar = self.load(id).await?;
         let mut state = sidecar.state.lock().await;
-        let events = machine::apply(Some(&state), command, caller, self.now(), &self.inner.rules)
-            .map_err(SidecarError::Refused)?;
-        self.commit(id, &sidecar, &mut state, events).await
+        self.run(id, &sidecar, &mut state, |state, now| {
+            machine::apply(Some(state), command, caller, now, &self.inner.rules)
+                .map_err(SidecarError::Refused)
+        })
+        .await
     }
 
     /// Runs a client's command: every person it names must be someone the
@@ -251,7 +283,6 @@ impl Sidecars {
     ) -> Result<Vec<Event>, SidecarError> {
         let sidecar = self.load(id).await?;
         let mut state = sidecar.state.lock().await;
-        let now = self.now();
         let known = std::cell::OnceCell::new();
         let resolved = machine::resolve_people(command, |person| {
             known
@@ -262,69 +293,300 @@ impl Sidecars {
         let command = match resolved {
             Ok(command) => command,
             Err(unknown) => {
-                machine::apply(Some(&state), command, caller, now, &self.inner.rules)
-                    .map_err(SidecarError::Refused)?;
-                return Err(SidecarError::Refused(unknown));
+                return self
+                    .run(id, &sidecar, &mut state, |state, now| {
+                        machine::apply(Some(state), command, caller, now, &self.inner.rules)
+                            .map_err(SidecarError::Refused)?;
+                        Err(SidecarError::Refused(unknown.clone()))
+                    })
+                    .await;
             }
         };
-        match machine::apply(Some(&state), &command, caller, now, &self.inner.rules) {
-            Ok(events) => self.commit(id, &sidecar, &mut state, events).await,
-            Err(refusal) => {
-                // A refused production change or note leaves a trace for
-                // the commander; the command itself stays refused.
-                if let Some(event) =
-                    machine::refused_attempt(&state, &command, caller, &refusal, now)
-                    && sidecar.admit_refusal(&caller.actor.id, command.name(), now)
-                    && let Err(error) = self.commit(id, &sidecar, &mut state, vec![event]).await
-                {
-                    tracing::error!(incident = %id, %error, "cannot record a refused attempt");
-                }
-                Err(SidecarError::Refused(refusal))
+        let ran = self
+            .run(id, &sidecar, &mut state, |state, now| {
+                machine::apply(Some(state), &command, caller, now, &self.inner.rules)
+                    .map_err(SidecarError::Refused)
+            })
+            .await;
+        let Err(SidecarError::Refused(refusal)) = ran else {
+            return ran;
+        };
+        // A refused production change or note leaves a trace for the
+        // commander; the command itself stays refused.
+        let now = self.now();
+        if machine::refused_attempt(&state, &command, caller, &refusal, now).is_some()
+            && sidecar.admit_refusal(&caller.actor.id, command.name(), now)
+        {
+            let traced = self
+                .run(id, &sidecar, &mut state, |state, now| {
+                    Ok(
+                        machine::refused_attempt(state, &command, caller, &refusal, now)
+                            .into_iter()
+                            .collect(),
+                    )
+                })
+                .await;
+            if let Err(error) = traced {
+                tracing::error!(incident = %id, %error, "cannot record a refused attempt");
             }
         }
+        Err(SidecarError::Refused(refusal))
+    }
+
+    /// Plans events against the state with `plan` and commits them; when
+    /// another node took their seq first, catches up from storage and plans
+    /// again, at most [`MAX_ATTEMPTS`] times. In a cluster, a refusal is
+    /// only final once the state was caught up (it may rest on events this
+    /// node had not heard of yet). Called with the incident's lock held.
+    async fn run(
+        &self,
+        id: &IncidentId,
+        sidecar: &Sidecar,
+        state: &mut IncidentState,
+        mut plan: impl FnMut(&IncidentState, DateTime<Utc>) -> Result<Vec<Event>, SidecarError>,
+    ) -> Result<Vec<Event>, SidecarError> {
+        let mut caught_up = self.inner.bus.get().is_none();
+        for _ in 0..MAX_ATTEMPTS {
+            let events = match plan(state, self.now()) {
+                Ok(events) => events,
+                Err(SidecarError::Refused(refusal)) => {
+                    if caught_up || self.catch_up_locked(id, sidecar, state).await? == 0 {
+                        return Err(SidecarError::Refused(refusal));
+                    }
+                    caught_up = true;
+                    continue;
+                }
+                Err(error) => return Err(error),
+            };
+            if let Some(events) = self.commit(id, sidecar, state, events).await? {
+                return Ok(events);
+            }
+            // Another node appended first: learn what it did, then decide
+            // again. (Nothing to learn: the seq went to the quarantine.)
+            if self.catch_up_locked(id, sidecar, state).await? == 0 {
+                let quarantined = self
+                    .inner
+                    .store
+                    .quarantined_max_seq(id.number(), &[QuarantineKind::Event])?
+                    .unwrap_or(0);
+                if quarantined > state.last_seq.0 {
+                    state.last_seq = EventSeq(quarantined);
+                    *sidecar.latest.write() = Arc::new(state.clone());
+                }
+            }
+            caught_up = true;
+        }
+        tracing::warn!(incident = %id, attempts = MAX_ATTEMPTS, "a command gave up: other servers kept appending first");
+        Err(SidecarError::Contended(id.clone()))
     }
 
     /// Makes `events` durable, then moves the state, tells live subscribers
-    /// and reschedules deadlines. Called with the incident's lock held.
+    /// (here, and on the other nodes through the bus) and reschedules
+    /// deadlines. `None` when their first seq was taken by another node
+    /// (nothing was written). Called with the incident's lock held.
     async fn commit(
         &self,
         id: &IncidentId,
         sidecar: &Sidecar,
         state: &mut IncidentState,
         events: Vec<Event>,
-    ) -> Result<Vec<Event>, SidecarError> {
+    ) -> Result<Option<Vec<Event>>, SidecarError> {
         if events.is_empty() {
-            return Ok(events);
+            return Ok(Some(events));
         }
         let encoded = events.iter().map(encode_event).collect();
         let first = events[0].seq.0;
-        self.inner
+        let appended = self
+            .inner
             .store
             .append_events(id, first, encoded)?
             .await
             .map_err(|_| StoreError::WriterGone)??;
+        if appended == EventsAppend::SeqTaken {
+            return Ok(None);
+        }
         // Durable: now the state moves and everyone hears of it.
         for event in &events {
             crate::metrics::METRICS.event(event.kind.name());
         }
+        self.publish(id, &events);
+        self.apply(id, sidecar, state, &events);
+        // Listeners only hand work off, so running them under the
+        // incident's lock costs nothing. Only the node that committed
+        // runs them (once cluster-wide).
+        let listeners = self.inner.listeners.read().clone();
+        for listener in listeners {
+            listener(id, &events);
+        }
+        Ok(Some(events))
+    }
+
+    /// Moves the state over durable `events` (the next ones, in order),
+    /// tells live subscribers and reschedules deadlines. Called with the
+    /// incident's lock held.
+    fn apply(
+        &self,
+        id: &IncidentId,
+        sidecar: &Sidecar,
+        state: &mut IncidentState,
+        events: &[Event],
+    ) {
         let mut next = state.clone();
-        for event in &events {
+        for event in events {
             next = machine::evolve(Some(next), event);
         }
         *state = next.clone();
         let next = Arc::new(next);
         *sidecar.latest.write() = next.clone();
-        for event in &events {
+        for event in events {
             let _ = sidecar.live.send(Arc::new(event.clone()));
         }
         self.schedule(id, &next);
-        // Listeners only hand work off, so running them under the
-        // incident's lock costs nothing.
-        let listeners = self.inner.listeners.read().clone();
-        for listener in listeners {
-            listener(id, &events);
+    }
+
+    /// Sends committed events to the other nodes, if in a cluster: a JSON
+    /// array, under the first one's seq. Never blocks.
+    fn publish(&self, id: &IncidentId, events: &[Event]) {
+        let (Some(bus), Some(first)) = (self.inner.bus.get(), events.first()) else {
+            return;
+        };
+        let payload = serde_json::to_vec(events).expect("events serialise");
+        bus.publish(Kind::Events, id, first.seq.0, &payload);
+    }
+
+    /// Applies the stored events after the state's last seq (other nodes'),
+    /// in order. Returns how many seqs the state moved on (quarantined ones
+    /// included). Called with the incident's lock held.
+    async fn catch_up_locked(
+        &self,
+        id: &IncidentId,
+        sidecar: &Sidecar,
+        state: &mut IncidentState,
+    ) -> Result<u64, SidecarError> {
+        let last = state.last_seq.0;
+        let (stored, highest) = self.read_events(id, last, usize::MAX).await?;
+        let fresh: Vec<Event> = stored
+            .into_iter()
+            .map(|(event, _)| event)
+            .filter(|event| event.seq.0 > last)
+            .collect();
+        if !fresh.is_empty() {
+            tracing::debug!(incident = %id, after = last, events = fresh.len(), "sidecar caught up from storage");
+            self.apply(id, sidecar, state, &fresh);
         }
-        Ok(events)
+        if highest > state.last_seq.0 {
+            // Seqs that went to the quarantine are never used again.
+            state.last_seq = EventSeq(highest);
+            *sidecar.latest.write() = Arc::new(state.clone());
+        }
+        Ok(state.last_seq.0 - last)
+    }
+
+    /// Joins the cluster: committed events go out on `bus`, and loaded
+    /// sidecars read storage for what the bus did not bring every
+    /// [`CATCH_UP_EVERY`] ([`CATCH_UP_OFFLINE`] while the bus is down),
+    /// until `shutdown`. Deliveries come in through [`Sidecars::deliver`].
+    pub fn join_cluster(&self, bus: Bus, shutdown: tokio_util::sync::CancellationToken) {
+        if self.inner.bus.set(bus.clone()).is_err() {
+            return;
+        }
+        let sidecars = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let every = if bus.connected() {
+                    CATCH_UP_EVERY
+                } else {
+                    CATCH_UP_OFFLINE
+                };
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(every) => sidecars.catch_up_all().await,
+                }
+            }
+        });
+    }
+
+    /// Hands a delivery of the bus to the sidecars: events of another node
+    /// are applied when they are the next ones, ignored when already here,
+    /// and otherwise read from storage; a (re)subscription makes every
+    /// loaded sidecar catch up. An incident not loaded here is loaded (from
+    /// storage), so its deadlines are armed on this node too. Never blocks.
+    pub fn deliver(&self, delivery: &Delivery) {
+        match delivery {
+            Delivery::Message {
+                kind: Kind::Events,
+                incident,
+                seq,
+                payload,
+                ..
+            } => {
+                let sidecars = self.clone();
+                let (incident, seq, payload) = (incident.clone(), *seq, payload.clone());
+                tokio::spawn(async move { sidecars.receive(&incident, seq, &payload).await });
+            }
+            Delivery::Resubscribed => {
+                let sidecars = self.clone();
+                tokio::spawn(async move { sidecars.catch_up_all().await });
+            }
+            Delivery::Message { .. } => {}
+        }
+    }
+
+    /// Another node's events of `id`, the first with seq `first`.
+    async fn receive(&self, id: &IncidentId, first: u64, payload: &[u8]) {
+        let cell = self.inner.loaded.lock().get(id).cloned();
+        let Some(sidecar) = cell.and_then(|cell| cell.get().cloned()) else {
+            match self.state(id).await {
+                Ok(state) => self.schedule(id, &state),
+                Err(error) => {
+                    tracing::warn!(incident = %id, %error, "cannot load an incident another server changed")
+                }
+            }
+            return;
+        };
+        let mut state = sidecar.state.lock().await;
+        let last = state.last_seq.0;
+        let events: Option<Vec<Event>> = serde_json::from_slice(payload).ok();
+        let in_order = events.as_ref().is_some_and(|events| {
+            events
+                .iter()
+                .enumerate()
+                .all(|(offset, event)| event.seq.0 == first + offset as u64)
+        });
+        match events {
+            Some(events) if in_order && first <= last + 1 => {
+                let fresh: Vec<Event> = events
+                    .into_iter()
+                    .filter(|event| event.seq.0 > last)
+                    .collect();
+                if !fresh.is_empty() {
+                    self.apply(id, &sidecar, &mut state, &fresh);
+                }
+            }
+            // A gap (a message lost), or a message that does not decode.
+            _ => {
+                if let Err(error) = self.catch_up_locked(id, &sidecar, &mut state).await {
+                    tracing::warn!(incident = %id, %error, "cannot catch up from storage");
+                }
+            }
+        }
+    }
+
+    /// Every loaded sidecar reads the events it lacks from storage.
+    async fn catch_up_all(&self) {
+        let loaded: Vec<(IncidentId, Arc<Sidecar>)> = self
+            .inner
+            .loaded
+            .lock()
+            .iter()
+            .filter_map(|(id, cell)| Some((id.clone(), cell.get()?.clone())))
+            .collect();
+        for (id, sidecar) in loaded {
+            let mut state = sidecar.state.lock().await;
+            if let Err(error) = self.catch_up_locked(&id, &sidecar, &mut state).await {
+                tracing::warn!(incident = %id, %error, "cannot catch up from storage");
+            }
+        }
     }
 
     /// Everyone the server knows, by id, for a caller whose token covers
@@ -890,6 +1152,120 @@ mod tests {
         assert_eq!(sidecars.state(&id).await.unwrap().last_seq, EventSeq(6));
         let posted = sidecars.execute(&id, &note("third"), &ada()).await.unwrap();
         assert_eq!(seqs(&posted), [7]);
+    }
+
+    #[tokio::test]
+    async fn two_services_on_one_store_take_turns_on_the_next_seq_and_tick_once() {
+        // Two "nodes" without a bus: each learns of the other's events only
+        // when its append conflicts.
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let store = Store::open(dir.path()).unwrap();
+        let one = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let two = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let id = declared(&one, "Shared").await;
+        let mut heard = two.subscribe(&id).await.unwrap();
+        assert_eq!(
+            seqs(&one.execute(&id, &note("one"), &ada()).await.unwrap()),
+            [2]
+        );
+        assert_eq!(
+            seqs(&two.execute(&id, &note("two"), &ada()).await.unwrap()),
+            [3]
+        );
+        assert_eq!(
+            seqs(&one.execute(&id, &note("three"), &ada()).await.unwrap()),
+            [4]
+        );
+        let mut got = Vec::new();
+        while let Ok(event) = heard.try_recv() {
+            got.push(event.seq.0);
+        }
+        assert_eq!(got, [2, 3], "the other's event first, in order, once");
+        let texts = |state: &IncidentState| state.recent_notes.len();
+        assert_eq!(texts(&two.state(&id).await.unwrap()), 2);
+
+        let pin = Command::PinStatus {
+            summary: "investigating".into(),
+            next_update_by: Some(start + Duration::minutes(30)),
+            is_final: false,
+        };
+        two.execute(&id, &pin, &ada()).await.unwrap();
+        // `one` learns of the pin when its note conflicts; `two` then lacks
+        // the note. Both have the deadline armed: the second Tick conflicts,
+        // catches up, and finds the reminder already recorded.
+        one.execute(&id, &note("four"), &ada()).await.unwrap();
+        clock.set(start + Duration::minutes(31));
+        let fired = overdue(&one.tick_due().await) + overdue(&two.tick_due().await);
+        assert_eq!(fired, 1, "announced once across both");
+        let fired = overdue(&two.tick_due().await) + overdue(&one.tick_due().await);
+        assert_eq!(fired, 0);
+        let stored = one.events_after(&id, 0, usize::MAX).await.unwrap();
+        assert_eq!(seqs(&stored), (1..=stored.len() as u64).collect::<Vec<_>>());
+        assert_eq!(
+            stored
+                .iter()
+                .filter(|e| matches!(e.kind, EventKind::UpdateOverdue { .. }))
+                .count(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn in_a_cluster_a_refusal_is_only_final_after_catching_up_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = Utc.with_ymd_and_hms(2026, 11, 25, 9, 0, 0).unwrap();
+        let clock = Arc::new(ManualClock::at(start));
+        let store = Store::open(dir.path()).unwrap();
+        let one = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        let two = Sidecars::new(store.clone(), clock.clone(), Rules::default());
+        // A bus whose Redis never answers, and no periodic catch-up (shut
+        // down at once): `two` hears nothing from `one` by itself.
+        let (bus, _deliveries) = Bus::start("redis://127.0.0.1:1", None).unwrap();
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        shutdown.cancel();
+        two.join_cluster(bus, shutdown);
+        let id = declared(&one, "Handoff").await;
+        two.state(&id).await.unwrap();
+        let bob = Caller::new(
+            Actor {
+                id: UserId("bob".into()),
+                name: "Bob".into(),
+            },
+            AccessRole::Responder,
+        );
+        let offer = Command::OfferHandoff {
+            role: commandpost_shared::incident::Role::IncidentCommander,
+            to: bob.actor.clone(),
+            notes: "yours".into(),
+        };
+        let offered = one.execute(&id, &offer, &ada()).await.unwrap();
+        let EventKind::HandoffOffered { handoff, .. } = offered[0].kind else {
+            panic!("{offered:?}");
+        };
+        // `two` has not heard of the offer: it looks in storage before
+        // refusing, and accepts.
+        assert!(two.state(&id).await.unwrap().pending_handoffs.is_empty());
+        let accepted = two
+            .execute(&id, &Command::AcceptHandoff { handoff }, &bob)
+            .await
+            .unwrap();
+        assert_eq!(seqs(&accepted), [3]);
+        assert!(matches!(
+            accepted[0].kind,
+            EventKind::HandoffAccepted { .. }
+        ));
+        // `one` still sees the offer pending: its acceptance conflicts,
+        // catches up, and is refused against the new state.
+        let again = one
+            .execute(&id, &Command::AcceptHandoff { handoff }, &bob)
+            .await;
+        assert!(matches!(again, Err(SidecarError::Refused(_))), "{again:?}");
+        assert_eq!(
+            seqs(&one.events_after(&id, 0, usize::MAX).await.unwrap()),
+            [1, 2, 3]
+        );
     }
 
     #[tokio::test]

@@ -91,6 +91,11 @@ impl From<SidecarError> for ApiError {
             }
             SidecarError::NotFound(id) => ApiError::incident_not_found(&id.to_string()),
             SidecarError::Store(error) => error.into(),
+            SidecarError::Contended(id) => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "contended",
+                format!("{id} is changing too fast on other servers; try again"),
+            ),
             SidecarError::Corrupt(id, detail) => {
                 tracing::error!(incident = %id, %detail, "corrupt event log");
                 ApiError::new(

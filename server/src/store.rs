@@ -137,6 +137,18 @@ enum Waiter {
     Moved(Option<oneshot::Sender<Result<bool, StoreError>>>, MoveNote),
     /// A numbered append: told its seq, then acknowledged.
     Numbered(Ack, Numbered),
+    /// An insert-only append of events: whether it was written.
+    Events(oneshot::Sender<Result<EventsAppend, StoreError>>),
+}
+
+/// What became of [`Store::append_events`] once its group committed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventsAppend {
+    /// Every event is durable under its seq.
+    Written,
+    /// A seq was already taken (another server appended first): nothing
+    /// was written.
+    SeqTaken,
 }
 
 /// Told the seq a numbered append was stored under (or why it was not), on
@@ -466,19 +478,26 @@ impl Store {
         Ok((snapshot, updates))
     }
 
-    /// Queues sidecar events (JSON) with sequence numbers `first_seq..`; the
-    /// receiver completes once they are durable.
+    /// Queues sidecar events (JSON) with sequence numbers `first_seq..`,
+    /// insert-only: the receiver completes once they are durable
+    /// ([`EventsAppend::Written`]), or with [`EventsAppend::SeqTaken`] when
+    /// one of those seqs was already stored and nothing was written.
     pub fn append_events(
         &self,
         id: &IncidentId,
         first_seq: u64,
         events: Vec<Vec<u8>>,
-    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        self.write_acked(Write::AppendEvents {
-            incident: id.number(),
-            first_seq,
-            events,
-        })
+    ) -> Result<oneshot::Receiver<Result<EventsAppend, StoreError>>, StoreError> {
+        let (done, wait) = oneshot::channel();
+        self.write(
+            Write::AppendEvents {
+                incident: id.number(),
+                first_seq,
+                events,
+            },
+            Waiter::Events(done),
+        )?;
+        Ok(wait)
     }
 
     /// The incident's events with `seq > after`, in order, as stored JSON;
@@ -745,6 +764,14 @@ impl Waiter {
                 let acked = seq.as_ref().map(drop).map_err(Clone::clone);
                 numbered(seq);
                 let _ = done.send(acked);
+            }
+            Waiter::Events(done) => {
+                let appended = outcome.and_then(|outcome| match outcome {
+                    Outcome::Done => Ok(EventsAppend::Written),
+                    Outcome::Conflict => Ok(EventsAppend::SeqTaken),
+                    other => Err(engine_bug(&format!("{other:?} for an events append"))),
+                });
+                let _ = done.send(appended);
             }
             Waiter::Created(done, record) => {
                 let created = outcome.and_then(|outcome| match outcome {

@@ -24,6 +24,7 @@ mod cli;
 mod cli_incident;
 mod cluster;
 mod cluster_harness;
+mod cluster_sidecar;
 mod convergence;
 mod crashloop;
 mod durability;

@@ -54,11 +54,18 @@ use crate::quarantine::{QuarantineKind, QuarantineRecord};
 /// PostgreSQL backend should, applies none). Each write is atomic on its own
 /// whatever happens to the group:
 ///
-/// - [`Write::Append`] and [`Write::AppendEvents`] store each payload under
-///   the seq given. The store hands out seqs per incident in increasing
-///   order, gap-free except for seqs that went to the quarantine; the
-///   backend never renumbers, and an entry written under a seq replaces one
-///   stored under it.
+/// - [`Write::Append`] stores each payload under the seq given. The store
+///   hands out seqs per incident in increasing order, gap-free except for
+///   seqs that went to the quarantine; the backend never renumbers, and an
+///   entry written under a seq replaces one stored under it.
+/// - [`Write::AppendEvents`] is insert-only and all-or-nothing: if any of
+///   its seqs is already stored (another server appended there first), none
+///   of its events is written and its outcome is [`Outcome::Conflict`]
+///   (optimistic concurrency: the sidecar then reads what it lacks and
+///   retries); otherwise [`Outcome::Done`]. A conflict does not fail the
+///   group. A backend shared by several servers must decide this against
+///   what the others committed (e.g. PostgreSQL's unique key, waiting for
+///   an in-progress insert of the same seq).
 /// - [`Write::Compact`] sets the incident's snapshot and removes every log
 ///   entry of that incident with `seq <= upto`, including those appended
 ///   earlier in the same group, in one step: never the snapshot without the
@@ -184,7 +191,9 @@ pub enum Write {
         upto: u64,
         snapshot: Vec<u8>,
     },
-    /// Sidecar events (JSON) with seqs `first_seq`, `first_seq + 1`, …
+    /// Sidecar events (JSON) with seqs `first_seq`, `first_seq + 1`, …,
+    /// insert-only (outcome [`Outcome::Done`], or [`Outcome::Conflict`] when
+    /// a seq is taken and nothing was written).
     AppendEvents {
         incident: u64,
         first_seq: u64,
@@ -263,6 +272,8 @@ pub enum Outcome {
     /// The record written to the quarantine, or `None` when the original no
     /// longer held what was expected (another load moved it first).
     Moved(Result<Option<QuarantineRecord>, StoreError>),
+    /// A [`Write::AppendEvents`] wrote nothing: one of its seqs was taken.
+    Conflict,
 }
 
 /// A document as the backend holds it.

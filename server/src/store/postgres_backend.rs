@@ -483,7 +483,6 @@ async fn assign_seqs(
 #[derive(Default)]
 struct Pending {
     updates: Rows,
-    events: Rows,
 }
 
 /// `(incident, seq, bytes)` columns, for `unnest`.
@@ -536,8 +535,52 @@ impl Rows {
 
 impl Pending {
     async fn write(&mut self, tx: &Transaction<'_>) -> Result<(), StoreError> {
-        self.updates.write(tx, "doc_updates", "body").await?;
-        self.events.write(tx, "events", "event").await
+        self.updates.write(tx, "doc_updates", "body").await
+    }
+}
+
+/// A [`Write::AppendEvents`] held back to the end of the group, so that
+/// every server inserts events in one order (by incident, then seq) and two
+/// servers' groups never wait on each other's event rows in a cycle.
+struct EventsAppend {
+    /// Its place among the group's outcomes.
+    at: usize,
+    incident: u64,
+    first_seq: u64,
+    events: Vec<Vec<u8>>,
+}
+
+/// Inserts a batch of events under a savepoint if none of their seqs is
+/// taken (insert-only: a row stored, or being inserted by another server's
+/// transaction, which PostgreSQL waits for, is never replaced; a seq that
+/// went to the quarantine counts as taken). Whether the batch was written;
+/// if not, nothing of it was.
+async fn insert_events(tx: &mut Transaction<'_>, append: EventsAppend) -> Result<bool, StoreError> {
+    let count = append.events.len();
+    if count == 0 {
+        return Ok(true);
+    }
+    let incidents = vec![big(append.incident)?; count];
+    let seqs = (0..count as u64)
+        .map(|offset| big(append.first_seq + offset))
+        .collect::<Result<Vec<i64>, _>>()?;
+    let savepoint = tx.savepoint("events").await?;
+    let inserted = savepoint
+        .execute(
+            "INSERT INTO events (incident, seq, event) \
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bytea[]) \
+             WHERE NOT EXISTS (SELECT 1 FROM quarantine \
+                 WHERE incident = $4 AND kind = 'event' AND seq = ANY($2)) \
+             ON CONFLICT (incident, seq) DO NOTHING",
+            &[&incidents, &seqs, &append.events, &incidents[0]],
+        )
+        .await?;
+    if inserted == count as u64 {
+        savepoint.commit().await?;
+        Ok(true)
+    } else {
+        savepoint.rollback().await?;
+        Ok(false)
     }
 }
 
@@ -770,6 +813,7 @@ impl Backend for PostgresBackend {
             let mut pending = Pending::default();
             let mut outcomes = Vec::with_capacity(group.len());
             let mut next_seq = assign_seqs(&tx, &group).await?;
+            let mut appends: Vec<EventsAppend> = Vec::new();
             for write in group {
                 outcomes.push(match write {
                     Write::AppendNumbered { incident, update } => {
@@ -794,9 +838,14 @@ impl Backend for PostgresBackend {
                         first_seq,
                         events,
                     } => {
-                        for (offset, event) in events.into_iter().enumerate() {
-                            pending.events.push(incident, first_seq + offset as u64, event)?;
-                        }
+                        // Decided at the end of the group (its outcome
+                        // replaces this one).
+                        appends.push(EventsAppend {
+                            at: outcomes.len(),
+                            incident,
+                            first_seq,
+                            events,
+                        });
                         Outcome::Done
                     }
                     Write::Compact {
@@ -858,6 +907,13 @@ impl Backend for PostgresBackend {
                 });
             }
             pending.write(&tx).await?;
+            appends.sort_by_key(|append| (append.incident, append.first_seq));
+            for append in appends {
+                let at = append.at;
+                if !insert_events(&mut tx, append).await? {
+                    outcomes[at] = Outcome::Conflict;
+                }
+            }
             tx.commit().await?;
             Ok(outcomes)
         })
@@ -1477,6 +1533,105 @@ mod tests {
         // The number the failed group took is issued again: no gap.
         let next = created(&backend.commit(vec![creation("second")]).unwrap()[0]);
         assert_eq!(next, 2);
+    }
+
+    #[test]
+    fn two_servers_appending_events_at_one_seq_one_wins_and_nothing_is_overwritten() {
+        let url = fresh_database();
+        let (one, two) = (open(&url), open(&url));
+        assert_eq!(
+            created(&one.commit(vec![creation("shared")]).unwrap()[0]),
+            1
+        );
+        let append = |who: &str| Write::AppendEvents {
+            incident: 1,
+            first_seq: 2,
+            events: vec![
+                format!("{who} 2").into_bytes(),
+                format!("{who} 3").into_bytes(),
+            ],
+        };
+        let token = |who: &str| Write::RecordToken {
+            jti: who.into(),
+            record: b"{}".to_vec(),
+        };
+        // At once, from two connections: PostgreSQL makes the second wait
+        // for the first and then skips its rows.
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| one.commit(vec![append("one"), token("one")]).unwrap());
+            let b = scope.spawn(|| two.commit(vec![append("two"), token("two")]).unwrap());
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        let conflicts = |outcomes: &[Outcome]| {
+            assert!(matches!(outcomes[1], Outcome::Done), "{outcomes:?}");
+            matches!(outcomes[0], Outcome::Conflict)
+        };
+        let (a_lost, b_lost) = (conflicts(&a), conflicts(&b));
+        assert!(a_lost != b_lost, "exactly one wins: {a:?} {b:?}");
+        let winner = if a_lost { "two" } else { "one" };
+        let stored = one.events_after(1, 1, usize::MAX).unwrap().events;
+        assert_eq!(
+            stored,
+            [
+                (2, format!("{winner} 2").into_bytes()),
+                (3, format!("{winner} 3").into_bytes())
+            ]
+        );
+        // The loser's other writes of the group went through.
+        assert_eq!(one.tokens().unwrap().len(), 2);
+
+        // One seq of a batch taken is enough: nothing of it is written, and
+        // the next free seqs still are.
+        let overlapping = two
+            .commit(vec![
+                Write::AppendEvents {
+                    incident: 1,
+                    first_seq: 3,
+                    events: vec![b"late 3".to_vec(), b"late 4".to_vec()],
+                },
+                Write::AppendEvents {
+                    incident: 1,
+                    first_seq: 4,
+                    events: vec![b"next 4".to_vec()],
+                },
+            ])
+            .unwrap();
+        assert!(
+            matches!(overlapping[..], [Outcome::Conflict, Outcome::Done]),
+            "{overlapping:?}"
+        );
+        let stored = one.events_after(1, 2, usize::MAX).unwrap().events;
+        assert_eq!(
+            stored,
+            [
+                (3, format!("{winner} 3").into_bytes()),
+                (4, b"next 4".to_vec())
+            ]
+        );
+
+        // A seq that went to the quarantine is taken too.
+        let moved = one
+            .commit(vec![Write::Quarantine(QuarantineMove {
+                incident: 1,
+                kind: QuarantineKind::Event,
+                at: RecordAt::Seq(4),
+                expected: b"next 4".to_vec(),
+                reason: "test".into(),
+            })])
+            .unwrap();
+        assert!(
+            matches!(moved[..], [Outcome::Moved(Ok(Some(_)))]),
+            "{moved:?}"
+        );
+        let reused = two
+            .commit(vec![Write::AppendEvents {
+                incident: 1,
+                first_seq: 4,
+                events: vec![b"reused 4".to_vec()],
+            }])
+            .unwrap();
+        assert!(matches!(reused[..], [Outcome::Conflict]), "{reused:?}");
+        assert_eq!(one.events_after(1, 3, usize::MAX).unwrap().events, []);
     }
 
     #[test]

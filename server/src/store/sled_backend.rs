@@ -318,6 +318,8 @@ impl Backend for SledBackend {
     fn commit(&self, group: Vec<Write>) -> Result<Vec<Outcome>, StoreError> {
         let mut batches = Batches::default();
         let mut outcomes = Vec::with_capacity(group.len());
+        // Event keys written by this group so far (not yet in the tree).
+        let mut events_queued = std::collections::HashSet::new();
         // The first failure; the group goes on so that every write has an
         // outcome, but it is not applied further and not flushed.
         let mut failed: Option<StoreError> = None;
@@ -375,13 +377,28 @@ impl Backend for SledBackend {
                     first_seq,
                     events,
                 } => {
-                    for (offset, event) in events.into_iter().enumerate() {
-                        batches
-                            .events
-                            .insert(&event_key(incident, first_seq + offset as u64), event);
+                    // Insert-only: a seq stored, or taken earlier in this
+                    // group, makes the whole append a conflict.
+                    let keys: Vec<_> = (0..events.len() as u64)
+                        .map(|offset| event_key(incident, first_seq + offset))
+                        .collect();
+                    let mut taken = false;
+                    for key in &keys {
+                        match self.events.contains_key(key) {
+                            Ok(stored) => taken |= stored || events_queued.contains(key),
+                            Err(error) => note(Err(error.into())),
+                        }
                     }
-                    batches.dirty = true;
-                    Outcome::Done
+                    if taken {
+                        Outcome::Conflict
+                    } else {
+                        for (key, event) in keys.into_iter().zip(events) {
+                            batches.events.insert(&key, event);
+                            events_queued.insert(key);
+                        }
+                        batches.dirty = true;
+                        Outcome::Done
+                    }
                 }
                 Write::CreateIncident(render) => {
                     // Earlier writes of this group must land first.
