@@ -498,6 +498,50 @@ async fn wait_nodes_agree(
     wait_all_hold(&refs, chunks).await;
 }
 
+/// Waits until every node answers the same incident (its state, presence
+/// aside) and the same timeline, holding every one of `notes`.
+async fn wait_same_incident(
+    cluster: &[TestServer],
+    incident: &commandpost_shared::IncidentId,
+    notes: &[String],
+) {
+    let token = cluster[0].token(AccessRole::Viewer, "Checker");
+    let started = std::time::Instant::now();
+    loop {
+        let mut seen = Vec::new();
+        for node in cluster {
+            let (_, mut state) = node
+                .get_json(&format!("/api/incidents/{incident}"), &token)
+                .await;
+            if let Some(state) = state.as_object_mut() {
+                state.remove("presence");
+            }
+            let (_, timeline) = node
+                .get_json(
+                    &format!("/api/incidents/{incident}/timeline?limit=1000"),
+                    &token,
+                )
+                .await;
+            seen.push((state, timeline));
+        }
+        let text = seen[0].1.to_string();
+        if seen.iter().all(|one| *one == seen[0])
+            && notes.iter().all(|note| text.contains(note.as_str()))
+        {
+            return;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "the nodes do not agree on the incident or miss acknowledged notes: {:?}",
+            notes
+                .iter()
+                .filter(|note| !text.contains(note.as_str()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
     use rand::{Rng, SeedableRng};
@@ -512,10 +556,15 @@ async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
     let mut redis = RedisServer::start();
     // A small compaction threshold, so kills also land around compactions
     // made by several nodes.
-    let mut cluster = nodes_with(3, &redis, &["--compact-after-updates", "100"]);
+    let mut cluster = nodes_with(
+        3,
+        &redis,
+        &["--compact-after-updates", "100", "--command-burst", "1000"],
+    );
     let incident = cluster[0].create_incident("Cluster crash loop").await;
     let token = cluster[0].token(AccessRole::Responder, "Ed");
     let mut acknowledged: Vec<String> = Vec::new();
+    let mut notes: Vec<String> = Vec::new();
     let mut kills = std::collections::BTreeMap::<String, u32>::new();
 
     for cycle in 1..=cycles {
@@ -544,6 +593,34 @@ async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
                 sent
             }));
         }
+        // A stream of commands: notes posted on the nodes in turn; those
+        // answered 200 are acknowledged.
+        let poster = {
+            let (stop, token) = (stop.clone(), token.clone());
+            let urls: Vec<String> = cluster
+                .iter()
+                .map(|node| node.url(&format!("/api/incidents/{incident}/commands/post_note")))
+                .collect();
+            tokio::spawn(async move {
+                let client = reqwest::Client::new();
+                let mut acknowledged = Vec::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::Acquire) && n < 12 {
+                    let text = format!("note c{cycle}n{n}");
+                    let answer = client
+                        .post(&urls[n % urls.len()])
+                        .bearer_auth(&token)
+                        .json(&serde_json::json!({ "text": text }))
+                        .send()
+                        .await;
+                    if answer.is_ok_and(|answer| answer.status() == 200) {
+                        acknowledged.push(text);
+                    }
+                    n += 1;
+                }
+                acknowledged
+            })
+        };
         // The kill lands at a random moment once every editor has had
         // something saved.
         for editor in &editors {
@@ -575,6 +652,7 @@ async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
                     .map(|(chunk, _)| chunk),
             );
         }
+        notes.extend(poster.await.unwrap());
         drop(editors);
         if victim == 3 {
             redis.restart();
@@ -582,12 +660,15 @@ async fn a_cluster_crash_loop_loses_nothing_acknowledged() {
             cluster[victim].restart();
         }
         // Every node, the restarted one included, serves one document
-        // holding everything acknowledged so far.
+        // holding everything acknowledged so far, and one incident state
+        // whose timeline holds every acknowledged note.
         wait_nodes_agree(&cluster, &incident, &acknowledged).await;
+        wait_same_incident(&cluster, &incident, &notes).await;
     }
     eprintln!(
-        "cluster crash loop: {cycles} cycles, {} acknowledged updates all present on every node; kills: {kills:?}",
-        acknowledged.len()
+        "cluster crash loop: {cycles} cycles, {} acknowledged updates and {} acknowledged notes all present on every node; kills: {kills:?}",
+        acknowledged.len(),
+        notes.len()
     );
 }
 
