@@ -82,7 +82,7 @@ async fn wait_state_at(node: &TestServer, incident: &str, token: &str, seq: u64)
             .get_json(&format!("/api/incidents/{incident}/state"), token)
             .await;
         assert_eq!(status, 200, "{state}");
-        if state["last_seq"].as_u64() == Some(seq) {
+        if state["last_seq"].as_u64().is_some_and(|last| last >= seq) {
             return;
         }
         assert!(
@@ -261,7 +261,8 @@ async fn an_overdue_reminder_fires_once_with_three_nodes_running() {
     let alice = a.token(AccessRole::Responder, "Alice");
     let incident = declare(a, &alice, "Overdue everywhere").await;
     let stream = EventStream::open(&events_url(c, &incident, &alice)).await;
-    let due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    // Far enough ahead to stay in the future on a loaded machine.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(4);
     let pinned = ok(
         b,
         &incident,
@@ -379,4 +380,60 @@ async fn events_reach_every_node_while_redis_is_down_and_after_it_returns() {
         seqs(&timeline(b, &incident, &alice).await),
         (1..=last).collect::<Vec<_>>()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overdue_reminder_fires_once_when_the_node_that_armed_it_was_killed() {
+    let redis = RedisServer::start();
+    let mut cluster = nodes(3, &redis, &[]);
+    let alice = cluster[0].token(AccessRole::Responder, "Alice");
+    let incident = declare(&cluster[0], &alice, "Overdue after a crash").await;
+    let stream = EventStream::open(&events_url(&cluster[2], &incident, &alice)).await;
+    let due = chrono::Utc::now() + chrono::Duration::seconds(4);
+    // Pinned on node B, which then dies before the deadline.
+    let pinned = ok(
+        &cluster[1],
+        &incident,
+        &alice,
+        "pin_status",
+        json!({"summary": "investigating", "next_update_by": due.to_rfc3339()}),
+    )
+    .await;
+    let pin_seq = pinned["events"][0]["seq"].as_u64().unwrap();
+    for node in [&cluster[0], &cluster[2]] {
+        wait_state_at(node, &incident, &alice, pin_seq).await;
+    }
+    cluster[1].kill9();
+    // The survivors fire it, once.
+    let overdue = stream.wait_for("update_overdue").await;
+    assert_eq!(overdue["pin"].as_u64(), Some(pin_seq));
+    let overdue_seq = overdue["seq"].as_u64().unwrap();
+    let mut last = overdue_seq;
+    for node in [&cluster[0], &cluster[2]] {
+        wait_state_at(node, &incident, &alice, overdue_seq).await;
+        let noted = ok(
+            node,
+            &incident,
+            &alice,
+            "post_note",
+            json!({"text": "still here"}),
+        )
+        .await;
+        last = noted["events"][0]["seq"].as_u64().unwrap();
+    }
+    wait_until("the notes reach the stream", || {
+        stream.seqs().contains(&last)
+    })
+    .await;
+    assert_eq!(stream.of_kind("update_overdue").len(), 1);
+    let stored = timeline(&cluster[0], &incident, &alice).await;
+    assert_eq!(
+        stored
+            .iter()
+            .filter(|event| event["type"] == "update_overdue")
+            .count(),
+        1,
+        "announced once cluster-wide"
+    );
+    assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>());
 }
