@@ -526,7 +526,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                     {
                         Ok(result) => {
                             eprintln!(
-                                "    {:.0} acknowledged updates/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} s, database CPU {}, {} group commits of {} ms on average",
+                                "    {:.0} acknowledged updates/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} s, database CPU {}, {} group commits of {} ms on average, other processes on the server core {} and on the load generator's {}",
                                 result.acknowledged_per_second,
                                 result.ack_latency.p50_ms,
                                 result.ack_latency.p99_ms,
@@ -537,7 +537,13 @@ async fn run(mut args: RunArgs) -> Result<()> {
                                 result.group_commits.unwrap_or(0.0),
                                 result
                                     .mean_group_commit_ms
-                                    .map_or("n/a".into(), |ms| format!("{ms:.2}"))
+                                    .map_or("n/a".into(), |ms| format!("{ms:.2}")),
+                                result
+                                    .other_cpu_on_server_core_seconds
+                                    .map_or("n/a".into(), |s| format!("{s:.1} s")),
+                                result
+                                    .other_cpu_on_loadgen_core_seconds
+                                    .map_or("n/a".into(), |s| format!("{s:.1} s"))
                             );
                             run.results.durable.push(serde_json::to_value(result)?);
                         }

@@ -231,15 +231,15 @@ pub(crate) fn markdown(results: &Results) -> String {
     let _ = writeln!(out, "## 4. Durable writes\n");
     let _ = writeln!(
         out,
-        "Writers spread over documents, each writer keeping up to *in flight* updates unacknowledged, for the seconds shown. An update counts once the server's \"saved up to n\" acknowledgement (sent once the store has made it durable: sled's fsync, or PostgreSQL's commit) covers it; latency is send to acknowledgement. Command Post runs on sled (its default store) and on PostgreSQL, in the same run with the same load: PostgreSQL is the benchmark's own (initdb in a temporary directory, default settings with fsync and synchronous_commit on, a fresh database per server start), on the same host and pinned to the same core as the server, so *server CPU* is Command Post's and *database CPU* PostgreSQL's, both on that one core. *PostgreSQL ÷ sled* compares acknowledged updates/s at the same load.\n"
+        "Writers spread over documents, each writer keeping up to *in flight* updates unacknowledged, for the seconds shown. An update counts once the server's \"saved up to n\" acknowledgement (sent once the store has made it durable: sled's fsync, or PostgreSQL's commit) covers it; latency is send to acknowledgement. Command Post runs on sled (its default store) and on PostgreSQL, in the same run with the same load: PostgreSQL is the benchmark's own (initdb in a temporary directory, default settings with fsync and synchronous_commit on, a fresh database per server start), on the same host and pinned to the same core as the server, so *server CPU* is Command Post's and *database CPU* PostgreSQL's, both on that one core. *PostgreSQL ÷ sled* compares acknowledged updates/s at the same load. *Group commits* and their mean time (write and fsync, or PostgreSQL's commit) are from Command Post's /metrics. *Other processes' CPU* is what the rest of the machine took of the servers' core and of the load generator's during the run (from /proc/stat), time the server, database and load generator did not get: runs with much of it are not comparable.\n"
     );
     let _ = writeln!(
         out,
-        "| server | store | writers | documents | in flight per writer | s | acknowledged updates/s | PostgreSQL ÷ sled | p50 ms | p99 ms | max ms | unacknowledged at end | server CPU s | database CPU s |"
+        "| server | store | writers | documents | in flight per writer | s | acknowledged updates/s | PostgreSQL ÷ sled | p50 ms | p99 ms | max ms | unacknowledged at end | server CPU s | database CPU s | group commits | mean commit ms | other processes' CPU s, server core / load generator's |"
     );
     let _ = writeln!(
         out,
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let load = |row: &Value| {
         ["writers", "documents", "pipeline", "seconds"].map(|key| f(row, key).unwrap_or(-1.0))
@@ -263,7 +263,7 @@ pub(crate) fn markdown(results: &Results) -> String {
         };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
             label(server),
             store,
             thousands(f(row, "writers")),
@@ -278,6 +278,10 @@ pub(crate) fn markdown(results: &Results) -> String {
             thousands(f(row, "unacknowledged")),
             num(f(row, "server_cpu_seconds"), 1),
             f(row, "database_cpu_seconds").map_or(String::new(), |s| format!("{s:.1}")),
+            thousands(f(row, "group_commits")),
+            num(f(row, "mean_group_commit_ms"), 2),
+            num(f(row, "other_cpu_on_server_core_seconds"), 1),
+            num(f(row, "other_cpu_on_loadgen_core_seconds"), 1),
         );
     }
     let _ = writeln!(out, "\nDurability model of each server, as benchmarked:\n");

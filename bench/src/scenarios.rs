@@ -768,6 +768,12 @@ pub(crate) struct DurableResult {
     /// (write and fsync, or PostgreSQL's commit), from its /metrics.
     pub group_commits: Option<f64>,
     pub mean_group_commit_ms: Option<f64>,
+    /// CPU seconds other processes (neither the server nor its database)
+    /// took on the servers' core during the run: other work on the
+    /// machine, which the server and database then did not get.
+    pub other_cpu_on_server_core_seconds: Option<f64>,
+    /// The same on the load generator's core (other than its own CPU).
+    pub other_cpu_on_loadgen_core_seconds: Option<f64>,
     pub failures: u64,
 }
 
@@ -802,6 +808,12 @@ pub(crate) async fn durable(
     let before = server.stats();
     let database_before = server.database_cpu_seconds();
     let commits_before = server.group_commits().await;
+    let core_before = server.core_busy_seconds();
+    let loadgen_core = crate::servers::own_core();
+    let loadgen_before = loadgen_core
+        .as_deref()
+        .and_then(crate::servers::core_busy_seconds)
+        .map(|busy| busy - ProcStats::own().cpu_seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let base = client_id_base();
@@ -876,11 +888,20 @@ pub(crate) async fn durable(
     let after = server.stats();
     let database_after = server.database_cpu_seconds();
     let commits_after = server.group_commits().await;
+    let core_after = server.core_busy_seconds();
+    let loadgen_after = loadgen_core
+        .as_deref()
+        .and_then(crate::servers::core_busy_seconds)
+        .map(|busy| busy - ProcStats::own().cpu_seconds);
     let commits = commits_before
         .zip(commits_after)
         .map(|((count, sum), (count_after, sum_after))| (count_after - count, sum_after - sum));
     let acknowledged = acked.get();
     let hist = hist.borrow();
+    let server_cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+    let database_cpu_seconds = database_before
+        .zip(database_after)
+        .map(|(before, after)| after - before);
     Ok(DurableResult {
         server: server.kind,
         store: server.kind.store(),
@@ -892,10 +913,14 @@ pub(crate) async fn durable(
         unacknowledged: sent_total.get() - acknowledged,
         acknowledged_per_second: acknowledged as f64 / seconds,
         ack_latency: Latency::of(&hist),
-        server_cpu_seconds: after.cpu_seconds - before.cpu_seconds,
-        database_cpu_seconds: database_before
-            .zip(database_after)
-            .map(|(before, after)| after - before),
+        server_cpu_seconds,
+        database_cpu_seconds,
+        other_cpu_on_server_core_seconds: core_before.zip(core_after).map(|(before, after)| {
+            (after - before - server_cpu_seconds - database_cpu_seconds.unwrap_or(0.0)).max(0.0)
+        }),
+        other_cpu_on_loadgen_core_seconds: loadgen_before
+            .zip(loadgen_after)
+            .map(|(before, after)| (after - before).max(0.0)),
         group_commits: commits.map(|(count, _)| count),
         mean_group_commit_ms: commits
             .filter(|(count, _)| *count > 0.0)

@@ -570,6 +570,11 @@ impl Server {
         ProcStats::read(self.pid())
     }
 
+    /// Busy seconds of the servers' core so far (see [`core_busy_seconds`]).
+    pub(crate) fn core_busy_seconds(&self) -> Option<f64> {
+        core_busy_seconds(&self.installed.server_cpu)
+    }
+
     /// Command Post: its group commits so far and their total seconds
     /// (`store_flush_seconds` of its /metrics).
     pub(crate) async fn group_commits(&self) -> Option<(f64, f64)> {
@@ -656,6 +661,37 @@ impl ProcStats {
     pub(crate) fn own() -> ProcStats {
         ProcStats::read(std::process::id())
     }
+}
+
+/// The core this process may run on (`taskset -c 1` in bench/run.sh), if
+/// one.
+pub(crate) fn own_core() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    list.parse::<u32>().ok().map(|core| core.to_string())
+}
+
+/// Busy CPU seconds of core `cpu` so far, whoever ran there (`/proc/stat`:
+/// user, nice, system, irq, softirq); None unless `cpu` is one core.
+pub(crate) fn core_busy_seconds(cpu: &str) -> Option<f64> {
+    let cpu: u32 = cpu.trim().parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(&format!("cpu{cpu}")))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&at| ticks.get(at))
+        .sum::<f64>();
+    Some(busy / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
