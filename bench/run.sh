@@ -10,6 +10,9 @@
 #
 # Other arguments go to `cp-bench run` (see `cp-bench run --help`), e.g.
 #   bench/run.sh --servers commandpost,ceiling --scenarios fanout --viewers 5000
+#   bench/run.sh --servers commandpost,commandpost-postgres --scenarios durable --merge
+#                           (--merge replaces those rows in bench/results.json
+#                           and keeps every other scenario's)
 #
 # Peers are installed pinned, at benchmark time, into bench/peers/node_modules
 # (npm ci from bench/peers/package-lock.json) and bench/.work/cache (y-sweet
@@ -29,6 +32,23 @@ need() {
 }
 need taskset "install util-linux (Debian: apt-get install util-linux)"
 need npm "install Node.js and npm (Debian: apt-get install nodejs npm)"
+# Command Post on PostgreSQL (a default server) runs on the benchmark's own
+# PostgreSQL, started with initdb and pg_ctl (never a server already running).
+servers=""
+prev=""
+for arg in "$@"; do
+    case "$arg" in
+        --servers=*) servers="${arg#--servers=}" ;;
+    esac
+    if [ "$prev" = "--servers" ]; then servers="$arg"; fi
+    prev="$arg"
+done
+if [ -z "$servers" ] || [[ "$servers" == *postgres* ]]; then
+    if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        echo "error: PostgreSQL is needed for Command Post on PostgreSQL (initdb and pg_ctl, on PATH or in /usr/lib/postgresql/*/bin): install it (Debian: apt-get install postgresql), or leave it out with --servers" >&2
+        exit 1
+    fi
+fi
 if [ "$(nproc)" -lt 2 ]; then
     echo "error: the benchmark pins servers and load generator to different cores and needs 2 or more" >&2
     exit 1

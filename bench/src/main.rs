@@ -9,6 +9,12 @@ mod client;
 mod report;
 mod scenarios;
 mod servers;
+#[allow(
+    dead_code,
+    reason = "the server's test harness, of which the benchmark uses start, create_database and url"
+)]
+#[path = "../../server/src/store/test_postgres.rs"]
+mod test_postgres;
 mod trace;
 mod wire;
 
@@ -21,7 +27,7 @@ use clap::{Parser, Subcommand};
 use serde::{Deserialize, Serialize};
 
 use scenarios::Pace;
-use servers::{Installed, Kind, Server, Tuning};
+use servers::{Installed, Kind, Postgres, Server, Tuning};
 
 /// The text every editor of the join document writes to.
 pub const BODY_TEXT: &str = "body";
@@ -52,12 +58,13 @@ pub struct RunArgs {
     /// works (CI runs this); its numbers mean nothing.
     #[arg(long)]
     pub quick: bool,
-    /// Servers to measure.
+    /// Servers to measure. `commandpost` runs on sled, `commandpost-postgres`
+    /// on a private PostgreSQL the benchmark starts (initdb, pg_ctl).
     #[arg(
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "commandpost,ywebsocket,hocuspocus,ysweet,ceiling"
+        default_value = "commandpost,commandpost-postgres,ywebsocket,hocuspocus,ysweet,ceiling"
     )]
     pub servers: Vec<Kind>,
     /// Scenarios to run.
@@ -108,6 +115,13 @@ pub struct RunArgs {
     pub out: PathBuf,
     #[arg(long, default_value = "docs/BENCHMARKS.md")]
     pub report: PathBuf,
+    /// Merge into the results already in --out instead of replacing them:
+    /// rows of the servers and scenarios run now (for durable writes, of
+    /// the same writers, documents and pipeline) are replaced, every other
+    /// row is kept, and the report names this run's command as a rerun.
+    #[arg(long)]
+    #[serde(default)]
+    pub merge: bool,
     /// Work directory (server data, logs, installed peers).
     #[arg(long, default_value = "bench/.work")]
     pub work: PathBuf,
@@ -155,6 +169,19 @@ pub struct Results {
     pub durable: Vec<serde_json::Value>,
     /// Server and scenario pairs that did not run, and why.
     pub skipped: Vec<Skipped>,
+    /// Later runs merged into these results (`--merge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reruns: Vec<Rerun>,
+}
+
+/// A run merged into earlier results: what it replaced, and how.
+#[derive(Serialize, Deserialize, Clone)]
+pub struct Rerun {
+    pub started: String,
+    pub finished: String,
+    pub servers: Vec<Kind>,
+    pub scenarios: Vec<Scenario>,
+    pub command_line: String,
 }
 
 #[derive(Serialize, Deserialize, Clone)]
@@ -244,7 +271,10 @@ struct Run {
 
 impl Run {
     fn save(&mut self) -> Result<()> {
-        self.results.finished = now_utc();
+        match self.results.reruns.last_mut() {
+            Some(rerun) if self.args.merge => rerun.finished = now_utc(),
+            _ => self.results.finished = now_utc(),
+        }
         if let Some(dir) = self.args.out.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -265,12 +295,30 @@ impl Run {
         });
     }
 
-    fn start(&mut self, kind: Kind, scenario: &str, name: &str, tuning: &Tuning) -> Option<Server> {
+    /// Starts a server; None if it cannot run here (recorded as skipped).
+    /// Fails if Command Post on PostgreSQL is asked for and PostgreSQL
+    /// cannot start: that is not a peer to leave out quietly.
+    fn start(
+        &mut self,
+        kind: Kind,
+        scenario: &str,
+        name: &str,
+        tuning: &Tuning,
+    ) -> Result<Option<Server>> {
+        if kind == Kind::CommandpostPostgres && self.installed.postgres.is_none() {
+            eprintln!(
+                "starting the benchmark's own PostgreSQL (initdb, pg_ctl; stopped at the end)"
+            );
+            let postgres = Postgres::start(&self.args.server_cpu).context(
+                "cannot start PostgreSQL for Command Post on PostgreSQL (leave it out with --servers)",
+            )?;
+            self.installed.postgres = Some(std::rc::Rc::new(postgres));
+        }
         match Server::start(&self.installed, kind, name, tuning) {
-            Ok(server) => Some(server),
+            Ok(server) => Ok(Some(server)),
             Err(error) => {
                 self.skip(kind, scenario, format!("{error:#}"));
-                None
+                Ok(None)
             }
         }
     }
@@ -297,14 +345,31 @@ async fn run(mut args: RunArgs) -> Result<()> {
         work: args.work.clone(),
         server_cpu: args.server_cpu.clone(),
         commandpost_args: args.commandpost_args.clone(),
+        postgres: None,
     };
-    let mut run = Run {
-        results: Results {
+    let results = if args.merge {
+        let text = std::fs::read_to_string(&args.out)
+            .with_context(|| format!("--merge: cannot read {}", args.out.display()))?;
+        let mut results: Results = serde_json::from_str(&text)?;
+        merge_away(&mut results, &args);
+        results.reruns.push(Rerun {
+            started: now_utc(),
+            finished: String::new(),
+            servers: args.servers.clone(),
+            scenarios: args.scenarios.clone(),
+            command_line: args.command_line.clone(),
+        });
+        results
+    } else {
+        Results {
             started: now_utc(),
             machine: machine(&installed),
             args: Some(args.clone()),
             ..Results::default()
-        },
+        }
+    };
+    let mut run = Run {
+        results,
         args: args.clone(),
         installed,
     };
@@ -329,7 +394,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                     for &kind in &args.servers {
                         eprintln!("fan-out, {viewers} viewers: {}", kind.label());
                         let name = format!("fanout-{viewers}-{}", kind.key());
-                        let Some(mut server) = run.start(kind, "fanout", &name, &tuning) else {
+                        let Some(mut server) = run.start(kind, "fanout", &name, &tuning)? else {
                             continue;
                         };
                         match scenarios::fanout(&mut server, &params, &traces).await {
@@ -363,7 +428,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                         kind.label()
                     );
                     let name = format!("connections-{}", kind.key());
-                    let Some(mut server) = run.start(kind, "connections", &name, &tuning) else {
+                    let Some(mut server) = run.start(kind, "connections", &name, &tuning)? else {
                         continue;
                     };
                     let hold = Duration::from_secs(if args.quick { 1 } else { 5 });
@@ -401,7 +466,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                     }
                     eprintln!("join: {}", kind.label());
                     let name = format!("join-{}", kind.key());
-                    let Some(mut server) = run.start(kind, "join", &name, &tuning) else {
+                    let Some(mut server) = run.start(kind, "join", &name, &tuning)? else {
                         continue;
                     };
                     match scenarios::join(
@@ -434,7 +499,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
             }
             Scenario::Durable => {
                 for &kind in &args.servers {
-                    if kind != Kind::Commandpost {
+                    if !kind.is_commandpost() {
                         if kind != Kind::Ceiling {
                             run.skip(
                                 kind,
@@ -445,7 +510,8 @@ async fn run(mut args: RunArgs) -> Result<()> {
                         continue;
                     }
                     eprintln!("durable writes: {}", kind.label());
-                    let Some(mut server) = run.start(kind, "durable", "durable", &tuning) else {
+                    let name = format!("durable-{}", kind.key());
+                    let Some(mut server) = run.start(kind, "durable", &name, &tuning)? else {
                         continue;
                     };
                     match scenarios::durable(
@@ -460,8 +526,24 @@ async fn run(mut args: RunArgs) -> Result<()> {
                     {
                         Ok(result) => {
                             eprintln!(
-                                "    {:.0} acknowledged updates/s, p99 {:.2} ms",
-                                result.acknowledged_per_second, result.ack_latency.p99_ms
+                                "    {:.0} acknowledged updates/s, p50 {:.2} ms, p99 {:.2} ms, server CPU {:.1} s, database CPU {}, {} group commits of {} ms on average, other processes on the server core {} and on the load generator's {}",
+                                result.acknowledged_per_second,
+                                result.ack_latency.p50_ms,
+                                result.ack_latency.p99_ms,
+                                result.server_cpu_seconds,
+                                result
+                                    .database_cpu_seconds
+                                    .map_or("n/a".into(), |s| format!("{s:.1} s")),
+                                result.group_commits.unwrap_or(0.0),
+                                result
+                                    .mean_group_commit_ms
+                                    .map_or("n/a".into(), |ms| format!("{ms:.2}")),
+                                result
+                                    .other_cpu_on_server_core_seconds
+                                    .map_or("n/a".into(), |s| format!("{s:.1} s")),
+                                result
+                                    .other_cpu_on_loadgen_core_seconds
+                                    .map_or("n/a".into(), |s| format!("{s:.1} s"))
                             );
                             run.results.durable.push(serde_json::to_value(result)?);
                         }
@@ -480,6 +562,45 @@ async fn run(mut args: RunArgs) -> Result<()> {
         run.args.report.display()
     );
     Ok(())
+}
+
+/// Removes from earlier results what this run measures again (`--merge`).
+fn merge_away(results: &mut Results, args: &RunArgs) {
+    let servers: Vec<&str> = args.servers.iter().map(|kind| kind.key()).collect();
+    let ours = |row: &serde_json::Value| {
+        row.get("server")
+            .and_then(serde_json::Value::as_str)
+            .is_some_and(|server| servers.contains(&server))
+    };
+    let number =
+        |row: &serde_json::Value, key: &str| row.get(key).and_then(serde_json::Value::as_u64);
+    for scenario in &args.scenarios {
+        match scenario {
+            Scenario::Fanout => results.fanout.retain(|row| {
+                let viewers = row
+                    .pointer("/params/viewers")
+                    .and_then(serde_json::Value::as_u64);
+                !(ours(row) && viewers.is_some_and(|v| args.viewers.contains(&(v as usize))))
+            }),
+            Scenario::Connections => results.connections.retain(|row| !ours(row)),
+            Scenario::Join => results.join.retain(|row| !ours(row)),
+            Scenario::Durable => results.durable.retain(|row| {
+                !(ours(row)
+                    && number(row, "writers") == Some(args.writers as u64)
+                    && number(row, "documents") == Some(args.writer_documents as u64)
+                    && number(row, "pipeline") == Some(args.pipeline as u64))
+            }),
+        }
+    }
+    let labels: Vec<&str> = args.servers.iter().map(|kind| kind.label()).collect();
+    let scenarios: Vec<String> = args
+        .scenarios
+        .iter()
+        .map(|s| format!("{s:?}").to_lowercase())
+        .collect();
+    results
+        .skipped
+        .retain(|s| !(labels.contains(&s.server.as_str()) && scenarios.contains(&s.scenario)));
 }
 
 /// Lets sockets of the previous run close before the next server starts.

@@ -10,6 +10,7 @@ use crate::servers::Kind;
 fn label(key: &str) -> &'static str {
     match key {
         "commandpost" => Kind::Commandpost.label(),
+        "commandpost-postgres" => Kind::CommandpostPostgres.label(),
         "ywebsocket" => Kind::Ywebsocket.label(),
         "hocuspocus" => Kind::Hocuspocus.label(),
         "ysweet" => Kind::Ysweet.label(),
@@ -228,29 +229,59 @@ pub(crate) fn markdown(results: &Results) -> String {
 
     // ---- durable
     let _ = writeln!(out, "## 4. Durable writes\n");
-    if let Some(a) = args {
-        let _ = writeln!(
-            out,
-            "{} writers over {} documents, each keeping up to {} updates in flight, for {} s. An update counts once the server's \"saved up to n\" acknowledgement (sent after the fsync) covers it; latency is send to acknowledgement.\n",
-            a.writers, a.writer_documents, a.pipeline, a.durable_seconds
-        );
-    }
     let _ = writeln!(
         out,
-        "| server | acknowledged updates/s | p50 ms | p99 ms | max ms | unacknowledged at end | server CPU s |"
+        "Writers spread over documents, each writer keeping up to *in flight* updates unacknowledged, for the seconds shown. An update counts once the server's \"saved up to n\" acknowledgement (sent once the store has made it durable: sled's fsync, or PostgreSQL's commit) covers it; latency is send to acknowledgement. Command Post runs on sled (its default store) and on PostgreSQL, in the same run with the same load: PostgreSQL is the benchmark's own (initdb in a temporary directory, default settings with fsync and synchronous_commit on, a fresh database per server start), on the same host and pinned to the same core as the server, so *server CPU* is Command Post's and *database CPU* PostgreSQL's, both on that one core. *PostgreSQL ÷ sled* compares acknowledged updates/s at the same load. *Group commits* and their mean time (write and fsync, or PostgreSQL's commit) are from Command Post's /metrics. *Other processes' CPU* is what the rest of the machine took of the servers' core and of the load generator's during the run (from /proc/stat), time the server, database and load generator did not get: runs with much of it are not comparable.\n"
     );
-    let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        out,
+        "| server | store | writers | documents | in flight per writer | s | acknowledged updates/s | PostgreSQL ÷ sled | p50 ms | p99 ms | max ms | unacknowledged at end | server CPU s | database CPU s | group commits | mean commit ms | other processes' CPU s, server core / load generator's |"
+    );
+    let _ = writeln!(
+        out,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let load = |row: &Value| {
+        ["writers", "documents", "pipeline", "seconds"].map(|key| f(row, key).unwrap_or(-1.0))
+    };
     for row in &results.durable {
+        let server = server_of(row);
+        let store = row
+            .get("store")
+            .and_then(Value::as_str)
+            .unwrap_or(if server == "commandpost" { "sled" } else { "" });
+        let mine = f(row, "acknowledged_per_second");
+        let versus = if server == "commandpost-postgres" {
+            let sled = results
+                .durable
+                .iter()
+                .find(|other| server_of(other) == "commandpost" && load(other) == load(row))
+                .and_then(|other| f(other, "acknowledged_per_second"));
+            ratio(mine, sled)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
-            label(server_of(row)),
-            thousands(f(row, "acknowledged_per_second")),
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            label(server),
+            store,
+            thousands(f(row, "writers")),
+            thousands(f(row, "documents")),
+            thousands(f(row, "pipeline")),
+            num(f(row, "seconds"), 0),
+            thousands(mine),
+            versus,
             num(f(row, "ack_latency.p50_ms"), 2),
             num(f(row, "ack_latency.p99_ms"), 2),
             num(f(row, "ack_latency.max_ms"), 1),
             thousands(f(row, "unacknowledged")),
             num(f(row, "server_cpu_seconds"), 1),
+            f(row, "database_cpu_seconds").map_or(String::new(), |s| format!("{s:.1}")),
+            thousands(f(row, "group_commits")),
+            num(f(row, "mean_group_commit_ms"), 2),
+            num(f(row, "other_cpu_on_server_core_seconds"), 1),
+            num(f(row, "other_cpu_on_loadgen_core_seconds"), 1),
         );
     }
     let _ = writeln!(out, "\nDurability model of each server, as benchmarked:\n");
@@ -258,6 +289,7 @@ pub(crate) fn markdown(results: &Results) -> String {
     let _ = writeln!(out, "|---|---|");
     for kind in [
         Kind::Commandpost,
+        Kind::CommandpostPostgres,
         Kind::Ywebsocket,
         Kind::Hocuspocus,
         Kind::Ysweet,
@@ -304,6 +336,23 @@ pub(crate) fn markdown(results: &Results) -> String {
         .filter(|c| !c.is_empty())
         .unwrap_or_else(|| "bench/run.sh".into());
     let _ = writeln!(out, "```\n{command}\n```\n");
+    for rerun in &results.reruns {
+        let scenarios: Vec<String> = rerun
+            .scenarios
+            .iter()
+            .map(|s| format!("{s:?}").to_lowercase())
+            .collect();
+        let servers: Vec<&str> = rerun.servers.iter().map(|k| k.label()).collect();
+        let _ = writeln!(
+            out,
+            "Merged in from a later run ({} to {}, `--merge`): {} for {}, replacing earlier rows of those servers at the same load:\n\n```\n{}\n```\n",
+            rerun.started,
+            rerun.finished,
+            scenarios.join(", "),
+            servers.join(", "),
+            rerun.command_line
+        );
+    }
     let _ = writeln!(out, "## Traces\n");
     let _ = writeln!(
         out,

@@ -586,12 +586,12 @@ async fn upload(server: &Server, doc: &DocTarget, update: &[u8]) -> Result<JoinH
         .iter()
         .map(|r| r.end - r.start)
         .sum();
-    if server.kind == Kind::Commandpost {
+    if server.kind.is_commandpost() {
         ws.send(Message::binary(doc.flavor.saved_opt_in())).await?;
     }
     ws.send(Message::binary(doc.flavor.sync(wire::SYNC_UPDATE, update)))
         .await?;
-    if server.kind == Kind::Commandpost {
+    if server.kind.is_commandpost() {
         loop {
             let frame = client::next_binary(&mut ws).await?;
             if let Incoming::Saved(n) = doc.flavor.decode(&frame)?
@@ -750,6 +750,8 @@ fn dir_size(path: &std::path::Path) -> u64 {
 #[derive(Clone, Debug, Serialize)]
 pub(crate) struct DurableResult {
     pub server: Kind,
+    /// The store Command Post ran on (sled or PostgreSQL).
+    pub store: Option<&'static str>,
     pub writers: usize,
     pub documents: usize,
     pub pipeline: usize,
@@ -759,6 +761,19 @@ pub(crate) struct DurableResult {
     pub acknowledged_per_second: f64,
     pub ack_latency: Latency,
     pub server_cpu_seconds: f64,
+    /// CPU seconds of the PostgreSQL server (all its processes), on
+    /// PostgreSQL; it runs on the same core as the server.
+    pub database_cpu_seconds: Option<f64>,
+    /// Command Post: group commits during the run, and their mean time
+    /// (write and fsync, or PostgreSQL's commit), from its /metrics.
+    pub group_commits: Option<f64>,
+    pub mean_group_commit_ms: Option<f64>,
+    /// CPU seconds other processes (neither the server nor its database)
+    /// took on the servers' core during the run: other work on the
+    /// machine, which the server and database then did not get.
+    pub other_cpu_on_server_core_seconds: Option<f64>,
+    /// The same on the load generator's core (other than its own CPU).
+    pub other_cpu_on_loadgen_core_seconds: Option<f64>,
     pub failures: u64,
 }
 
@@ -791,6 +806,14 @@ pub(crate) async fn durable(
     let acked = Rc::new(Cell::new(0u64));
     let sent_total = Rc::new(Cell::new(0u64));
     let before = server.stats();
+    let database_before = server.database_cpu_seconds();
+    let commits_before = server.group_commits().await;
+    let core_before = server.core_busy_seconds();
+    let loadgen_core = crate::servers::own_core();
+    let loadgen_before = loadgen_core
+        .as_deref()
+        .and_then(crate::servers::core_busy_seconds)
+        .map(|busy| busy - ProcStats::own().cpu_seconds);
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
     let base = client_id_base();
@@ -863,10 +886,25 @@ pub(crate) async fn durable(
         let _ = task.await;
     }
     let after = server.stats();
+    let database_after = server.database_cpu_seconds();
+    let commits_after = server.group_commits().await;
+    let core_after = server.core_busy_seconds();
+    let loadgen_after = loadgen_core
+        .as_deref()
+        .and_then(crate::servers::core_busy_seconds)
+        .map(|busy| busy - ProcStats::own().cpu_seconds);
+    let commits = commits_before
+        .zip(commits_after)
+        .map(|((count, sum), (count_after, sum_after))| (count_after - count, sum_after - sum));
     let acknowledged = acked.get();
     let hist = hist.borrow();
+    let server_cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+    let database_cpu_seconds = database_before
+        .zip(database_after)
+        .map(|(before, after)| after - before);
     Ok(DurableResult {
         server: server.kind,
+        store: server.kind.store(),
         writers,
         documents,
         pipeline,
@@ -875,7 +913,18 @@ pub(crate) async fn durable(
         unacknowledged: sent_total.get() - acknowledged,
         acknowledged_per_second: acknowledged as f64 / seconds,
         ack_latency: Latency::of(&hist),
-        server_cpu_seconds: after.cpu_seconds - before.cpu_seconds,
+        server_cpu_seconds,
+        database_cpu_seconds,
+        other_cpu_on_server_core_seconds: core_before.zip(core_after).map(|(before, after)| {
+            (after - before - server_cpu_seconds - database_cpu_seconds.unwrap_or(0.0)).max(0.0)
+        }),
+        other_cpu_on_loadgen_core_seconds: loadgen_before
+            .zip(loadgen_after)
+            .map(|(before, after)| (after - before).max(0.0)),
+        group_commits: commits.map(|(count, _)| count),
+        mean_group_commit_ms: commits
+            .filter(|(count, _)| *count > 0.0)
+            .map(|(count, sum)| sum / count * 1000.0),
         failures,
     })
 }

@@ -3,6 +3,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -10,6 +11,7 @@ use commandpost::auth::TokenKeys;
 use commandpost_shared::{AccessRole, CreateIncident, Incident};
 use serde::Serialize;
 
+use crate::test_postgres::PgServer;
 use crate::wire::Flavor;
 
 /// The servers the benchmark knows how to run.
@@ -18,8 +20,13 @@ use crate::wire::Flavor;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
-    /// Command Post (this repository), release build.
+    /// Command Post (this repository), release build, on sled (its default
+    /// store).
     Commandpost,
+    /// Command Post on PostgreSQL (`serve --store postgres://...`): a fresh
+    /// database of a private PostgreSQL the benchmark starts, on the same
+    /// host and pinned to the servers' core.
+    CommandpostPostgres,
     /// The reference y-websocket server, `@y/websocket-server` 0.1.1.
     Ywebsocket,
     /// `@hocuspocus/server` 4.7.0.
@@ -34,6 +41,7 @@ impl Kind {
     pub fn label(self) -> &'static str {
         match self {
             Kind::Commandpost => "Command Post",
+            Kind::CommandpostPostgres => "Command Post on PostgreSQL",
             Kind::Ywebsocket => "y-websocket-server 0.1.1",
             Kind::Hocuspocus => "Hocuspocus 4.7.0",
             Kind::Ysweet => "y-sweet 0.9.1",
@@ -44,6 +52,7 @@ impl Kind {
     pub fn key(self) -> &'static str {
         match self {
             Kind::Commandpost => "commandpost",
+            Kind::CommandpostPostgres => "commandpost-postgres",
             Kind::Ywebsocket => "ywebsocket",
             Kind::Hocuspocus => "hocuspocus",
             Kind::Ysweet => "ysweet",
@@ -59,7 +68,24 @@ impl Kind {
     /// Whether the server keeps documents in storage across restarts, as
     /// installed by the benchmark.
     pub fn stores(self) -> bool {
-        matches!(self, Kind::Commandpost | Kind::Ysweet)
+        matches!(
+            self,
+            Kind::Commandpost | Kind::CommandpostPostgres | Kind::Ysweet
+        )
+    }
+
+    /// Whether this is Command Post (on either store).
+    pub fn is_commandpost(self) -> bool {
+        matches!(self, Kind::Commandpost | Kind::CommandpostPostgres)
+    }
+
+    /// The store Command Post runs on, for the reports.
+    pub fn store(self) -> Option<&'static str> {
+        match self {
+            Kind::Commandpost => Some("sled"),
+            Kind::CommandpostPostgres => Some("PostgreSQL"),
+            _ => None,
+        }
     }
 
     /// How durable a write is when the server has taken it, in the
@@ -68,6 +94,9 @@ impl Kind {
         match self {
             Kind::Commandpost => {
                 "every update appended to sled and fsynced by a group-commit writer; the client can opt in to a \"saved up to n\" acknowledgement sent after the fsync"
+            }
+            Kind::CommandpostPostgres => {
+                "every update committed by PostgreSQL (same host, fsync on, synchronous_commit on: the commit returns after its WAL is flushed); group commit: one writer puts every update queued meanwhile in one transaction (one multi-row INSERT); the \"saved up to n\" acknowledgement is sent after the commit returns"
             }
             Kind::Ywebsocket => {
                 "in memory only (no YPERSISTENCE configured; with it, each update is written to LevelDB asynchronously); documents are never unloaded; no acknowledgement"
@@ -96,6 +125,145 @@ pub(crate) struct Installed {
     pub server_cpu: String,
     /// Extra arguments for `commandpost serve`.
     pub commandpost_args: Vec<String>,
+    /// The private PostgreSQL of this run, when a server needs one.
+    pub postgres: Option<Rc<Postgres>>,
+}
+
+/// The benchmark's own PostgreSQL (never one already running here): started
+/// with `initdb` and `pg_ctl` in a temporary directory by the server's test
+/// harness (server/src/store/test_postgres.rs), pinned to the servers' core,
+/// stopped and removed when the benchmark ends.
+pub(crate) struct Postgres {
+    server: PgServer,
+    /// The postmaster; its children are the server's other processes.
+    postmaster: u32,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Postgres")
+            .field("postmaster", &self.postmaster)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Postgres {
+    /// Starts the server and pins it to `cpu` (`taskset -c`). Fails, naming
+    /// the fix, without PostgreSQL installed.
+    pub(crate) fn start(cpu: &str) -> Result<Postgres> {
+        let server = PgServer::start().map_err(|error| anyhow::anyhow!(error))?;
+        // The port is the one in its URLs; the postmaster is the process
+        // that listens on it (`postgres -D ... -p PORT`).
+        let url = server.url("postgres");
+        let port = url
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .context("the PostgreSQL URL has no port")?
+            .to_owned();
+        let postmaster = postmaster_of(&port)
+            .with_context(|| format!("cannot find the PostgreSQL listening on port {port}"))?;
+        let postgres = Postgres { server, postmaster };
+        // Backends forked later inherit the postmaster's affinity.
+        for pid in postgres.pids() {
+            let status = Command::new("taskset")
+                .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+                .stdout(Stdio::null())
+                .status()?;
+            if !status.success() {
+                bail!("taskset could not pin PostgreSQL process {pid} to core {cpu}");
+            }
+        }
+        Ok(postgres)
+    }
+
+    /// The URL of a new, empty database.
+    pub(crate) fn fresh_database(&self) -> String {
+        self.server.create_database()
+    }
+
+    /// The postmaster and its live children (the backends, the WAL
+    /// writer, the checkpointer...).
+    fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.postmaster];
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if parent_of(pid) == Some(self.postmaster) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// CPU seconds of the whole server so far: its live processes, and the
+    /// children it has reaped.
+    pub(crate) fn cpu_seconds(&self) -> f64 {
+        let reaped = std::fs::read_to_string(format!("/proc/{}/stat", self.postmaster))
+            .ok()
+            .and_then(|stat| {
+                let rest = stat.rsplit_once(')')?.1.to_owned();
+                let fields: Vec<&str> = rest.split_whitespace().collect();
+                // cutime and cstime: fields 16 and 17 (1-based).
+                Some(
+                    fields
+                        .get(13..15)?
+                        .iter()
+                        .filter_map(|v| v.parse::<f64>().ok())
+                        .sum::<f64>(),
+                )
+            })
+            .unwrap_or(0.0);
+        reaped / clock_ticks()
+            + self
+                .pids()
+                .into_iter()
+                .map(|pid| ProcStats::read(pid).cpu_seconds)
+                .sum::<f64>()
+    }
+}
+
+/// The parent of process `pid`.
+fn parent_of(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// The `postgres` process started with `-p port`.
+fn postmaster_of(port: &str) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+        let is_postgres = args
+            .first()
+            .is_some_and(|program| program.ends_with(b"postgres"));
+        if is_postgres
+            && args
+                .windows(2)
+                .any(|pair| pair[0] == b"-p" && pair[1] == port.as_bytes())
+        {
+            return Some(pid);
+        }
+    }
+    None
 }
 
 impl Installed {
@@ -113,6 +281,16 @@ impl Installed {
                 &self.commandpost,
                 "build it with cargo build --release -p commandpost",
             ),
+            Kind::CommandpostPostgres => {
+                need(
+                    &self.commandpost,
+                    "build it with cargo build --release -p commandpost",
+                )?;
+                if self.postgres.is_none() {
+                    bail!("the benchmark's PostgreSQL was not started");
+                }
+                Ok(())
+            }
             Kind::Ceiling => need(
                 &self.ceiling,
                 "build it with cargo build --release -p commandpost-bench",
@@ -136,6 +314,8 @@ pub(crate) struct Server {
     pub port: u16,
     child: Child,
     pub dir: PathBuf,
+    /// Command Post on PostgreSQL: its database (kept across restarts).
+    database: Option<String>,
     installed: Installed,
     http: reqwest::Client,
     admin: String,
@@ -179,11 +359,16 @@ impl Server {
         std::fs::create_dir_all(&dir)?;
         let keys = TokenKeys::from_secret(SECRET.as_bytes());
         let day = Duration::from_secs(86_400);
+        let database = match (&installed.postgres, kind) {
+            (Some(postgres), Kind::CommandpostPostgres) => Some(postgres.fresh_database()),
+            _ => None,
+        };
         let mut server = Server {
             kind,
             port: free_port()?,
             child: Command::new("true").spawn()?,
             dir,
+            database,
             installed: installed.clone(),
             http: reqwest::Client::new(),
             admin: keys.mint("bench-admin", "Bench admin", AccessRole::Admin, None, day),
@@ -214,13 +399,15 @@ impl Server {
         cmd.arg("-c").arg(&i.server_cpu);
         let port = self.port.to_string();
         match self.kind {
-            Kind::Commandpost => {
+            Kind::Commandpost | Kind::CommandpostPostgres => {
                 cmd.arg(&i.commandpost)
                     .args(["serve", "--listen"])
-                    .arg(format!("127.0.0.1:{port}"))
-                    .arg("--data")
-                    .arg(self.dir.join("data"))
-                    .env("COMMANDPOST_SECRET", SECRET)
+                    .arg(format!("127.0.0.1:{port}"));
+                match &self.database {
+                    Some(url) => cmd.arg("--store").arg(url),
+                    None => cmd.arg("--data").arg(self.dir.join("data")),
+                };
+                cmd.env("COMMANDPOST_SECRET", SECRET)
                     .env("COMMANDPOST_LOG", "warn");
                 cmd.args(&i.commandpost_args);
                 if let Some(timeout) = tuning.room_idle_timeout {
@@ -325,7 +512,7 @@ impl Server {
         let base = format!("ws://127.0.0.1:{}", self.port);
         let name = format!("bench-doc-{}", self.next_doc);
         let (url, flavor) = match self.kind {
-            Kind::Commandpost => {
+            Kind::Commandpost | Kind::CommandpostPostgres => {
                 let response = self
                     .http
                     .post(format!("http://127.0.0.1:{}/api/incidents", self.port))
@@ -372,13 +559,55 @@ impl Server {
     /// The URL a client opens, with its credentials.
     pub(crate) fn connect_url(&self, doc: &DocTarget, write: bool) -> String {
         match self.kind {
-            Kind::Commandpost => format!("{}?token={}", doc.url, self.token(write)),
+            Kind::Commandpost | Kind::CommandpostPostgres => {
+                format!("{}?token={}", doc.url, self.token(write))
+            }
             _ => doc.url.clone(),
         }
     }
 
     pub(crate) fn stats(&self) -> ProcStats {
         ProcStats::read(self.pid())
+    }
+
+    /// Busy seconds of the servers' core so far (see [`core_busy_seconds`]).
+    pub(crate) fn core_busy_seconds(&self) -> Option<f64> {
+        core_busy_seconds(&self.installed.server_cpu)
+    }
+
+    /// Command Post: its group commits so far and their total seconds
+    /// (`store_flush_seconds` of its /metrics).
+    pub(crate) async fn group_commits(&self) -> Option<(f64, f64)> {
+        if !self.kind.is_commandpost() {
+            return None;
+        }
+        let text = self
+            .http
+            .get(format!("http://127.0.0.1:{}/metrics", self.port))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let value = |name: &str| {
+            // The name may carry the registry's prefix.
+            text.lines()
+                .filter_map(|line| line.split_once(' '))
+                .find(|(metric, _)| metric.ends_with(name))
+                .and_then(|(_, v)| v.trim().parse::<f64>().ok())
+        };
+        Some((
+            value("store_flush_seconds_count")?,
+            value("store_flush_seconds_sum")?,
+        ))
+    }
+
+    /// CPU seconds of the PostgreSQL the server stores in, so far (None on
+    /// other stores).
+    pub(crate) fn database_cpu_seconds(&self) -> Option<f64> {
+        self.database.as_ref()?;
+        Some(self.installed.postgres.as_ref()?.cpu_seconds())
     }
 }
 
@@ -432,6 +661,37 @@ impl ProcStats {
     pub(crate) fn own() -> ProcStats {
         ProcStats::read(std::process::id())
     }
+}
+
+/// The core this process may run on (`taskset -c 1` in bench/run.sh), if
+/// one.
+pub(crate) fn own_core() -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let list = status
+        .lines()
+        .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))?
+        .trim();
+    list.parse::<u32>().ok().map(|core| core.to_string())
+}
+
+/// Busy CPU seconds of core `cpu` so far, whoever ran there (`/proc/stat`:
+/// user, nice, system, irq, softirq); None unless `cpu` is one core.
+pub(crate) fn core_busy_seconds(cpu: &str) -> Option<f64> {
+    let cpu: u32 = cpu.trim().parse().ok()?;
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat
+        .lines()
+        .find(|line| line.split_whitespace().next() == Some(&format!("cpu{cpu}")))?;
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy = [0, 1, 2, 5, 6]
+        .iter()
+        .filter_map(|&at| ticks.get(at))
+        .sum::<f64>();
+    Some(busy / clock_ticks())
 }
 
 fn clock_ticks() -> f64 {
