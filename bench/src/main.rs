@@ -392,6 +392,9 @@ async fn run(mut args: RunArgs) -> Result<()> {
                         seconds: args.seconds,
                     };
                     for &kind in &args.servers {
+                        if kind.storage_only() {
+                            continue;
+                        }
                         eprintln!("fan-out, {viewers} viewers: {}", kind.label());
                         let name = format!("fanout-{viewers}-{}", kind.key());
                         let Some(mut server) = run.start(kind, "fanout", &name, &tuning)? else {
@@ -418,7 +421,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
             }
             Scenario::Connections => {
                 for &kind in &args.servers {
-                    if kind == Kind::Ceiling {
+                    if kind == Kind::Ceiling || kind.storage_only() {
                         continue;
                     }
                     eprintln!(
@@ -461,7 +464,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                 eprintln!("    {} bytes as one update", update.len());
                 let (singles, cold) = if args.quick { (3, 1) } else { (20, 5) };
                 for &kind in &args.servers {
-                    if !kind.syncs() {
+                    if !kind.syncs() || kind.storage_only() {
                         continue;
                     }
                     eprintln!("join: {}", kind.label());

@@ -60,6 +60,13 @@ impl Kind {
         }
     }
 
+    /// Whether the server runs only in the durable-writes scenario: Command
+    /// Post on PostgreSQL differs from the sled one in its storage alone,
+    /// which the fan-out, connection and join scenarios do not measure.
+    pub fn storage_only(self) -> bool {
+        self == Kind::CommandpostPostgres
+    }
+
     /// Whether the server answers the sync handshake (the ceiling does not).
     pub fn syncs(self) -> bool {
         self != Kind::Ceiling
