@@ -3,7 +3,6 @@
 //! HAProxy in front of them. Faults are real: `kill -9` of a node, of
 //! Redis. Every wait is for a condition, bounded by `support::WAIT`.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use commandpost_shared::AccessRole;
@@ -12,35 +11,20 @@ use crate::support::haproxy::HaProxy;
 use crate::support::node::NodeClient;
 use crate::support::redis::RedisServer;
 use crate::support::yclient::{Connect, YClient};
-use crate::support::{TestServer, WAIT, test_postgres};
+use crate::support::{TestServer, WAIT, loopback, test_postgres};
 
 const SAVED: Connect = Connect {
     saved_acks: true,
     client_id: None,
 };
 
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
 /// `count` nodes on 127.0.0.2, .3, … on a fresh database and `redis`.
 fn nodes(count: u8, redis: &RedisServer) -> Vec<TestServer> {
     nodes_with(count, redis, &[])
 }
 
-/// [`nodes`] with extra `serve` arguments.
 fn nodes_with(count: u8, redis: &RedisServer, args: &[&str]) -> Vec<TestServer> {
-    let database = test_postgres::fresh_database();
-    let url = redis.url();
-    let mut all = vec!["--redis", url.as_str()];
-    all.extend_from_slice(args);
-    let first = TestServer::start_on_url_at(loopback(2), &database, &all);
-    let mut nodes = vec![first];
-    for n in 1..count {
-        let peer = nodes[0].start_peer_at(loopback(2 + n));
-        nodes.push(peer);
-    }
-    nodes
+    crate::support::cluster_nodes(count, redis, args)
 }
 
 /// A counter of a node's `/metrics`.

@@ -5,7 +5,6 @@
 //! a timer event fires once although every node's timer tries. Every wait
 //! is for a condition, bounded by `support::WAIT`.
 
-use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use commandpost_shared::AccessRole;
@@ -13,26 +12,10 @@ use serde_json::{Value, json};
 
 use crate::support::redis::RedisServer;
 use crate::support::sse::EventStream;
-use crate::support::{TestServer, WAIT, test_postgres, wait_until};
+use crate::support::{TestServer, WAIT, wait_until};
 
-fn loopback(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-/// `count` nodes on 127.0.0.2, .3, … on a fresh database and `redis`
-/// (as in `cluster.rs`).
 fn nodes(count: u8, redis: &RedisServer, args: &[&str]) -> Vec<TestServer> {
-    let database = test_postgres::fresh_database();
-    let url = redis.url();
-    let mut all = vec!["--redis", url.as_str()];
-    all.extend_from_slice(args);
-    let first = TestServer::start_on_url_at(loopback(2), &database, &all);
-    let mut nodes = vec![first];
-    for n in 1..count {
-        let peer = nodes[0].start_peer_at(loopback(2 + n));
-        nodes.push(peer);
-    }
-    nodes
+    crate::support::cluster_nodes(count, redis, args)
 }
 
 async fn declare(node: &TestServer, token: &str, title: &str) -> String {

@@ -589,3 +589,25 @@ impl Drop for Served {
         let _ = self.child.wait();
     }
 }
+
+/// Loopback address `127.0.0.last`: cluster nodes each get their own.
+pub fn loopback(last: u8) -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// `count` cluster nodes on 127.0.0.2, .3, … sharing a fresh database of
+/// the test PostgreSQL, `redis` (`--redis`) and a secret, with extra
+/// `serve` arguments.
+pub fn cluster_nodes(count: u8, redis: &redis::RedisServer, args: &[&str]) -> Vec<TestServer> {
+    let database = test_postgres::fresh_database();
+    let url = redis.url();
+    let mut all = vec!["--redis", url.as_str()];
+    all.extend_from_slice(args);
+    let first = TestServer::start_on_url_at(loopback(2), &database, &all);
+    let mut nodes = vec![first];
+    for n in 1..count {
+        let peer = nodes[0].start_peer_at(loopback(2 + n));
+        nodes.push(peer);
+    }
+    nodes
+}
