@@ -9,6 +9,14 @@
 # `npm run build` in web/). Screenshots go to tests/browser/artifacts/;
 # with COMMANDPOST_UPDATE_DOCS=1 the responder and viewer ones are also
 # copied to docs/screenshot-{responder,viewer}.png for the README.
+#
+# Cluster mode: COMMANDPOST_BROWSER_CLUSTER=1 tests/browser/run.sh runs the
+# same tests through HAProxy (docs/cluster/haproxy.cfg) in front of three
+# nodes (127.0.0.2-4) sharing one PostgreSQL database and one Redis
+# (support.mjs, cluster.mjs). Each test file's process starts its own
+# PostgreSQL (initdb + pg_ctl, as the `postgres` user when root) and Redis
+# on free ports, removed when it exits. Needs postgresql, redis-server and
+# haproxy installed (scripts/install-deps.sh).
 set -euo pipefail
 cd "$(dirname "$0")"
 

@@ -12,6 +12,8 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { chromium } from 'playwright-core'
 
+import * as cluster from './cluster.mjs'
+
 const here = path.dirname(fileURLToPath(import.meta.url))
 
 export const BIN = path.resolve(here, process.env.COMMANDPOST_BIN ?? '../../target/debug/commandpost')
@@ -28,13 +30,51 @@ export function tempData(label) {
 }
 
 /**
+ * True with COMMANDPOST_BROWSER_CLUSTER=1: every server is a cluster (three
+ * nodes on one PostgreSQL and one Redis, behind HAProxy; see cluster.mjs).
+ */
+export const CLUSTER = process.env.COMMANDPOST_BROWSER_CLUSTER === '1'
+
+/**
  * Starts `commandpost serve` and resolves once it prints its address.
  * `listen` defaults to an ephemeral port; pass the same address to restart
  * on the same port.
+ *
+ * In cluster mode: three nodes on 127.0.0.2-4 sharing the database of
+ * `data` (created on the first call, the same on later ones, so a restart
+ * keeps the data) and this process's Redis, behind HAProxy bound to
+ * `listen`; resolves once HAProxy sees every node up. `url` and `listen`
+ * are the proxy's.
  */
 export function startServer({ data, listen = '127.0.0.1:0' }) {
   if (!existsSync(BIN)) throw new Error(`no server binary at ${BIN}: run \`cargo build -p commandpost\` or set COMMANDPOST_BIN`)
-  const proc = spawn(BIN, ['serve', '--listen', listen, '--data', data], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  if (CLUSTER) return startCluster({ data, listen })
+  return startNode(['--listen', listen, '--data', data]).then((node) => ({ ...node, data }))
+}
+
+async function startCluster({ data, listen }) {
+  const store = await cluster.databaseFor(data)
+  const { redisUrl } = await cluster.startEngines()
+  const nodes = []
+  try {
+    // The first node migrates the database, then the others start together.
+    const node = (host) => startNode(['--listen', `${host}:0`, '--store', store, '--redis', redisUrl]).then((started) => nodes.push(started))
+    const [first, ...others] = cluster.NODE_HOSTS
+    await node(first)
+    await Promise.all(others.map(node))
+    const proxy = await cluster.startHaproxy(listen, nodes.map((node) => node.listen))
+    const url = `http://${proxy.listen}`
+    return { cluster: true, nodes, proxy, proc: proxy.proc, url, listen: proxy.listen, data, exited: Promise.all([proxy.exited, ...nodes.map((node) => node.exited)]) }
+  } catch (error) {
+    await Promise.all(nodes.map(stopProcess))
+    throw error
+  }
+}
+
+/** Spawns `commandpost serve ARGS`; resolves with `{ proc, url, listen, exited }` once it listens. */
+function startNode(args) {
+  const proc = spawn(BIN, ['serve', ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+  if (CLUSTER) cluster.track(proc)
   let output = ''
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
@@ -49,7 +89,7 @@ export function startServer({ data, listen = '127.0.0.1:0' }) {
         proc.stdout.off('data', onData)
         proc.stdout.resume()
         const url = match[1].replace(/\/$/, '')
-        resolve({ proc, url, listen: new URL(url).host, data, exited: new Promise((done) => proc.once('exit', done)) })
+        resolve({ proc, url, listen: new URL(url).host, exited: new Promise((done) => proc.once('exit', done)) })
       }
     }
     proc.stdout.on('data', onData)
@@ -64,16 +104,29 @@ export function startServer({ data, listen = '127.0.0.1:0' }) {
   })
 }
 
-/** SIGTERM, then wait for a clean exit (the server closes sockets with 1012). */
+/**
+ * SIGTERM, then wait for a clean exit (the server closes sockets with 1012).
+ * A cluster: its nodes first (their sockets close with 1012 through the
+ * proxy), then HAProxy.
+ */
 export async function stopServer(server) {
-  if (server.proc.exitCode !== null) return
-  server.proc.kill('SIGTERM')
+  if (server.cluster) {
+    await Promise.all(server.nodes.map(stopProcess))
+    await stopProcess(server.proxy)
+    return
+  }
+  await stopProcess(server)
+}
+
+async function stopProcess({ proc, exited }) {
+  if (proc.exitCode !== null || proc.signalCode !== null) return
+  proc.kill('SIGTERM')
   let timer
-  const code = await Promise.race([server.exited, new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), 10_000)))])
+  const code = await Promise.race([exited, new Promise((resolve) => (timer = setTimeout(() => resolve('timeout'), 10_000)))])
   clearTimeout(timer)
   if (code === 'timeout') {
-    server.proc.kill('SIGKILL')
-    await server.exited
+    proc.kill('SIGKILL')
+    await exited
   }
 }
 
