@@ -321,6 +321,8 @@ pub struct TokenRegistry {
     /// The recorded tokens' subjects: the name of each subject's latest
     /// token (by issue time), and that time. Same lock discipline.
     people: Arc<parking_lot::RwLock<People>>,
+    /// When [`TokenRegistry::refresh`] last read storage.
+    refreshed: Arc<parking_lot::Mutex<Option<std::time::Instant>>>,
 }
 
 type People = std::collections::HashMap<String, (chrono::DateTime<chrono::Utc>, String)>;
@@ -376,6 +378,7 @@ impl TokenRegistry {
             store,
             known: Arc::new(parking_lot::RwLock::new(known)),
             people: Arc::new(parking_lot::RwLock::new(people)),
+            refreshed: Arc::new(parking_lot::Mutex::new(None)),
         })
     }
 
@@ -409,6 +412,28 @@ impl TokenRegistry {
         if let Err(error) = self.store.record_token(&record) {
             tracing::error!(%error, jti = %claims.jti, "cannot record a token seen for the first time");
         }
+    }
+
+    /// Reads the token records from storage and knows every one of them:
+    /// in a cluster, tokens first seen by another node (their holders can
+    /// then be named in commands here). At most once per second unless
+    /// `force`d.
+    pub async fn refresh(&self, force: bool) -> Result<(), crate::store::StoreError> {
+        {
+            let mut last = self.refreshed.lock();
+            if !force && last.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1)) {
+                return Ok(());
+            }
+            *last = Some(std::time::Instant::now());
+        }
+        let tokens = self.store.read(|store| store.issued_tokens()).await?;
+        let mut people = self.people.write();
+        let mut known = self.known.write();
+        for token in &tokens {
+            remember(&mut people, token);
+            known.insert(token.jti.clone());
+        }
+        Ok(())
     }
 
     /// Every recorded token, newest first.

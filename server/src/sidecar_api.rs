@@ -143,16 +143,28 @@ pub async fn run_command(
             format!("invalid `{name}` command: {error}"),
         )
     })?;
-    let events = state
-        .sidecars
-        .command(
+    let who = caller.0.caller();
+    let run = || {
+        state.sidecars.command(
             &id,
             &command,
-            &caller.0.caller(),
+            &who,
             caller.0.incident.as_ref(),
             &state.tokens,
         )
-        .await?;
+    };
+    let events = match run().await {
+        // In a cluster the person may have used another node only: look
+        // in storage before refusing.
+        Err(SidecarError::Refused(refusal))
+            if refusal.kind == commandpost_shared::incident::ErrorKind::UnknownPerson
+                && state.config.redis.is_some() =>
+        {
+            state.tokens.refresh(true).await?;
+            run().await?
+        }
+        other => other?,
+    };
     for event in &events {
         tracing::info!(incident = %id, seq = %event.seq, command = %name, "command applied");
     }
@@ -182,6 +194,10 @@ pub async fn list_people(
             "viewers cannot list people: the list is for naming people in commands".into(),
         )
         .into());
+    }
+    if state.config.redis.is_some() {
+        // Tokens first seen by other nodes of the cluster.
+        state.tokens.refresh(false).await?;
     }
     let people = state
         .sidecars

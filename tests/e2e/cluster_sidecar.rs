@@ -420,3 +420,57 @@ async fn an_overdue_reminder_fires_once_when_the_node_that_armed_it_was_killed()
     );
     assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_seen_only_on_another_node_can_be_named_and_listed() {
+    let redis = RedisServer::start();
+    let cluster = nodes(2, &redis, &[]);
+    let (a, b) = (&cluster[0], &cluster[1]);
+    let mary = a.token(AccessRole::Responder, "Mary");
+    let incident = declare(b, &mary, "Named elsewhere").await;
+    // Josephine's token is used on node A only, after B started.
+    let josephine = a.keys().mint(
+        "josephine",
+        "Josephine Ng",
+        AccessRole::Responder,
+        None,
+        Duration::from_secs(3600),
+    );
+    let (status, _) = a.get_json("/api/me", &josephine).await;
+    assert_eq!(status, 200);
+    // B knows her from storage (once A's record of her token, which A
+    // writes without waiting, is committed), in the people list and in a
+    // command.
+    let started = std::time::Instant::now();
+    loop {
+        let (status, people) = b.get_json("/api/people?q=jose", &mary).await;
+        assert_eq!(status, 200, "{people}");
+        if people.to_string().contains("Josephine Ng") {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "B never listed Josephine: {people}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let assigned = ok(
+        b,
+        &incident,
+        &mary,
+        "assign_role",
+        json!({"role": "operations_lead", "to": {"id": "josephine", "name": "Jo"}}),
+    )
+    .await;
+    assert!(assigned.to_string().contains("Josephine Ng"), "{assigned}");
+    // Someone nobody has seen is still refused.
+    let (status, refused) = b
+        .post_json(
+            &format!("/api/incidents/{incident}/commands/assign_role"),
+            &mary,
+            &json!({"role": "planning_lead", "to": {"id": "nobody", "name": "No One"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(refused["error"]["code"], "unknown_person");
+}
