@@ -3,9 +3,9 @@
 # (the build compiles the browser app; the tests drive the stock Yjs client),
 # Debian's chromium (the browser tests), Debian's postgresql (the
 # PostgreSQL backend's tests start their own server with initdb and pg_ctl),
-# and Debian's redis-server and haproxy (the cluster tests start their own
-# Redis, with redis-cli to look inside it, and their own HAProxy in front of
-# the nodes). Debian packages need root; without it, this names the packages
+# and Debian's redis-server, haproxy and nginx-light (the cluster tests start
+# their own Redis, with redis-cli to look inside it, and their own HAProxy
+# and nginx in front of the nodes). Debian packages need root; without it, this names the packages
 # to install and stops.
 # scripts/test.sh runs this first; .ci/run goes through scripts/test.sh.
 set -euo pipefail
@@ -21,6 +21,11 @@ fi
 # redis-cli ships in redis-tools, a dependency of redis-server.
 if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
     missing+=(redis-server)
+fi
+# The cluster tests also run the documented nginx configuration (nginx-light
+# is enough); Debian installs it in /usr/sbin too.
+if ! command -v nginx >/dev/null 2>&1 && [ ! -x /usr/sbin/nginx ]; then
+    missing+=(nginx-light)
 fi
 # Debian installs haproxy in /usr/sbin, off a user's PATH.
 if ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then

@@ -821,3 +821,58 @@ async fn nodes_reach_redis_over_tls_with_a_private_ca() {
     }
     assert_eq!(metric(&distrustful, "bus_received").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_documented_nginx_configuration_carries_documents_and_event_streams() {
+    let redis = RedisServer::start();
+    let cluster = nodes(2, &redis);
+    let proxy = crate::support::nginx::Nginx::start(
+        &cluster.iter().map(|node| node.addr).collect::<Vec<_>>(),
+    );
+    let incident = cluster[0].create_incident("Through nginx").await;
+    let token = cluster[0].token(AccessRole::Responder, "Ed");
+    // A stock client and an event stream through nginx, an editor on a node.
+    let mut stock = NodeClient::spawn().await;
+    stock
+        .connect(
+            &format!("ws://{}/ws", proxy.addr()),
+            &incident.to_string(),
+            &token,
+        )
+        .await;
+    let stream = crate::support::sse::EventStream::open(&format!(
+        "http://{}/api/incidents/{incident}/events?token={token}",
+        proxy.addr()
+    ))
+    .await;
+    let editor = YClient::connect_with(&cluster[1].ws_url(&incident, &token), SAVED).await;
+    let chunks = type_saved(&editor, "nginx", 3).await;
+    stock.insert(0, "<stock>").await;
+    let started = std::time::Instant::now();
+    loop {
+        let text = stock.text().await;
+        if chunks.iter().all(|chunk| text.contains(chunk.as_str())) && editor.read() == text {
+            break;
+        }
+        assert!(
+            started.elapsed() < WAIT,
+            "no convergence through nginx:\n{text:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for node in &cluster {
+        let (status, body) = node
+            .post_json(
+                &format!("/api/incidents/{incident}/commands/post_note"),
+                &token,
+                &serde_json::json!({ "text": format!("via {}", node.addr) }),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    crate::support::wait_until("both notes on the stream through nginx", || {
+        stream.of_kind("note_posted").len() == 2
+    })
+    .await;
+    stock.quit().await;
+}

@@ -30,6 +30,7 @@
 
 pub mod engine;
 pub mod haproxy;
+pub mod nginx;
 pub mod node;
 pub mod redis;
 pub mod sse;
