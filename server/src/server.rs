@@ -356,17 +356,30 @@ impl Cluster {
         mut deliveries: tokio::sync::mpsc::UnboundedReceiver<crate::cluster::Delivery>,
         shutdown: CancellationToken,
     ) {
+        let cluster = Arc::new(self);
+        // Storage is read on a task of its own: a slow database (up to
+        // --store-timeout) never holds up what the bus delivers.
+        tokio::spawn({
+            let (cluster, shutdown) = (cluster.clone(), shutdown.clone());
+            async move {
+                let mut revocations_check = tokio::time::interval(REVOCATIONS_EVERY);
+                revocations_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = revocations_check.tick() => cluster.read_revocations().await,
+                    }
+                }
+            }
+        });
         tokio::spawn(async move {
-            let mut revocations_check = tokio::time::interval(REVOCATIONS_EVERY);
-            revocations_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
                     () = shutdown.cancelled() => return,
                     delivery = deliveries.recv() => {
                         let Some(delivery) = delivery else { return };
-                        self.deliver(delivery);
+                        cluster.deliver(delivery);
                     }
-                    _ = revocations_check.tick() => self.read_revocations().await,
                 }
             }
         });
