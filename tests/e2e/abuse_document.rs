@@ -39,15 +39,7 @@ async fn saved_and_open(client: &YClient, what: &str) {
 
 /// The value of one metric line (`name` with its labels), 0 when absent.
 async fn metric(server: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
-        .map_or(0.0, |value| value.parse().unwrap())
+    server.metric(name).await.unwrap_or(0.0)
 }
 
 /// The red team filled a document to `--max-document-bytes`; from then on

@@ -27,21 +27,13 @@ fn nodes_with(count: u8, redis: &RedisServer, args: &[&str]) -> Vec<TestServer> 
     crate::support::cluster_nodes(count, redis, args)
 }
 
-/// A counter of a node's `/metrics`.
+/// A counter of a node's `/metrics` (`commandpost_<name>_total`), which
+/// must be there.
 async fn metric(node: &TestServer, name: &str) -> f64 {
-    let text = reqwest::get(node.url("/metrics"))
+    let line = format!("commandpost_{name}_total");
+    node.metric(&line)
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            (key == format!("commandpost_{name}_total") || key == format!("commandpost_{name}"))
-                .then(|| value.parse().ok())?
-        })
-        .unwrap_or_else(|| panic!("no metric {name} in:\n{text}"))
+        .unwrap_or_else(|| panic!("no metric {line} on {}", node.addr))
 }
 
 /// Waits until every client's text contains every one of `chunks`, and

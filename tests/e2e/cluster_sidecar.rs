@@ -301,6 +301,26 @@ async fn an_overdue_reminder_fires_once_with_three_nodes_running() {
     assert_eq!(seqs(&stored), (1..=last).collect::<Vec<_>>());
 }
 
+/// Posts five rounds of notes `"{tag} n"`, one per node of each round;
+/// returns the seq of the last.
+async fn post_notes(nodes: [&TestServer; 2], incident: &str, token: &str, tag: &str) -> u64 {
+    let mut last = 0;
+    for n in 0..5 {
+        for node in nodes {
+            let noted = ok(
+                node,
+                incident,
+                token,
+                "post_note",
+                json!({ "text": format!("{tag} {n}") }),
+            )
+            .await;
+            last = noted["events"][0]["seq"].as_u64().unwrap();
+        }
+    }
+    last
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_reach_every_node_while_redis_is_down_and_after_it_returns() {
     let mut redis = RedisServer::start();
@@ -313,20 +333,7 @@ async fn events_reach_every_node_while_redis_is_down_and_after_it_returns() {
 
     // Redis gone: nothing is relayed, every node reads storage instead.
     redis.kill9();
-    let mut last = 0;
-    for n in 0..5 {
-        for node in [a, b] {
-            let noted = ok(
-                node,
-                &incident,
-                &alice,
-                "post_note",
-                json!({ "text": format!("down {n}") }),
-            )
-            .await;
-            last = noted["events"][0]["seq"].as_u64().unwrap();
-        }
-    }
+    let last = post_notes([a, b], &incident, &alice, "down").await;
     for stream in [&on_a, &on_b] {
         wait_until("the streams have every note of the outage", || {
             stream.seqs().contains(&last)
@@ -335,19 +342,7 @@ async fn events_reach_every_node_while_redis_is_down_and_after_it_returns() {
     }
     // Back: the relay resumes.
     redis.restart();
-    for n in 0..5 {
-        for node in [b, a] {
-            let noted = ok(
-                node,
-                &incident,
-                &alice,
-                "post_note",
-                json!({ "text": format!("up {n}") }),
-            )
-            .await;
-            last = noted["events"][0]["seq"].as_u64().unwrap();
-        }
-    }
+    let last = post_notes([b, a], &incident, &alice, "up").await;
     for stream in [&on_a, &on_b] {
         wait_until("the streams have every note", || {
             stream.seqs().contains(&last)

@@ -341,6 +341,20 @@ impl TestServer {
         self.child.as_ref().expect("server is running").id()
     }
 
+    /// The value of one `/metrics` line (`name` with its labels), `None`
+    /// when the server reports no such line.
+    pub async fn metric(&self, name: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .map(|value| value.parse().unwrap())
+    }
+
     /// The PostgreSQL URL this server stores in (`None` on sled).
     pub fn postgres_url(&self) -> Option<&str> {
         self.args
