@@ -11,6 +11,9 @@
 # Other arguments go to `cp-bench run` (see `cp-bench run --help`), e.g.
 #   bench/run.sh --servers commandpost,ceiling --scenarios fanout --viewers 5000
 #   bench/run.sh --servers commandpost,commandpost-postgres --scenarios durable --merge
+#   bench/run.sh --scenarios cluster --merge
+#                           (the cluster scenario: one node against three on
+#                           PostgreSQL and Redis, and failover through HAProxy)
 #                           (--merge replaces those rows in bench/results.json
 #                           and keeps every other scenario's)
 #
@@ -35,17 +38,34 @@ need npm "install Node.js and npm (Debian: apt-get install nodejs npm)"
 # Command Post on PostgreSQL (a default server) runs on the benchmark's own
 # PostgreSQL, started with initdb and pg_ctl (never a server already running).
 servers=""
+scenarios=""
 prev=""
 for arg in "$@"; do
     case "$arg" in
         --servers=*) servers="${arg#--servers=}" ;;
+        --scenarios=*) scenarios="${arg#--scenarios=}" ;;
     esac
     if [ "$prev" = "--servers" ]; then servers="$arg"; fi
+    if [ "$prev" = "--scenarios" ]; then scenarios="$arg"; fi
     prev="$arg"
 done
-if [ -z "$servers" ] || [[ "$servers" == *postgres* ]]; then
+cluster=""
+if [ -z "$scenarios" ] || [[ "$scenarios" == *cluster* ]]; then cluster=1; fi
+# The cluster scenario runs three nodes on the benchmark's own PostgreSQL
+# and Redis, with its own HAProxy in front of them for the failover rounds.
+if [ -n "$cluster" ]; then
+    command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1 || {
+        echo "error: the cluster scenario needs redis-server and redis-cli: install them (Debian: apt-get install redis-server), or leave it out with --scenarios" >&2
+        exit 1
+    }
+    command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || {
+        echo "error: the cluster scenario needs haproxy: install it (Debian: apt-get install haproxy), or leave it out with --scenarios" >&2
+        exit 1
+    }
+fi
+if [ -z "$servers" ] || [[ "$servers" == *postgres* ]] || [ -n "$cluster" ]; then
     if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-        echo "error: PostgreSQL is needed for Command Post on PostgreSQL (initdb and pg_ctl, on PATH or in /usr/lib/postgresql/*/bin): install it (Debian: apt-get install postgresql), or leave it out with --servers" >&2
+        echo "error: PostgreSQL is needed for Command Post on PostgreSQL and the cluster scenario (initdb and pg_ctl, on PATH or in /usr/lib/postgresql/*/bin): install it (Debian: apt-get install postgresql), or leave them out with --servers and --scenarios" >&2
         exit 1
     fi
 fi

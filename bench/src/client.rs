@@ -42,6 +42,18 @@ fn config() -> WebSocketConfig {
 
 /// Opens the WebSocket.
 pub(crate) async fn open(url: &str, source: Option<IpAddr>) -> Result<Ws> {
+    Ok(open_with_response(url, source).await?.0)
+}
+
+/// Opens the WebSocket; also returns the server's handshake response (a
+/// load balancer's headers say which node answered).
+pub(crate) async fn open_with_response(
+    url: &str,
+    source: Option<IpAddr>,
+) -> Result<(
+    Ws,
+    tokio_tungstenite::tungstenite::handshake::client::Response,
+)> {
     let parsed = url
         .strip_prefix("ws://")
         .context("only ws:// URLs are supported")?;
@@ -55,10 +67,9 @@ pub(crate) async fn open(url: &str, source: Option<IpAddr>) -> Result<Ws> {
     }
     let stream = socket.connect(addr).await.context("TCP connect")?;
     stream.set_nodelay(true)?;
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config()))
+    tokio_tungstenite::client_async_with_config(url, stream, Some(config()))
         .await
-        .context("WebSocket handshake")?;
-    Ok(ws)
+        .context("WebSocket handshake")
 }
 
 /// Authenticates (Hocuspocus) and syncs from an empty state; returns the

@@ -6,6 +6,8 @@
 //! raw results as JSON and the report as Markdown. See docs/BENCHMARKS.md.
 
 mod client;
+mod cluster;
+mod engines;
 mod report;
 mod scenarios;
 mod servers;
@@ -72,7 +74,7 @@ pub struct RunArgs {
         long,
         value_delimiter = ',',
         value_enum,
-        default_value = "fanout,connections,join,durable"
+        default_value = "fanout,connections,join,durable,cluster"
     )]
     pub scenarios: Vec<Scenario>,
     /// Fan-out: viewer counts, one run each.
@@ -110,6 +112,23 @@ pub struct RunArgs {
     pub pipeline: usize,
     #[arg(long, default_value_t = 20.0)]
     pub durable_seconds: f64,
+    /// Cluster: viewer counts of the fan-out runs, each on one node and on
+    /// three (editors on node 1, viewers over nodes 2 and 3).
+    #[arg(long, value_delimiter = ',', default_value = "100,1000,5000")]
+    #[serde(default = "default_cluster_viewers")]
+    pub cluster_viewers: Vec<usize>,
+    /// Cluster: seconds of typing per fan-out run.
+    #[arg(long, default_value_t = 20.0)]
+    #[serde(default = "default_cluster_seconds")]
+    pub cluster_seconds: f64,
+    /// Cluster failover: followers connected through HAProxy, and rounds
+    /// (each kills a node with SIGKILL and restarts it).
+    #[arg(long, default_value_t = 900)]
+    #[serde(default = "default_failover_followers")]
+    pub failover_followers: usize,
+    #[arg(long, default_value_t = 3)]
+    #[serde(default = "default_failover_rounds")]
+    pub failover_rounds: usize,
     /// Where results and the report go.
     #[arg(long, default_value = "bench/results.json")]
     pub out: PathBuf,
@@ -147,6 +166,22 @@ pub struct RunArgs {
     pub command_line: String,
 }
 
+fn default_cluster_viewers() -> Vec<usize> {
+    vec![100, 1000, 5000]
+}
+
+fn default_cluster_seconds() -> f64 {
+    20.0
+}
+
+fn default_failover_followers() -> usize {
+    900
+}
+
+fn default_failover_rounds() -> usize {
+    3
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
@@ -154,6 +189,10 @@ pub enum Scenario {
     Connections,
     Join,
     Durable,
+    /// Command Post in cluster mode (three nodes on PostgreSQL and Redis)
+    /// against one node: fan-out across nodes, Redis commands per update,
+    /// failover through HAProxy. Runs whatever --servers says.
+    Cluster,
 }
 
 /// Everything one run produced.
@@ -167,6 +206,12 @@ pub struct Results {
     pub connections: Vec<serde_json::Value>,
     pub join: Vec<serde_json::Value>,
     pub durable: Vec<serde_json::Value>,
+    /// Cluster fan-out rows (one node and three, per viewer count).
+    #[serde(default)]
+    pub cluster_fanout: Vec<serde_json::Value>,
+    /// Cluster failover rounds.
+    #[serde(default)]
+    pub failover: Vec<serde_json::Value>,
     /// Server and scenario pairs that did not run, and why.
     pub skipped: Vec<Skipped>,
     /// Later runs merged into these results (`--merge`).
@@ -286,6 +331,19 @@ impl Run {
         Ok(())
     }
 
+    /// Starts the benchmark's own PostgreSQL unless it runs already.
+    fn ensure_postgres(&mut self, why: &str) -> Result<()> {
+        if self.installed.postgres.is_none() {
+            eprintln!(
+                "starting the benchmark's own PostgreSQL (initdb, pg_ctl; stopped at the end)"
+            );
+            let postgres = Postgres::start(&self.args.server_cpu)
+                .with_context(|| format!("cannot start PostgreSQL for {why}"))?;
+            self.installed.postgres = Some(std::rc::Rc::new(postgres));
+        }
+        Ok(())
+    }
+
     fn skip(&mut self, kind: Kind, scenario: &str, reason: String) {
         eprintln!("  {}: skipped: {reason}", kind.label());
         self.results.skipped.push(Skipped {
@@ -305,14 +363,8 @@ impl Run {
         name: &str,
         tuning: &Tuning,
     ) -> Result<Option<Server>> {
-        if kind == Kind::CommandpostPostgres && self.installed.postgres.is_none() {
-            eprintln!(
-                "starting the benchmark's own PostgreSQL (initdb, pg_ctl; stopped at the end)"
-            );
-            let postgres = Postgres::start(&self.args.server_cpu).context(
-                "cannot start PostgreSQL for Command Post on PostgreSQL (leave it out with --servers)",
-            )?;
-            self.installed.postgres = Some(std::rc::Rc::new(postgres));
+        if kind == Kind::CommandpostPostgres {
+            self.ensure_postgres("Command Post on PostgreSQL (leave it out with --servers)")?;
         }
         match Server::start(&self.installed, kind, name, tuning) {
             Ok(server) => Ok(Some(server)),
@@ -335,6 +387,10 @@ async fn run(mut args: RunArgs) -> Result<()> {
         args.writers = 8;
         args.writer_documents = 2;
         args.durable_seconds = 2.0;
+        args.cluster_viewers = vec![20, 60];
+        args.cluster_seconds = 2.0;
+        args.failover_followers = 30;
+        args.failover_rounds = 1;
     }
     let installed = Installed {
         commandpost: args.commandpost.clone(),
@@ -556,6 +612,46 @@ async fn run(mut args: RunArgs) -> Result<()> {
                     run.save()?;
                 }
             }
+            Scenario::Cluster => {
+                run.ensure_postgres("the cluster scenario (leave it out with --scenarios)")?;
+                run.installed.available(Kind::CommandpostPostgres)?;
+                eprintln!("starting the benchmark's own Redis (redis-server, no persistence)");
+                let redis = cluster::start_redis(&args.server_cpu)?;
+                for &viewers in &args.cluster_viewers {
+                    let params = scenarios::FanoutParams {
+                        viewers,
+                        editors: args.editors,
+                        keys_per_second: args.keys_per_second,
+                        pace: args.pace,
+                        seconds: args.cluster_seconds,
+                    };
+                    let rows = cluster::fanout_pair(&run.installed, &redis, &params, &traces)
+                        .await
+                        .with_context(|| format!("cluster fan-out with {viewers} viewers"))?;
+                    for row in rows {
+                        run.results.cluster_fanout.push(serde_json::to_value(row)?);
+                    }
+                    settle().await;
+                    run.save()?;
+                }
+                eprintln!(
+                    "cluster failover: {} followers through HAProxy, {} rounds",
+                    args.failover_followers, args.failover_rounds
+                );
+                let rounds = cluster::failover(
+                    &run.installed,
+                    &redis,
+                    args.failover_followers,
+                    args.failover_rounds,
+                    traces[0].clone(),
+                )
+                .await
+                .context("cluster failover")?;
+                for round in rounds {
+                    run.results.failover.push(serde_json::to_value(round)?);
+                }
+                run.save()?;
+            }
         }
     }
     run.save()?;
@@ -593,7 +689,12 @@ fn merge_away(results: &mut Results, args: &RunArgs) {
                     && number(row, "documents") == Some(args.writer_documents as u64)
                     && number(row, "pipeline") == Some(args.pipeline as u64))
             }),
+            Scenario::Cluster => {}
         }
+    }
+    if args.scenarios.contains(&Scenario::Cluster) {
+        results.cluster_fanout.clear();
+        results.failover.clear();
     }
     let labels: Vec<&str> = args.servers.iter().map(|kind| kind.label()).collect();
     let scenarios: Vec<String> = args

@@ -299,6 +299,8 @@ pub(crate) fn markdown(results: &Results) -> String {
     }
     let _ = writeln!(out);
 
+    cluster(&mut out, results);
+
     if !results.skipped.is_empty() {
         let _ = writeln!(out, "## Not measured\n");
         let _ = writeln!(out, "| server | scenario | why |");
@@ -359,4 +361,112 @@ pub(crate) fn markdown(results: &Results) -> String {
         "Editors replay `clownschool_flat`, `seph-blog1` and `automerge-paper` (each editor its own text in the shared document, starting at a different point of its trace); the join document is the whole `automerge-paper` trace. The traces are from Joseph Gentle's public editing-traces collection: `automerge-paper` was recorded by Martin Kleppmann while writing the paper \"A Conflict-Free Replicated JSON Datatype\" (published with the automerge-perf benchmarks); `seph-blog1` and `clownschool_flat` are provided under the Creative Commons Attribution 4.0 licence. They are kept in `data/editing-traces/` with their provenance and licence."
     );
     out
+}
+
+/// Section 6: cluster mode, when the run measured it.
+fn cluster(out: &mut String, results: &Results) {
+    if results.cluster_fanout.is_empty() && results.failover.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "## 6. Cluster mode\n");
+    if let Some(first) = results.cluster_fanout.first() {
+        let _ = writeln!(
+            out,
+            "Fan-out as in section 1 ({} editors at {} keystrokes per second, {} s of typing per run), on one node and on three, one after the other at each viewer count. *One node*: Command Post on PostgreSQL, without Redis. *Three nodes*: Command Post on one PostgreSQL database and one Redis (`--redis`), the editors on node 1 and the viewers alternating over nodes 2 and 3, so every delivery crosses nodes: node 1 commits each update to PostgreSQL, then publishes it on Redis, and nodes 2 and 3 relay it to their viewers. Every node, PostgreSQL and Redis run on the servers' one core, so this compares the work a cluster adds, not the cores it could use. *Nodes' CPU* is summed over the nodes. *Redis commands* are those the nodes sent from the start of the typing to the end of the drain (`INFO commandstats` before and after; the benchmark's own `INFO` left out), per document update the editors sent and per 1,000 deliveries.\n",
+            thousands(f(first, "fanout.params.editors")),
+            num(f(first, "fanout.params.keys_per_second"), 0),
+            num(f(first, "fanout.params.seconds"), 0),
+        );
+        let _ = writeln!(
+            out,
+            "| viewers | nodes | deliveries/s | p50 ms | p99 ms | max ms | p99 ÷ one node's | lost | nodes' CPU s | Redis CPU s | PostgreSQL CPU s | Redis commands per update | per 1,000 deliveries | Redis commands |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
+        let viewers = |row: &Value| f(row, "fanout.params.viewers");
+        for row in &results.cluster_fanout {
+            let single = results
+                .cluster_fanout
+                .iter()
+                .find(|other| f(other, "nodes") == Some(1.0) && viewers(other) == viewers(row))
+                .and_then(|other| f(other, "fanout.latency.p99_ms"));
+            let is_cluster = f(row, "nodes").is_some_and(|n| n > 1.0);
+            let commands = row
+                .get("redis_commands")
+                .and_then(Value::as_object)
+                .map(|map| {
+                    map.iter()
+                        .map(|(command, calls)| format!("{command} {}", calls))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                })
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                thousands(viewers(row)),
+                num(f(row, "nodes"), 0),
+                thousands(f(row, "fanout.deliveries_per_second")),
+                num(f(row, "fanout.latency.p50_ms"), 1),
+                num(f(row, "fanout.latency.p99_ms"), 1),
+                num(f(row, "fanout.latency.max_ms"), 0),
+                if is_cluster {
+                    ratio(f(row, "fanout.latency.p99_ms"), single)
+                } else {
+                    String::new()
+                },
+                thousands(f(row, "fanout.lost")),
+                num(f(row, "fanout.server_cpu_seconds"), 1),
+                num(f(row, "redis_cpu_seconds"), 2),
+                num(f(row, "database_cpu_seconds"), 1),
+                if is_cluster {
+                    num(f(row, "redis_commands_per_update"), 2)
+                } else {
+                    String::new()
+                },
+                if is_cluster {
+                    num(f(row, "redis_commands_per_1000_deliveries"), 3)
+                } else {
+                    String::new()
+                },
+                commands,
+            );
+        }
+        let _ = writeln!(out);
+    }
+    if let Some(first) = results.failover.first() {
+        let _ = writeln!(
+            out,
+            "### Failover\n\n{} followers connect through HAProxy (the configuration of `docs/cluster/haproxy.cfg`: round-robin, health checks on `/readyz` every 500 ms, `fall 2`, `option redispatch`) to three nodes on one PostgreSQL and Redis, while an editor types 10 updates per second on node 1. Each round kills node 2 or node 3 (in turn) with SIGKILL. A follower that loses its connection reconnects as y-websocket's client does (after 100 ms, then 200, 400 ... up to 2.5 s after each failed attempt) and counts as resynced when a surviving node has sent it the whole document (sync step 2). Times are from the kill. The killed node is restarted between rounds.\n",
+            thousands(f(first, "followers"))
+        );
+        let _ = writeln!(
+            out,
+            "| round | on the killed node | resynced | first ms | median ms | 99 % resynced, ms | all, ms | HAProxy marked it down, ms | failed attempts | followers of survivors disconnected | editor updates meanwhile |"
+        );
+        let _ = writeln!(
+            out,
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for row in &results.failover {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                num(f(row, "round"), 0),
+                thousands(f(row, "on_killed_node")),
+                thousands(f(row, "resynced")),
+                num(f(row, "first_ms"), 0),
+                num(f(row, "median_ms"), 0),
+                num(f(row, "p99_ms"), 0),
+                num(f(row, "last_ms"), 0),
+                num(f(row, "marked_down_ms"), 0),
+                thousands(f(row, "failed_attempts")),
+                thousands(f(row, "survivors_disconnected")),
+                thousands(f(row, "editor_updates")),
+            );
+        }
+        let _ = writeln!(out);
+    }
 }

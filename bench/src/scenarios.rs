@@ -187,7 +187,7 @@ impl Ledger {
     }
 }
 
-fn client_id_base() -> u64 {
+pub(crate) fn client_id_base() -> u64 {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -197,12 +197,57 @@ fn client_id_base() -> u64 {
     (nanos % (1 << 31)) + 1000
 }
 
+/// Where a fan-out run connects: the editors to `editor_url`, viewer `i`
+/// to `viewer_urls[i % len]` (one server, or the nodes of a cluster).
+pub(crate) struct FanoutPlan {
+    pub kind: Kind,
+    pub doc: DocTarget,
+    pub editor_url: String,
+    pub viewer_urls: Vec<String>,
+}
+
+/// Reads the servers' CPU and memory (and anything else a run wants to
+/// compare) when the typing starts and once the viewers have drained.
+pub(crate) trait Meter {
+    /// What else is read, such as a Redis's command counts.
+    type Extra;
+    /// CPU seconds (summed over the processes) and peak RSS (of the
+    /// largest).
+    fn read(&self) -> (ProcStats, Self::Extra);
+}
+
+impl Meter for Server {
+    type Extra = ();
+    fn read(&self) -> (ProcStats, ()) {
+        (self.stats(), ())
+    }
+}
+
 pub(crate) async fn fanout(
     server: &mut Server,
     params: &FanoutParams,
     traces: &[Arc<Trace>],
 ) -> Result<FanoutResult> {
     let doc = server.new_doc().await?;
+    let plan = FanoutPlan {
+        kind: server.kind,
+        editor_url: server.connect_url(&doc, true),
+        viewer_urls: vec![server.connect_url(&doc, false)],
+        doc,
+    };
+    let (result, (), ()) = fanout_planned(&plan, params, traces, &*server).await?;
+    Ok(result)
+}
+
+/// A fan-out run as planned; also returns the meter's extra readings at
+/// the start of the typing and after the drain.
+pub(crate) async fn fanout_planned<M: Meter>(
+    plan: &FanoutPlan,
+    params: &FanoutParams,
+    traces: &[Arc<Trace>],
+    meter: &M,
+) -> Result<(FanoutResult, M::Extra, M::Extra)> {
+    let doc = plan.doc.clone();
     let base = client_id_base();
     let ledger = Rc::new(RefCell::new(Ledger {
         editor_of: (0..params.editors).map(|i| (base + i as u64, i)).collect(),
@@ -217,9 +262,8 @@ pub(crate) async fn fanout(
 
     // Viewers first, so every update is expected by every viewer.
     let connect_started = Instant::now();
-    let viewer_url = server.connect_url(&doc, false);
     let (viewers, viewer_failures) = connect_all(params.viewers, 256, |i| {
-        let url = viewer_url.clone();
+        let url = plan.viewer_urls[i % plan.viewer_urls.len()].clone();
         let doc = doc.clone();
         Box::pin(async move {
             let (ws, _, _) = client::join(&url, &doc, Some(client::source_address(i))).await?;
@@ -242,9 +286,8 @@ pub(crate) async fn fanout(
         })
         .collect();
 
-    let editor_url = server.connect_url(&doc, true);
     let (editors, editor_failures) = connect_all(params.editors, 32, |i| {
-        let url = editor_url.clone();
+        let url = plan.editor_url.clone();
         let doc = doc.clone();
         Box::pin(async move {
             let (ws, _, _) =
@@ -260,7 +303,7 @@ pub(crate) async fn fanout(
         editors.len()
     );
 
-    let before = server.stats();
+    let (before, extra_before) = meter.read();
     let own_before = ProcStats::own();
     let typing_started = Instant::now();
     let deadline = typing_started + Duration::from_secs_f64(params.seconds);
@@ -302,15 +345,15 @@ pub(crate) async fn fanout(
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let after = server.stats();
+    let (after, extra_after) = meter.read();
     let own_after = ProcStats::own();
     running.set(false);
     for task in tasks.drain(..) {
         task.abort();
     }
     let ledger = ledger.borrow();
-    Ok(FanoutResult {
-        server: server.kind,
+    let result = FanoutResult {
+        server: plan.kind,
         params: params.clone(),
         viewers_connected,
         connect_seconds,
@@ -328,7 +371,8 @@ pub(crate) async fn fanout(
         server_cpu_seconds: after.cpu_seconds - before.cpu_seconds,
         server_peak_rss_mib: after.peak_rss_kib as f64 / 1024.0,
         loadgen_cpu_seconds: own_after.cpu_seconds - own_before.cpu_seconds,
-    })
+    };
+    Ok((result, extra_before, extra_after))
 }
 
 async fn viewer_loop(

@@ -172,13 +172,7 @@ impl Postgres {
         let postgres = Postgres { server, postmaster };
         // Backends forked later inherit the postmaster's affinity.
         for pid in postgres.pids() {
-            let status = Command::new("taskset")
-                .args(["-a", "-p", "-c", cpu, &pid.to_string()])
-                .stdout(Stdio::null())
-                .status()?;
-            if !status.success() {
-                bail!("taskset could not pin PostgreSQL process {pid} to core {cpu}");
-            }
+            pin(pid, cpu, "PostgreSQL")?;
         }
         Ok(postgres)
     }
@@ -232,6 +226,18 @@ impl Postgres {
                 .map(|pid| ProcStats::read(pid).cpu_seconds)
                 .sum::<f64>()
     }
+}
+
+/// Pins process `pid` (all its threads) to `cpu` (`taskset -a -p -c`).
+pub(crate) fn pin(pid: u32, cpu: &str, what: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", cpu, &pid.to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("taskset could not pin {what} process {pid} to core {cpu}");
+    }
+    Ok(())
 }
 
 /// The parent of process `pid`.
@@ -344,6 +350,11 @@ pub(crate) struct DocTarget {
 pub(crate) struct Tuning {
     /// Command Post: unload idle rooms after this long (cold joins).
     pub room_idle_timeout: Option<Duration>,
+    /// Command Post on PostgreSQL: store in this database instead of a
+    /// fresh one (the nodes of a cluster share one).
+    pub database: Option<String>,
+    /// Command Post: join a cluster through this Redis (`--redis`).
+    pub redis: Option<String>,
 }
 
 fn free_port() -> Result<u16> {
@@ -367,7 +378,12 @@ impl Server {
         let keys = TokenKeys::from_secret(SECRET.as_bytes());
         let day = Duration::from_secs(86_400);
         let database = match (&installed.postgres, kind) {
-            (Some(postgres), Kind::CommandpostPostgres) => Some(postgres.fresh_database()),
+            (Some(postgres), Kind::CommandpostPostgres) => Some(
+                tuning
+                    .database
+                    .clone()
+                    .unwrap_or_else(|| postgres.fresh_database()),
+            ),
             _ => None,
         };
         let mut server = Server {
@@ -417,6 +433,9 @@ impl Server {
                 cmd.env("COMMANDPOST_SECRET", SECRET)
                     .env("COMMANDPOST_LOG", "warn");
                 cmd.args(&i.commandpost_args);
+                if let Some(redis) = &tuning.redis {
+                    cmd.arg("--redis").arg(redis);
+                }
                 if let Some(timeout) = tuning.room_idle_timeout {
                     cmd.arg("--room-idle-timeout")
                         .arg(format!("{}ms", timeout.as_millis()));
@@ -487,7 +506,17 @@ impl Server {
         self.spawn(tuning)
     }
 
+    /// Kills the server with SIGKILL, as a machine failure would.
+    pub(crate) fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub(crate) fn stop(&mut self) {
+        // Already gone (killed): its pid may belong to another process now.
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let pid = self.child.id().to_string();
         // y-sweet saves its documents on SIGINT only; the others stop
         // cleanly on SIGTERM.
