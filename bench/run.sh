@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Command Post's benchmark against its peers, in one command.
 #
-#   bench/run.sh            full run (about 25 minutes): installs the peers,
+#   bench/run.sh            full run (about 35 minutes): installs the peers,
 #                           builds in release mode, runs every scenario, and
 #                           writes docs/BENCHMARKS.md and bench/results.json
 #   bench/run.sh --quick    a few seconds per scenario with dev builds, to
@@ -77,7 +77,9 @@ fi
 echo "==> installing the Node peers (bench/peers: @y/websocket-server, @hocuspocus/server, Node 22)"
 npm ci --prefix bench/peers --no-audit --no-fund --loglevel=error
 
-if [ ! -x "$ysweet_root/bin/y-sweet" ]; then
+if [ -n "$servers" ] && [[ "$servers" != *ysweet* ]]; then
+    : # y-sweet is not among the servers asked for
+elif [ ! -x "$ysweet_root/bin/y-sweet" ]; then
     if [ -n "$quick" ] && [ -z "${BENCH_WITH_YSWEET:-}" ]; then
         echo "==> y-sweet is not installed; quick mode leaves it out (set BENCH_WITH_YSWEET=1 to install it, ~8 minutes)"
     else

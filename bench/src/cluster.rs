@@ -412,9 +412,10 @@ async fn type_on(
     Ok(())
 }
 
-/// Failover rounds: `followers` connected through HAProxy in front of
-/// the nodes, an editor typing on node 1, and in each round node 2 or 3
-/// (in turn) killed with SIGKILL, then restarted for the next round.
+/// Failover rounds, with an editor typing on node 1 throughout: each round
+/// connects `followers` fresh followers through HAProxy in front of the
+/// nodes, kills node 2 or 3 (in turn) with SIGKILL, times its followers'
+/// resync, and restarts it for the next round.
 pub(crate) async fn failover(
     installed: &Installed,
     redis: &RedisServer,
@@ -450,33 +451,33 @@ pub(crate) async fn failover(
         sent.clone(),
         running.clone(),
     ));
-    let state = Rc::new(RefCell::new(Followers {
-        list: (0..followers).map(|_| Follower::default()).collect(),
-        failed_attempts: 0,
-    }));
-    let tasks: Vec<_> = (0..followers)
-        .map(|i| {
-            spawn_local(follow(
-                i,
-                url.clone(),
-                doc.clone(),
-                state.clone(),
-                running.clone(),
-            ))
-        })
-        .collect();
-    let connected = |state: &Followers| state.list.iter().filter(|f| f.node.is_some()).count();
-    wait_for("every follower to connect through HAProxy", || {
-        connected(&state.borrow()) == followers
-    })
-    .await?;
-    eprintln!("    {followers} followers connected through HAProxy");
-
     let mut results = Vec::new();
     for round in 1..=rounds {
         let victim = 1 + (round - 1) % (NODES - 1);
         let killed = addrs[victim];
-        // Let the last round's reconnections settle.
+        // Fresh followers each round, so round-robin spreads them over all
+        // the nodes again (clients do not move back to a restarted node).
+        let state = Rc::new(RefCell::new(Followers {
+            list: (0..followers).map(|_| Follower::default()).collect(),
+            failed_attempts: 0,
+        }));
+        let round_running = Rc::new(Cell::new(true));
+        let tasks: Vec<_> = (0..followers)
+            .map(|i| {
+                spawn_local(follow(
+                    i,
+                    url.clone(),
+                    doc.clone(),
+                    state.clone(),
+                    round_running.clone(),
+                ))
+            })
+            .collect();
+        wait_for("every follower to connect through HAProxy", || {
+            state.borrow().list.iter().all(|f| f.node.is_some())
+        })
+        .await?;
+        // Connected and synced; let the joins' work settle.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let (on_node, failed_before, sent_before) = {
             let state = state.borrow();
@@ -501,16 +502,21 @@ pub(crate) async fn failover(
             on_node.iter().all(|&i| back(&state, i).is_some())
         })
         .await;
-        let state_now = state.borrow();
-        let mut times: Vec<Duration> = on_node
-            .iter()
-            .filter_map(|&i| back(&state_now, i))
-            .collect();
-        times.sort();
-        let survivors_disconnected = (0..followers)
-            .filter(|i| !on_node.contains(i))
-            .filter(|&i| state_now.list[i].lost_at.is_some_and(|at| at > killed_at))
-            .count();
+        let (times, survivors_disconnected, failed_attempts) = {
+            let state = state.borrow();
+            let mut times: Vec<Duration> =
+                on_node.iter().filter_map(|&i| back(&state, i)).collect();
+            times.sort();
+            let survivors_disconnected = (0..followers)
+                .filter(|i| !on_node.contains(i))
+                .filter(|&i| state.list[i].lost_at.is_some_and(|at| at > killed_at))
+                .count();
+            (
+                times,
+                survivors_disconnected,
+                state.failed_attempts - failed_before,
+            )
+        };
         let quantile = |q: f64| -> Option<f64> {
             let n = on_node.len();
             let needed = ((q * n as f64).ceil() as usize).max(1);
@@ -526,11 +532,10 @@ pub(crate) async fn failover(
             p99_ms: quantile(0.99),
             last_ms: quantile(1.0),
             marked_down_ms: marked_down.as_secs_f64() * 1000.0,
-            failed_attempts: state_now.failed_attempts - failed_before,
+            failed_attempts,
             survivors_disconnected,
             editor_updates: sent.get() - sent_before,
         };
-        drop(state_now);
         eprintln!(
             "    round {round}: node {} killed with {} followers; {} resynced, 99 % in {} ms, all in {} ms; HAProxy marked it down after {:.0} ms; {} failed attempts",
             victim + 1,
@@ -545,13 +550,14 @@ pub(crate) async fn failover(
         if editor.is_finished() {
             bail!("the editor stopped: its node closed the connection");
         }
+        round_running.set(false);
+        for task in tasks {
+            task.abort();
+        }
         nodes[victim].restart(&tuning)?;
         proxy.wait_up(killed).await;
     }
     running.set(false);
-    for task in tasks {
-        task.abort();
-    }
     editor.abort();
     Ok(results)
 }

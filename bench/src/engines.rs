@@ -7,7 +7,10 @@
 
 #![allow(
     unreachable_pub,
-    reason = "the harnesses are written as the end-to-end tests' public support modules"
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "the end-to-end tests' support modules: public to the tests, and a harness that cannot start its engine ends the run with a message naming why"
 )]
 
 use std::time::Duration;

@@ -4,8 +4,10 @@
 //! The configuration is what a deployment would run: `mode http`,
 //! round-robin over the backends with no stickiness, WebSocket-friendly
 //! timeouts (`timeout tunnel 1h`, client and server 1h), health checks
-//! `option httpchk GET /readyz` every 500 ms (`fall 2 rise 1`), `option
-//! redispatch` and `retries 3`. Each backend is a `server` named after its
+//! `option httpchk GET /readyz` every 500 ms (`fall 2 rise 1`), a node
+//! marked down at its first refused connection (`observe layer4
+//! error-limit 1 on-error mark-down`), `option redispatch 1` and `retries
+//! 3`. Each backend is a `server` named after its
 //! address (`127.0.0.2:41234`), and every response carries the name of the
 //! node that answered in the [`SERVED_BY`] header (added by HAProxy, not the
 //! server), so a test sees where round-robin sent each request.
@@ -16,7 +18,7 @@
 //! health check, [`HaProxy::wait_down`] until one is marked down. A
 //! backend that was killed may still be considered up for a check or two;
 //! wait for [`HaProxy::wait_down`] before expecting every request to reach
-//! the others (`option redispatch` moves most of them anyway).
+//! the others (a refused connection marks it down and is redispatched).
 //!
 //! [`HaProxy::reload_with`] swaps the backend list the way operators do
 //! (a new process with `-sf <old pid>`: it takes over the port, the old one
