@@ -12,5 +12,9 @@ if ! cargo deny --version 2>/dev/null | grep -q "cargo-deny $version"; then
     echo "==> installing cargo-deny $version (once; about two minutes)"
     cargo install cargo-deny --locked --no-default-features --version "$version"
 fi
+# cargo-deny reads the graph with `cargo metadata --offline`, which needs
+# every crate of the lock file on disk, those of other platforms too (a
+# fresh machine's builds fetch only its own): fetch them first.
+cargo fetch --locked --quiet
 cargo deny --offline --log-level error check licenses bans sources
 echo "cargo deny: licences, bans and sources ok"

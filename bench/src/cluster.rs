@@ -194,13 +194,7 @@ pub(crate) async fn fanout_pair(
             &format!("cluster-fanout-{viewers}-single"),
             &Tuning::default(),
         )?;
-        let doc = server.new_doc().await?;
-        let plan = FanoutPlan {
-            kind: server.kind,
-            editor_url: server.connect_url(&doc, true),
-            viewer_urls: vec![server.connect_url(&doc, false)],
-            doc,
-        };
+        let plan = FanoutPlan::on(&mut server).await?;
         let meter = ClusterMeter {
             nodes: &[&server],
             redis: None,

@@ -166,6 +166,19 @@ pub struct RunArgs {
     pub command_line: String,
 }
 
+impl RunArgs {
+    /// A fan-out run's load: these editors and viewers, for `seconds`.
+    fn fanout_params(&self, viewers: usize, seconds: f64) -> scenarios::FanoutParams {
+        scenarios::FanoutParams {
+            viewers,
+            editors: self.editors,
+            keys_per_second: self.keys_per_second,
+            pace: self.pace,
+            seconds,
+        }
+    }
+}
+
 fn default_cluster_viewers() -> Vec<usize> {
     vec![100, 1000, 5000]
 }
@@ -440,13 +453,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
         match scenario {
             Scenario::Fanout => {
                 for &viewers in &args.viewers {
-                    let params = scenarios::FanoutParams {
-                        viewers,
-                        editors: args.editors,
-                        keys_per_second: args.keys_per_second,
-                        pace: args.pace,
-                        seconds: args.seconds,
-                    };
+                    let params = args.fanout_params(viewers, args.seconds);
                     for &kind in &args.servers {
                         if kind.storage_only() {
                             continue;
@@ -618,13 +625,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
                 eprintln!("starting the benchmark's own Redis (redis-server, no persistence)");
                 let redis = cluster::start_redis(&args.server_cpu)?;
                 for &viewers in &args.cluster_viewers {
-                    let params = scenarios::FanoutParams {
-                        viewers,
-                        editors: args.editors,
-                        keys_per_second: args.keys_per_second,
-                        pace: args.pace,
-                        seconds: args.cluster_seconds,
-                    };
+                    let params = args.fanout_params(viewers, args.cluster_seconds);
                     let rows = cluster::fanout_pair(&run.installed, &redis, &params, &traces)
                         .await
                         .with_context(|| format!("cluster fan-out with {viewers} viewers"))?;

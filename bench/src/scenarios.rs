@@ -223,18 +223,25 @@ impl Meter for Server {
     }
 }
 
+impl FanoutPlan {
+    /// Everyone on `server`, on a new document.
+    pub(crate) async fn on(server: &mut Server) -> Result<FanoutPlan> {
+        let doc = server.new_doc().await?;
+        Ok(FanoutPlan {
+            kind: server.kind,
+            editor_url: server.connect_url(&doc, true),
+            viewer_urls: vec![server.connect_url(&doc, false)],
+            doc,
+        })
+    }
+}
+
 pub(crate) async fn fanout(
     server: &mut Server,
     params: &FanoutParams,
     traces: &[Arc<Trace>],
 ) -> Result<FanoutResult> {
-    let doc = server.new_doc().await?;
-    let plan = FanoutPlan {
-        kind: server.kind,
-        editor_url: server.connect_url(&doc, true),
-        viewer_urls: vec![server.connect_url(&doc, false)],
-        doc,
-    };
+    let plan = FanoutPlan::on(server).await?;
     let (result, (), ()) = fanout_planned(&plan, params, traces, &*server).await?;
     Ok(result)
 }
