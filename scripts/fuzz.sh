@@ -5,7 +5,7 @@
 # prints one summary line per target and exits non-zero if any target
 # crashed, naming the file that reproduces it. See fuzz/README.md.
 #
-#   scripts/fuzz.sh            # 30 s per target (what CI runs)
+#   scripts/fuzz.sh            # 30 s per target (CI runs 10 s: .ci/run)
 #   scripts/fuzz.sh 600        # a longer local session
 #   FUZZ_TARGETS="session" scripts/fuzz.sh 300
 #
