@@ -213,14 +213,8 @@ async fn an_awareness_flood_is_coalesced_and_the_latest_state_still_arrives() {
     })
     .await;
     assert!(flood.seen.lock().closed.is_none());
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        !metrics.contains("commandpost_awareness_coalesced_total 0\n"),
-        "{metrics}"
+    assert_ne!(
+        server.metric("commandpost_awareness_coalesced_total").await,
+        Some(0.0)
     );
 }
